@@ -1,0 +1,30 @@
+//! The auth function: accounts, organisations, projects, roles, API keys and tokens.
+//!
+//! Thin glue on spin-sdk: route, parse, call `shared`, answer. It holds no domain logic of its own and
+//! never depends on another function or on the host.
+
+use shared::{Reply, Route, Service, route};
+use spin_sdk::http::{IntoResponse, Request};
+use spin_sdk::http_service;
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Health,
+}
+
+const ROUTES: &[Route<Endpoint>] = &[Route {
+    method: "GET",
+    path: "/v1/auth/health",
+    endpoint: Endpoint::Health,
+}];
+
+#[http_service]
+async fn handle(request: Request) -> impl IntoResponse {
+    let reply = match route::resolve(ROUTES, request.method().as_str(), request.uri().path()) {
+        Ok(found) => match found.endpoint {
+            Endpoint::Health => Reply::json(200, &Service::Auth.health()),
+        },
+        Err(error) => Reply::error(&error),
+    };
+    reply.into_http()
+}

@@ -1,0 +1,164 @@
+//! edgerag's host: a Spin-compatible runner on wasmtime that serves the application's HTTP routes from
+//! its WebAssembly components, one fresh instance per request.
+//!
+//! The host is infrastructure only. It holds no edgerag domain logic (that lives in `shared` and the
+//! functions), and components reach nothing but what their manifest grants: declared variables and
+//! `allowed_outbound_hosts`.
+
+pub mod manifest;
+pub mod metrics;
+pub mod outbound;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod variables;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::manifest::App;
+use crate::metrics::Metrics;
+use crate::outbound::AllowedHosts;
+use crate::router::Router;
+use crate::runtime::{ComponentRuntime, Grants, RuntimeConfig};
+use crate::server::{Frontend, Limits};
+use crate::variables::AppVariables;
+
+/// Looks up an environment variable; tests pass their own instead of touching the process's.
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Everything `edgerag up` needs to run an application.
+#[derive(Clone)]
+pub struct UpConfig {
+    pub manifest: PathBuf,
+    pub listen: SocketAddr,
+    pub runtime: RuntimeConfig,
+    pub max_body_bytes: u64,
+    /// Variable values supplied by the host itself (embedded services), below `SPIN_VARIABLE_*`.
+    pub provided_variables: BTreeMap<String, String>,
+    pub env: EnvLookup,
+}
+
+impl std::fmt::Debug for UpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpConfig")
+            .field("manifest", &self.manifest)
+            .field("listen", &self.listen)
+            .field("runtime", &self.runtime)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpConfig {
+    /// Defaults like Fermyon Cloud's: 10 MiB bodies, 30 s to answer; the process environment.
+    pub fn new(manifest: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            manifest,
+            listen,
+            runtime: RuntimeConfig::default(),
+            max_body_bytes: 10 << 20,
+            provided_variables: BTreeMap::new(),
+            env: Arc::new(|name| std::env::var(name).ok()),
+        }
+    }
+}
+
+/// A host that is serving.
+#[derive(Debug)]
+pub struct RunningHost {
+    /// The address it listens on (useful when asked for port 0).
+    pub addr: SocketAddr,
+    /// Time from `start` to ready.
+    pub startup: Duration,
+    pub frontend: Arc<Frontend>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningHost {
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Loads the manifest, resolves variables, compiles every routed component, and starts serving.
+pub async fn start(config: UpConfig) -> anyhow::Result<RunningHost> {
+    let started = Instant::now();
+    let app = App::load(&config.manifest)?;
+    let env = config.env.clone();
+    let variables =
+        AppVariables::resolve(&app.manifest, |name| env(name), &config.provided_variables)?;
+    let router = Router::build(&app.http)?;
+    let engine = runtime::engine(&config.runtime)?;
+
+    let mut loads = Vec::new();
+    let mut seen = Vec::new();
+    for trigger in &app.http {
+        if seen.contains(&trigger.component) {
+            continue;
+        }
+        seen.push(trigger.component.clone());
+        let id = trigger.component.clone();
+        let declared = app
+            .component(&id)
+            .with_context(|| format!("no component `{id}`"))?;
+        let grants = grants(&variables, declared).with_context(|| format!("component `{id}`"))?;
+        let path = app.source_path(&id)?;
+        let engine = engine.clone();
+        let runtime_config = config.runtime.clone();
+        loads.push(tokio::task::spawn_blocking(move || {
+            ComponentRuntime::load(&engine, &runtime_config, &id, &path, grants)
+        }));
+    }
+    let mut dispatchers = HashMap::new();
+    for load in loads {
+        let component = load.await.context("component compilation panicked")??;
+        dispatchers.insert(component.id().to_string(), runtime::dispatcher(component));
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let limits = Limits {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.runtime.request_timeout,
+    };
+    let frontend = Arc::new(Frontend::new(
+        router,
+        dispatchers,
+        limits,
+        Arc::new(Metrics::default()),
+    ));
+    let (shutdown, watcher) = watch::channel(false);
+    let task = tokio::spawn(server::serve(listener, frontend.clone(), watcher));
+    Ok(RunningHost {
+        addr,
+        startup: started.elapsed(),
+        frontend,
+        shutdown,
+        task,
+    })
+}
+
+fn grants(variables: &AppVariables, component: &manifest::Component) -> anyhow::Result<Grants> {
+    let hosts = component
+        .allowed_outbound_hosts
+        .iter()
+        .map(|entry| variables.expand(entry))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Grants {
+        variables: variables.for_component(&component.variables)?,
+        allowed_hosts: AllowedHosts::parse(&hosts)?,
+        environment: component.environment.clone(),
+    })
+}

@@ -1,0 +1,118 @@
+//! The `edgerag` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use host::UpConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgerag",
+    version,
+    about = "Run edgerag's WebAssembly components on a Spin-compatible host"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the application described by a Spin manifest.
+    Up {
+        /// The Spin manifest (spin_manifest_version = 2).
+        #[arg(long, short = 'f', default_value = "spin.toml")]
+        manifest: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+        /// Where edgerag keeps its data (compilation cache, embedded stores).
+        #[arg(long, default_value = ".edgerag")]
+        data_dir: PathBuf,
+        /// Seconds a component has to start answering; slower requests get 504.
+        #[arg(long, default_value_t = 30)]
+        request_timeout: u64,
+        /// Largest request body accepted, in bytes; larger ones get 413.
+        #[arg(long, default_value_t = 10 << 20)]
+        max_body_bytes: u64,
+        /// Instances that may run at once.
+        #[arg(long, default_value_t = 1000)]
+        max_instances: u32,
+        /// Do not use wasmtime's compilation cache.
+        #[arg(long)]
+        no_cache: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGERAG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Up {
+            manifest,
+            listen,
+            data_dir,
+            request_timeout,
+            max_body_bytes,
+            max_instances,
+            no_cache,
+        } => runtime.block_on(async {
+            let mut config = UpConfig::new(manifest, listen);
+            config.max_body_bytes = max_body_bytes;
+            config.runtime.request_timeout = Duration::from_secs(request_timeout);
+            config.runtime.max_instances = max_instances;
+            if !no_cache {
+                config.runtime.cache_dir = Some(data_dir.join("wasmtime-cache"));
+            }
+            let host = host::start(config).await?;
+            for (route, component) in host.frontend.router.describe() {
+                tracing::info!("route {route} -> {component}");
+            }
+            tracing::info!(
+                "edgerag serving on http://{} (ready in {} ms)",
+                host.addr,
+                host.startup.as_millis()
+            );
+            tokio::signal::ctrl_c()
+                .await
+                .context("cannot wait for ctrl-c")?;
+            tracing::info!("shutting down");
+            host.stop().await;
+            Ok(())
+        }),
+    }
+}

@@ -1,0 +1,435 @@
+//! The Wasm side of the host: one wasmtime engine with the pooling allocator and a compilation cache,
+//! each component compiled once at start, and a fresh instance for every request.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use http_body_util::BodyExt;
+use wasmtime::component::{Accessor, Component, GuestTaskId, HasData, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreContextMut};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::handler::{
+    HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState,
+    WorkerStatus,
+};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::outbound::AllowedHosts;
+
+mod spin_variables {
+    wasmtime::component::bindgen!({
+        path: "../../wit/deps/spin-variables@3.0.0",
+        inline: "package edgerag:host; world spin-host { import spin:variables/variables@3.0.0; }",
+    });
+}
+
+use spin_variables::spin::variables::variables;
+
+/// Settings for the engine and for every request.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Directory for wasmtime's compilation cache; `None` turns the cache off.
+    pub cache_dir: Option<PathBuf>,
+    /// Instances that may exist at once (the pooling allocator's slots).
+    pub max_instances: u32,
+    /// Largest linear memory one instance may grow to.
+    pub max_memory_bytes: usize,
+    /// Time a component has to produce a response's head.
+    pub request_timeout: Duration,
+    /// Time a component has, after the head, to finish streaming the body.
+    pub stream_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            max_instances: 1000,
+            max_memory_bytes: 512 << 20,
+            request_timeout: Duration::from_secs(30),
+            stream_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Per-instance state: WASI, WASI HTTP, and what the manifest grants this component.
+pub struct StoreState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    outbound: Outbound,
+    variables: Arc<BTreeMap<String, String>>,
+    instantiate_micros: u64,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreState")
+            .field("component", &self.outbound.component)
+            .finish_non_exhaustive()
+    }
+}
+
+fn http_view(state: &mut StoreState) -> WasiHttpCtxView<'_> {
+    state.http()
+}
+
+/// Outbound HTTP for one instance: the component's `allowed_outbound_hosts` enforced before any
+/// connection is made.
+struct Outbound {
+    component: Arc<str>,
+    allowed: Arc<AllowedHosts>,
+}
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        drop(fut);
+        if !self.allowed.allows(request.uri()) {
+            tracing::warn!(
+                component = %self.component,
+                scheme = request.uri().scheme_str().unwrap_or(""),
+                host = request.uri().host().unwrap_or(""),
+                port = request.uri().port_u16(),
+                "outbound request denied: not in allowed_outbound_hosts"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+struct VariablesHost;
+
+impl HasData for VariablesHost {
+    type Data<'a> = &'a mut StoreState;
+}
+
+impl variables::Host for &mut StoreState {}
+
+impl<U> variables::HostWithStore<U> for VariablesHost {
+    async fn get(store: &Accessor<U, Self>, name: String) -> Result<String, variables::Error> {
+        if crate::manifest::SnakeId::try_from(name.clone()).is_err() {
+            return Err(variables::Error::InvalidName(name));
+        }
+        store.with(|mut access| {
+            let state = access.get();
+            state
+                .variables
+                .get(&name)
+                .cloned()
+                .ok_or(variables::Error::Undefined(name))
+        })
+    }
+}
+
+/// Builds the engine: component model with async, the pooling allocator, epoch interruption (so a
+/// guest stuck in a loop still yields and can be timed out), and the compilation cache.
+pub fn engine(config: &RuntimeConfig) -> anyhow::Result<Engine> {
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
+        .wasm_component_model_async(true)
+        .epoch_interruption(true);
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(config.max_instances)
+        .total_core_instances(config.max_instances.saturating_mul(8))
+        .total_memories(config.max_instances.saturating_mul(2))
+        .total_tables(config.max_instances.saturating_mul(4))
+        .total_stacks(config.max_instances)
+        .max_memory_size(config.max_memory_bytes);
+    wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    if let Some(dir) = &config.cache_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+        let dir = std::path::absolute(dir)
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        let mut cache = wasmtime::CacheConfig::new();
+        cache.with_directory(dir);
+        wasm.cache(Some(
+            wasmtime::Cache::new(cache).map_err(|e| anyhow::anyhow!("{e:#}"))?,
+        ));
+    }
+    let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    // Epoch ticks give every running guest a chance to yield to the scheduler.
+    let ticker = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+        .context("cannot start the epoch ticker")?;
+    Ok(engine)
+}
+
+fn linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    // Rust std in the guest still imports the WASI 0.2 interfaces, next to the 0.3 ones spin-sdk uses.
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    variables::add_to_linker::<_, VariablesHost>(&mut linker, |state| state)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    Ok(linker)
+}
+
+/// What a component may do, from the manifest.
+#[derive(Debug, Clone)]
+pub struct Grants {
+    pub variables: BTreeMap<String, String>,
+    pub allowed_hosts: AllowedHosts,
+    pub environment: BTreeMap<String, String>,
+}
+
+/// A compiled component, ready to be instantiated for each request.
+pub struct ComponentRuntime {
+    id: Arc<str>,
+    engine: Engine,
+    pre: ProxyPre<StoreState>,
+    variables: Arc<BTreeMap<String, String>>,
+    allowed: Arc<AllowedHosts>,
+    environment: Vec<(String, String)>,
+    request_timeout: Duration,
+    stream_timeout: Duration,
+}
+
+impl std::fmt::Debug for ComponentRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentRuntime")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ComponentRuntime {
+    /// Compiles (or loads from the cache) and links a component that exports `wasi:http/handler@0.3`.
+    pub fn load(
+        engine: &Engine,
+        config: &RuntimeConfig,
+        id: &str,
+        path: &Path,
+        grants: Grants,
+    ) -> anyhow::Result<Self> {
+        let component = Component::from_file(engine, path)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .with_context(|| format!("component `{id}`: cannot compile {}", path.display()))?;
+        let instance_pre = linker(engine)?
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .with_context(|| {
+                format!("component `{id}` imports something this host does not provide")
+            })?;
+        let pre = match wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre) {
+            Ok(pre) => ProxyPre::P3(pre),
+            Err(error) => bail!(
+                "component `{id}` does not export wasi:http/handler@0.3.0 (build it with spin-sdk 7): {error:#}"
+            ),
+        };
+        Ok(Self {
+            id: id.into(),
+            engine: engine.clone(),
+            pre,
+            variables: Arc::new(grants.variables),
+            allowed: Arc::new(grants.allowed_hosts),
+            environment: grants.environment.into_iter().collect(),
+            request_timeout: config.request_timeout,
+            stream_timeout: config.stream_timeout,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Per-request facts the instance reports back to the server.
+#[derive(Debug, Default)]
+pub struct RequestMeta {
+    /// Microseconds spent creating the store and instantiating, for this request's instance.
+    pub instantiate_micros: AtomicU64,
+}
+
+/// The shared, cloneable handle that dispatches requests to fresh instances of one component.
+pub type Dispatcher = ProxyHandler<ComponentRuntime>;
+
+pub fn dispatcher(component: ComponentRuntime) -> Dispatcher {
+    ProxyHandler::new(component)
+}
+
+impl HandlerState for ComponentRuntime {
+    type StoreData = StoreState;
+    type WorkerExpiration = Expiration;
+    type WorkerState = OneShot;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<StoreState, Expiration, OneShot>> {
+        let started = Instant::now();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&self.environment).inherit_stderr();
+        let state = StoreState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outbound: Outbound {
+                component: self.id.clone(),
+                allowed: self.allowed.clone(),
+            },
+            variables: self.variables.clone(),
+            instantiate_micros: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        store.data_mut().instantiate_micros = started.elapsed().as_micros() as u64;
+        Ok(Instance {
+            store,
+            proxy,
+            view: http_view,
+            expiration: Expiration::new(self.request_timeout, self.stream_timeout),
+            state: OneShot,
+        })
+    }
+}
+
+/// Each instance serves exactly one request: no state leaks from one request (or tenant) to the next.
+#[derive(Debug)]
+pub struct OneShot;
+
+impl WorkerState for OneShot {
+    type StoreData = StoreState;
+    type RequestData = Arc<RequestMeta>;
+
+    fn should_accept_request(&self, _concurrent: usize, total: usize) -> ShouldAccept {
+        if total == 0 {
+            ShouldAccept::Yes
+        } else {
+            ShouldAccept::Never
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        store: StoreContextMut<'_, StoreState>,
+        meta: Arc<RequestMeta>,
+        _task: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
+        meta.instantiate_micros
+            .store(store.data().instantiate_micros, Ordering::Relaxed);
+        // The server enforces the response-head deadline itself; this future never expires the
+        // request, and `Expiration` stops the instance.
+        Box::pin(std::future::pending())
+    }
+
+    fn drop(&self, _store: Store<StoreState>, result: wasmtime::Result<()>) {
+        if let Err(error) = result {
+            tracing::debug!("instance ended with an error: {error:#}");
+        }
+    }
+}
+
+const EXPIRY_GRACE: Duration = Duration::from_millis(250);
+
+/// Stops an instance that outlives its time: the request timeout while it owes a response, the stream
+/// timeout while it streams the body, and at once when it is idle.
+pub struct Expiration {
+    request_timeout: Duration,
+    stream_timeout: Duration,
+    timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl Expiration {
+    fn new(request_timeout: Duration, stream_timeout: Duration) -> Self {
+        Self {
+            request_timeout,
+            stream_timeout,
+            timer: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Expiration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expiration")
+            .field("request_timeout", &self.request_timeout)
+            .field("stream_timeout", &self.stream_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerExpiration for Expiration {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        status: WorkerStatus,
+        start: Instant,
+    ) -> Poll<()> {
+        let limit = match status {
+            WorkerStatus::Idle => return Poll::Ready(()),
+            // The server answers 504 at the request timeout; the instance gets a little longer so that
+            // answer is never pre-empted by the instance being torn down.
+            WorkerStatus::Requests => self.request_timeout + EXPIRY_GRACE,
+            WorkerStatus::PostReturn => self.stream_timeout,
+        };
+        let deadline = start + limit;
+        let this = &mut *self;
+        let reset = !matches!(&this.timer, Some((at, _)) if *at == deadline);
+        if reset {
+            this.timer = Some((
+                deadline,
+                Box::pin(tokio::time::sleep_until(deadline.into())),
+            ));
+        }
+        match &mut this.timer {
+            Some((_, sleep)) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! The HTTP front: route each request to its component, pass Spin's request headers, enforce the body
+//! size and time limits, turn guest failures into JSON errors, log one line per request, serve metrics.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::router::{RouteMatch, Router};
+use crate::runtime::{Dispatcher, RequestMeta};
+
+type WasiBody = wasmtime_wasi_http::WasiBody;
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: u64,
+    pub request_timeout: Duration,
+}
+
+/// Everything a request needs: the route table and a dispatcher per component.
+pub struct Frontend {
+    pub router: Router,
+    pub dispatchers: HashMap<String, Dispatcher>,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    request_ids: AtomicU64,
+    id_prefix: u32,
+}
+
+impl std::fmt::Debug for Frontend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frontend")
+            .field("router", &self.router)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Frontend {
+    pub fn new(
+        router: Router,
+        dispatchers: HashMap<String, Dispatcher>,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let id_prefix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            .unwrap_or_default();
+        Self {
+            router,
+            dispatchers,
+            limits,
+            metrics,
+            request_ids: AtomicU64::new(0),
+            id_prefix,
+        }
+    }
+
+    fn next_request_id(&self) -> String {
+        let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{n:08x}", self.id_prefix)
+    }
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    frontend: Arc<Frontend>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!("accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let frontend = frontend.clone();
+        let local = stream.local_addr().ok();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let frontend = frontend.clone();
+                async move { Ok::<_, Infallible>(handle(&frontend, request, client, local).await) }
+            });
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("connection from {client} ended: {error}");
+            }
+        });
+    }
+}
+
+async fn handle(
+    frontend: &Frontend,
+    request: Request<Incoming>,
+    client: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Response<WasiBody> {
+    let started = Instant::now();
+    let request_id = frontend.next_request_id();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+
+    if path == "/metrics" && method == http::Method::GET {
+        let response = text_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            frontend.metrics.render(),
+        );
+        return finish(
+            frontend,
+            &request_id,
+            &method,
+            &path,
+            "-",
+            "-",
+            response,
+            started,
+            None,
+        );
+    }
+
+    let Some(route) = frontend.router.route(&path) else {
+        let response = error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no route matches {path}"),
+            &request_id,
+        );
+        return finish(
+            frontend,
+            &request_id,
+            &method,
+            &path,
+            "-",
+            "-",
+            response,
+            started,
+            None,
+        );
+    };
+    let Some(dispatcher) = frontend.dispatchers.get(&route.component) else {
+        let response = error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the route's component is not loaded",
+            &request_id,
+        );
+        return finish(
+            frontend,
+            &request_id,
+            &method,
+            &path,
+            &route.raw_route,
+            &route.component,
+            response,
+            started,
+            None,
+        );
+    };
+
+    let limit = frontend.limits.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        let response = too_large(limit, &request_id);
+        return finish(
+            frontend,
+            &request_id,
+            &method,
+            &path,
+            &route.raw_route,
+            &route.component,
+            response,
+            started,
+            None,
+        );
+    }
+
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let request = prepare(request, &route, client, local, limit, exceeded.clone());
+    let meta = Arc::new(RequestMeta::default());
+    let outcome = tokio::time::timeout(
+        frontend.limits.request_timeout,
+        dispatcher.handle(meta.clone(), request),
+    )
+    .await;
+    let instantiation = match meta.instantiate_micros.load(Ordering::Relaxed) {
+        0 => None,
+        micros => Some(Duration::from_micros(micros)),
+    };
+    let response = match outcome {
+        _ if exceeded.load(Ordering::Relaxed) => too_large(limit, &request_id),
+        Ok(Ok(mut response)) => {
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert("x-request-id", value);
+            }
+            response
+        }
+        Ok(Err(_)) if started.elapsed() >= frontend.limits.request_timeout => {
+            timed_out(frontend.limits.request_timeout, &request_id)
+        }
+        Ok(Err(error)) => {
+            tracing::error!(
+                request_id = %request_id,
+                component = %route.component,
+                "component failed: {error:#}"
+            );
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "component_failed",
+                "the component failed while handling the request",
+                &request_id,
+            )
+        }
+        Err(_elapsed) => timed_out(frontend.limits.request_timeout, &request_id),
+    };
+    finish(
+        frontend,
+        &request_id,
+        &method,
+        &path,
+        &route.raw_route,
+        &route.component,
+        response,
+        started,
+        instantiation,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    frontend: &Frontend,
+    request_id: &str,
+    method: &http::Method,
+    path: &str,
+    route: &str,
+    component: &str,
+    response: Response<WasiBody>,
+    started: Instant,
+    instantiation: Option<Duration>,
+) -> Response<WasiBody> {
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    frontend
+        .metrics
+        .record(component, status, elapsed, instantiation);
+    tracing::info!(
+        target: "edgerag::request",
+        request_id,
+        method = %method,
+        path,
+        route,
+        component,
+        status,
+        duration_us = elapsed.as_micros() as u64,
+        instantiate_us = instantiation.map(|d| d.as_micros() as u64),
+    );
+    response
+}
+
+/// Builds the request the guest sees: an absolute URI, Spin's `spin-*` headers (any sent by the
+/// client are dropped first), and the body behind the size limit.
+fn prepare(
+    request: Request<Incoming>,
+    route: &RouteMatch,
+    client: SocketAddr,
+    local: Option<SocketAddr>,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+) -> Request<WasiBody> {
+    let (mut parts, body) = request.into_parts();
+    let authority = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| local.map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".to_string());
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let full_url = format!("http://{authority}{path_and_query}");
+    if let Ok(uri) = full_url.parse() {
+        parts.uri = uri;
+    }
+
+    let spoofed: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        parts.headers.remove(name);
+    }
+    let mut set = |name: &str, value: &str| {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            parts.headers.insert(name, value);
+        }
+    };
+    set("spin-full-url", &full_url);
+    set("spin-path-info", &route.path_info);
+    set("spin-matched-route", &route.raw_route);
+    set("spin-raw-component-route", &route.raw_route);
+    set("spin-component-route", &route.component_route);
+    set("spin-base-path", "/");
+    set("spin-client-addr", &client.to_string());
+    for (name, value) in &route.params {
+        set(
+            &format!("spin-path-match-{}", name.to_ascii_lowercase()),
+            value,
+        );
+    }
+
+    let body = LimitedBody {
+        inner: body,
+        remaining: limit,
+        limit,
+        exceeded,
+    };
+    Request::from_parts(parts, body.boxed_unsync())
+}
+
+/// A request body that fails (and flags it) once more than `limit` bytes have arrived, so a chunked
+/// upload without a `content-length` is cut off too.
+struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if len > this.remaining {
+                    this.exceeded.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                        Some(this.limit),
+                    ))));
+                }
+                this.remaining -= len;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn full_body(bytes: impl Into<Bytes>) -> WasiBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<WasiBody> {
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// A host-made error in the same JSON shape the functions use, with the request id to quote in a
+/// bug report. It never carries internal details.
+pub fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<WasiBody> {
+    let body = serde_json::json!({
+        "error": { "code": code, "message": message, "request_id": request_id }
+    });
+    let mut response = text_response(status, "application/json", body.to_string());
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+fn timed_out(limit: Duration, request_id: &str) -> Response<WasiBody> {
+    error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+        &format!(
+            "the component did not answer within {} ms",
+            limit.as_millis()
+        ),
+        request_id,
+    )
+}
+
+fn too_large(limit: u64, request_id: &str) -> Response<WasiBody> {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!("request body is larger than the limit of {limit} bytes"),
+        request_id,
+    )
+}

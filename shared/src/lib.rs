@@ -1,0 +1,14 @@
+//! Domain types, validation and the one error vocabulary that every edgerag function shares.
+//!
+//! This crate is pure logic: it must not depend on spin-sdk, wasmtime, tokio or anything that does IO,
+//! so that it builds natively and for `wasm32-wasip2` alike and is unit-tested with plain `cargo test`.
+
+pub mod error;
+pub mod reply;
+pub mod route;
+pub mod service;
+
+pub use error::ApiError;
+pub use reply::Reply;
+pub use route::{Endpoint, Route};
+pub use service::Service;

@@ -1,0 +1,213 @@
+//! Support for edgerag's end-to-end tests and benchmarks: builds the real `.wasm` components, starts the
+//! real host on a loopback port, and speaks HTTP to it over real sockets.
+//!
+//! Nothing here fakes what edgerag ships; the only component that is not a product function is the
+//! `probe` fixture, which exists to exercise the host.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+/// The workspace root (where spin.toml lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Where the release `.wasm` of a workspace component lands.
+pub fn wasm_path(crate_name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{crate_name}.wasm"))
+}
+
+/// Builds the four functions and the probe fixture for `wasm32-wasip2`, once per test process.
+pub fn build_components() -> &'static Result<(), String> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--target",
+                "wasm32-wasip2",
+            ])
+            .args([
+                "-p", "auth", "-p", "ingest", "-p", "search", "-p", "respond", "-p", "probe",
+            ])
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("building the components failed: {status}"))
+        }
+    })
+}
+
+/// Writes a manifest to a fresh directory and returns its path.
+pub fn write_manifest(text: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "edgerag-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, text).expect("write manifest");
+    path
+}
+
+/// The probe fixture's path, for manifests.
+pub fn probe_source() -> String {
+    wasm_path("probe").display().to_string()
+}
+
+/// Options for starting a host in tests.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub env: BTreeMap<String, String>,
+    pub request_timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            env: BTreeMap::new(),
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 10 << 20,
+        }
+    }
+}
+
+/// Starts the real host in-process on an ephemeral loopback port.
+pub async fn start(manifest: &Path, options: Options) -> anyhow::Result<host::RunningHost> {
+    if let Err(error) = build_components() {
+        bail!("{error}");
+    }
+    let mut config = host::UpConfig::new(manifest.to_path_buf(), "127.0.0.1:0".parse()?);
+    let env = options.env;
+    config.env = Arc::new(move |name| env.get(name).cloned());
+    config.runtime.request_timeout = options.request_timeout;
+    config.max_body_bytes = options.max_body_bytes;
+    host::start(config).await
+}
+
+/// A response, read whole.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends one request on a new connection and reads the whole answer.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: impl Into<Bytes>,
+) -> anyhow::Result<Reply> {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(Full::new(body.into()))?;
+    let response = send_request(addr, request).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Reply> {
+    send(addr, "GET", path, Bytes::new()).await
+}
+
+/// Sends any request body on a new connection and returns the streaming response.
+pub async fn send_request<B>(
+    addr: SocketAddr,
+    request: http::Request<B>,
+) -> anyhow::Result<http::Response<hyper::body::Incoming>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender.send_request(request).await?)
+}
+
+/// A keep-alive connection for sending many requests, as a load generator does.
+#[derive(Debug)]
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: String,
+}
+
+impl Connection {
+    pub async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Self {
+            sender,
+            authority: addr.to_string(),
+        })
+    }
+
+    /// GETs `path` and reads the body; returns the status and the round-trip time.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<(u16, Duration)> {
+        let started = Instant::now();
+        self.sender.ready().await?;
+        let request = http::Request::builder()
+            .uri(path)
+            .header(http::header::HOST, &self.authority)
+            .body(Full::new(Bytes::new()))?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await?;
+        Ok((status, started.elapsed()))
+    }
+}

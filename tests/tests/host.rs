@@ -1,0 +1,440 @@
+//! The host, end to end: real `.wasm` components served by the real host over real loopback HTTP.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use tests::{
+    Options, get, probe_source, send, send_request, start, workspace_root, write_manifest,
+};
+
+fn probe_app(routes: &[(&str, &str)], extra: &str) -> String {
+    let mut text = String::from("spin_manifest_version = 2\n[application]\nname = \"probe-app\"\n");
+    let mut components = Vec::new();
+    for (route, component) in routes {
+        text.push_str(&format!(
+            "[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"{component}\"\n"
+        ));
+        if !components.contains(component) {
+            components.push(component);
+        }
+    }
+    for component in components {
+        text.push_str(&format!(
+            "[component.{component}]\nsource = \"{}\"\n[component.{component}.variables]\nname = \"{component}\"\n",
+            probe_source()
+        ));
+    }
+    text.push_str(extra);
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_project_manifest_serves_every_function_health_route() {
+    let host = start(&workspace_root().join("spin.toml"), Options::default())
+        .await
+        .unwrap();
+    for name in ["auth", "ingest", "search", "respond"] {
+        let reply = get(host.addr, &format!("/v1/{name}/health")).await.unwrap();
+        assert_eq!(reply.status, 200, "{name}: {}", reply.text());
+        let body = reply.json();
+        assert_eq!(body["service"], name);
+        assert_eq!(body["status"], "ok");
+        assert_eq!(reply.headers["content-type"], "application/json");
+
+        let missing = get(host.addr, &format!("/v1/{name}/no-such-endpoint"))
+            .await
+            .unwrap();
+        assert_eq!(missing.status, 404);
+        assert_eq!(missing.json()["error"]["code"], "not_found");
+
+        let wrong_method = send(host.addr, "DELETE", &format!("/v1/{name}/health"), "")
+            .await
+            .unwrap();
+        assert_eq!(wrong_method.status, 405);
+        assert_eq!(wrong_method.headers["allow"], "GET");
+    }
+    let unrouted = get(host.addr, "/v2/elsewhere").await.unwrap();
+    assert_eq!(unrouted.status, 404);
+    assert_eq!(unrouted.json()["error"]["code"], "not_found");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn most_specific_route_wins() {
+    let manifest = write_manifest(&probe_app(
+        &[
+            ("/...", "wide"),
+            ("/api/...", "mid"),
+            ("/api/v2/...", "narrow"),
+            ("/api/v2/whoami", "exact"),
+            ("/users/:id/whoami", "param"),
+        ],
+        "",
+    ));
+    let host = start(&manifest, Options::default()).await.unwrap();
+    for (path, expected) in [
+        ("/whoami", "wide"),
+        ("/other/whoami", "wide"),
+        ("/api/whoami", "mid"),
+        ("/api2/whoami", "wide"),
+        ("/api/v1/whoami", "mid"),
+        ("/api/v2/x/whoami", "narrow"),
+        ("/api/v2/whoami", "exact"),
+        ("/users/7/whoami", "param"),
+        ("/users/7/8/whoami", "wide"),
+    ] {
+        let reply = get(host.addr, path).await.unwrap();
+        assert_eq!((path, reply.text().as_str()), (path, expected));
+    }
+
+    let headers = get(host.addr, "/api/v2/deep/path/headers")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(headers["spin-matched-route"], "/api/v2/...");
+    assert_eq!(headers["spin-raw-component-route"], "/api/v2/...");
+    assert_eq!(headers["spin-component-route"], "/api/v2");
+    assert_eq!(headers["spin-path-info"], "/deep/path/headers");
+    assert_eq!(headers["spin-base-path"], "/");
+    assert_eq!(
+        headers["spin-full-url"],
+        format!("http://{}/api/v2/deep/path/headers", host.addr)
+    );
+    assert!(
+        headers["spin-client-addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sent_spin_headers_are_replaced() {
+    let manifest = write_manifest(&probe_app(&[("/p/...", "probe")], ""));
+    let host = start(&manifest, Options::default()).await.unwrap();
+    let request = http::Request::get("/p/headers")
+        .header("host", host.addr.to_string())
+        .header("spin-path-info", "/forged")
+        .header("spin-forged", "yes")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = send_request(host.addr, request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let headers: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(headers["spin-path-info"], "/headers");
+    assert!(headers.get("spin-forged").is_none(), "{headers}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_defaults_templates_and_overrides() {
+    let extra = r#"
+[variables]
+greeting = { default = "hello" }
+region = { default = "eu" }
+token = { required = true, secret = true }
+[component.probe.variables]
+phrase = "{{ greeting }} from {{region}}"
+token = "{{ token }}"
+"#;
+    let text = probe_app(&[("/p/...", "probe")], "")
+        .replace("[component.probe.variables]\nname = \"probe\"\n", "")
+        + extra;
+    let manifest = write_manifest(&text);
+
+    let mut options = Options {
+        env: BTreeMap::from([("SPIN_VARIABLE_TOKEN".to_string(), "s3cret".to_string())]),
+        ..Options::default()
+    };
+    let host = start(&manifest, options.clone()).await.unwrap();
+    assert_eq!(
+        get(host.addr, "/p/var/phrase").await.unwrap().text(),
+        "hello from eu"
+    );
+    assert_eq!(
+        get(host.addr, "/p/var/token").await.unwrap().text(),
+        "s3cret"
+    );
+    // A variable the component did not declare is undefined to it, even if the app has it.
+    let undeclared = get(host.addr, "/p/var/region").await.unwrap();
+    assert_eq!(undeclared.status, 404);
+    assert!(
+        undeclared.text().contains("Undefined"),
+        "{}",
+        undeclared.text()
+    );
+    let invalid = get(host.addr, "/p/var/Bad-Name").await.unwrap();
+    assert!(invalid.text().contains("InvalidName"), "{}", invalid.text());
+    host.stop().await;
+
+    options
+        .env
+        .insert("SPIN_VARIABLE_REGION".to_string(), "us".to_string());
+    let host = start(&manifest, options).await.unwrap();
+    assert_eq!(
+        get(host.addr, "/p/var/phrase").await.unwrap().text(),
+        "hello from us"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_required_variable_stops_start_up_with_a_clear_message() {
+    let extra = "[variables]\napi_key = { required = true, secret = true }\n";
+    let manifest = write_manifest(&probe_app(&[("/p/...", "probe")], extra));
+    let error = start(&manifest, Options::default()).await.unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("`api_key`"), "{message}");
+    assert!(message.contains("SPIN_VARIABLE_API_KEY"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_requests_follow_allowed_outbound_hosts() {
+    // A loopback server that counts connections: the denied call must never reach it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let service = hyper::service::service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"from target"),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+
+    let extra = format!(
+        "[variables]\ntarget = {{ default = \"127.0.0.1:{}\" }}\n[component.open]\nsource = \"{}\"\nallowed_outbound_hosts = [\"http://{{{{ target }}}}\"]\n",
+        target.port(),
+        probe_source()
+    );
+    let text = probe_app(&[("/closed/...", "closed")], &extra)
+        + "[[trigger.http]]\nroute = \"/open/...\"\ncomponent = \"open\"\n";
+    let manifest = write_manifest(&text);
+    let host = start(&manifest, Options::default()).await.unwrap();
+
+    let allowed = get(host.addr, &format!("/open/outbound?url=http://{target}/x"))
+        .await
+        .unwrap();
+    assert_eq!(allowed.text(), "200 from target");
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+    let denied = get(
+        host.addr,
+        &format!("/closed/outbound?url=http://{target}/x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(denied.status, 502);
+    assert!(
+        denied.text().contains("HttpRequestDenied"),
+        "{}",
+        denied.text()
+    );
+    // Another port on the same host is not allowed either.
+    let other_port = get(host.addr, "/open/outbound?url=http://127.0.0.1:1/x")
+        .await
+        .unwrap();
+    assert!(
+        other_port.text().contains("HttpRequestDenied"),
+        "{}",
+        other_port.text()
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "a denied request reached the network"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_guest_gets_a_json_500_and_the_host_keeps_serving() {
+    let manifest = write_manifest(&probe_app(&[("/p/...", "probe")], ""));
+    let host = start(&manifest, Options::default()).await.unwrap();
+    for _ in 0..3 {
+        let reply = get(host.addr, "/p/trap").await.unwrap();
+        assert_eq!(reply.status, 500);
+        let body = reply.json();
+        assert_eq!(body["error"]["code"], "component_failed");
+        let request_id = body["error"]["request_id"].as_str().unwrap().to_string();
+        assert!(!request_id.is_empty());
+        assert_eq!(reply.headers["x-request-id"], request_id.as_str());
+        assert!(
+            !reply.text().contains("asked to trap"),
+            "guest panic text leaked"
+        );
+        assert_eq!(
+            get(host.addr, "/p/hello").await.unwrap().text(),
+            "hello from probe"
+        );
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_bodies_get_413_whether_declared_or_streamed() {
+    let manifest = write_manifest(&probe_app(&[("/p/...", "probe")], ""));
+    let options = Options {
+        max_body_bytes: 64 * 1024,
+        ..Options::default()
+    };
+    let host = start(&manifest, options).await.unwrap();
+
+    let within = send(host.addr, "POST", "/p/count", vec![7u8; 64 * 1024])
+        .await
+        .unwrap();
+    assert_eq!(within.text(), "65536");
+
+    let declared = send(host.addr, "POST", "/p/count", vec![7u8; 64 * 1024 + 1])
+        .await
+        .unwrap();
+    assert_eq!(declared.status, 413);
+    assert_eq!(declared.json()["error"]["code"], "payload_too_large");
+
+    // No content-length: the body is cut off as it streams past the limit.
+    let chunks =
+        futures::stream::iter((0..20).map(|_| {
+            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![1u8; 8192])))
+        }));
+    let request = http::Request::post("/p/count")
+        .header("host", host.addr.to_string())
+        .body(StreamBody::new(chunks))
+        .unwrap();
+    let response = send_request(host.addr, request).await.unwrap();
+    assert_eq!(response.status(), 413);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_spinning_guests_time_out_with_504() {
+    let manifest = write_manifest(&probe_app(&[("/p/...", "probe")], ""));
+    let options = Options {
+        request_timeout: Duration::from_millis(500),
+        ..Options::default()
+    };
+    let host = start(&manifest, options).await.unwrap();
+    assert_eq!(get(host.addr, "/p/sleep/10").await.unwrap().status, 200);
+    for path in ["/p/sleep/5000", "/p/spin"] {
+        let reply = get(host.addr, path).await.unwrap();
+        assert_eq!(reply.status, 504, "{path}");
+        assert_eq!(reply.json()["error"]["code"], "timeout");
+    }
+    // The spinning instance is stopped and the host still answers.
+    assert_eq!(get(host.addr, "/p/hello").await.unwrap().status, 200);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_bodies_stream_and_request_bodies_stream_in() {
+    let manifest = write_manifest(&probe_app(&[("/p/...", "probe")], ""));
+    let host = start(&manifest, Options::default()).await.unwrap();
+
+    // The probe sends 5 chunks 100 ms apart; the first must arrive long before the last is produced.
+    let request = http::Request::get("/p/stream/5")
+        .header("host", host.addr.to_string())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let started = Instant::now();
+    let mut body = send_request(host.addr, request).await.unwrap().into_body();
+    let mut arrivals = Vec::new();
+    let mut text = String::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            arrivals.push(started.elapsed());
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert_eq!(text, "chunk 0\nchunk 1\nchunk 2\nchunk 3\nchunk 4\n");
+    let (first, last) = (arrivals[0], *arrivals.last().unwrap());
+    assert!(
+        last - first >= Duration::from_millis(300),
+        "chunks were buffered: first at {first:?}, last at {last:?}"
+    );
+
+    // A request body sent slowly in pieces reaches the guest whole.
+    let (tx, rx) =
+        futures::channel::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
+    tokio::spawn(async move {
+        let mut tx = tx;
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = futures::SinkExt::send(
+                &mut tx,
+                Ok(http_body::Frame::data(Bytes::from(vec![0u8; 1000]))),
+            )
+            .await;
+        }
+    });
+    let request = http::Request::post("/p/count")
+        .header("host", host.addr.to_string())
+        .body(StreamBody::new(rx))
+        .unwrap();
+    let response = send_request(host.addr, request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"4000");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_their_own_instance() {
+    let manifest = write_manifest(&probe_app(&[("/p/...", "probe")], ""));
+    let host = start(&manifest, Options::default()).await.unwrap();
+    let addr = host.addr;
+    let started = Instant::now();
+    let requests: Vec<_> = (0..40)
+        .map(|_| tokio::spawn(async move { get(addr, "/p/sleep/200").await.unwrap() }))
+        .collect();
+    let mut ids = Vec::new();
+    for request in requests {
+        let reply = request.await.unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "slept 200 ms");
+        ids.push(reply.headers["x-request-id"].to_str().unwrap().to_string());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    // Forty 200 ms sleeps one after another would take 8 s; concurrently they overlap.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "requests ran one at a time: {:?}",
+        started.elapsed()
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_per_component() {
+    let manifest = write_manifest(&probe_app(&[("/p/...", "probe")], ""));
+    let host = start(&manifest, Options::default()).await.unwrap();
+    get(host.addr, "/p/hello").await.unwrap();
+    get(host.addr, "/p/hello").await.unwrap();
+    get(host.addr, "/p/trap").await.unwrap();
+    let metrics = get(host.addr, "/metrics").await.unwrap().text();
+    assert!(
+        metrics.contains("edgerag_requests_total{component=\"probe\",status=\"200\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edgerag_requests_total{component=\"probe\",status=\"500\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edgerag_instantiation_seconds_count{component=\"probe\"} 3"),
+        "{metrics}"
+    );
+    host.stop().await;
+}
