@@ -3,6 +3,9 @@
 //! This crate is pure logic: it must not depend on spin-sdk, wasmtime, tokio or anything that does IO,
 //! so that it builds natively and for `wasm32-wasip2` alike and is unit-tested with plain `cargo test`.
 
+#![forbid(unsafe_code)]
+
+pub mod auth;
 pub mod error;
 pub mod reply;
 pub mod route;

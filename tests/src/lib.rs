@@ -4,6 +4,8 @@
 //! Nothing here fakes what edgerag ships; the only component that is not a product function is the
 //! `probe` fixture, which exists to exercise the host.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,13 @@ pub fn wasm_path(crate_name: &str) -> PathBuf {
         .join(format!("{crate_name}.wasm"))
 }
 
+/// Where a function composed with the auth component lands (what spin.toml serves).
+pub fn composed_path(function: &str) -> PathBuf {
+    workspace_root()
+        .join("target/composed")
+        .join(format!("{function}.wasm"))
+}
+
 /// Builds the four functions and the probe fixture for `wasm32-wasip2`, once per test process.
 pub fn build_components() -> &'static Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
@@ -55,11 +64,18 @@ pub fn build_components() -> &'static Result<(), String> {
             ])
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("building the components failed: {status}"))
+        if !status.success() {
+            return Err(format!("building the components failed: {status}"));
         }
+        for function in ["ingest", "search", "respond"] {
+            compose::plug_files(
+                &wasm_path("auth"),
+                &wasm_path(function),
+                &composed_path(function),
+            )
+            .map_err(|e| format!("composing {function}: {e:#}"))?;
+        }
+        Ok(())
     })
 }
 

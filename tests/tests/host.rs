@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use tests::{
-    Options, get, probe_source, send, send_request, start, workspace_root, write_manifest,
+    Options, get, probe_source, send, send_request, start, wasm_path, workspace_root,
+    write_manifest,
 };
 
 fn probe_app(routes: &[(&str, &str)], extra: &str) -> String {
@@ -61,6 +62,80 @@ async fn the_project_manifest_serves_every_function_health_route() {
     assert_eq!(unrouted.status, 404);
     assert_eq!(unrouted.json()["error"]["code"], "not_found");
     host.stop().await;
+}
+
+async fn access(
+    addr: std::net::SocketAddr,
+    path: &str,
+    authorization: Option<&str>,
+) -> tests::Reply {
+    let mut request = http::Request::get(path).header("host", addr.to_string());
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = send_request(
+        addr,
+        request.body(http_body_util::Empty::<Bytes>::new()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (parts, body) = response.into_parts();
+    tests::Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_ask_the_composed_auth_component() {
+    let host = start(&workspace_root().join("spin.toml"), Options::default())
+        .await
+        .unwrap();
+    for name in ["ingest", "search", "respond"] {
+        let path = format!("/v1/{name}/projects/p1/access");
+        let missing = access(host.addr, &path, None).await;
+        assert_eq!(missing.status, 401, "{name}");
+        assert_eq!(missing.json()["error"]["code"], "unauthenticated");
+        assert!(
+            missing.text().contains("missing credential"),
+            "{}",
+            missing.text()
+        );
+
+        let forged = access(host.addr, &path, Some("Bearer not-a-token")).await;
+        assert_eq!(forged.status, 401, "{name}");
+        assert!(
+            forged.text().contains("access token is not valid"),
+            "{}",
+            forged.text()
+        );
+
+        let other_scheme = access(host.addr, &path, Some("Basic dTpw")).await;
+        assert_eq!(other_scheme.status, 401, "{name}");
+
+        let bad_project = access(
+            host.addr,
+            &format!("/v1/{name}/projects/a.b/access"),
+            Some("Bearer x"),
+        )
+        .await;
+        assert_eq!(bad_project.status, 400, "{name}: {}", bad_project.text());
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncomposed_function_is_refused_for_its_missing_auth_import() {
+    let manifest = write_manifest(&format!(
+        "spin_manifest_version = 2\n[application]\nname = \"raw\"\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"search\"\n[component.search]\nsource = \"{}\"\n",
+        wasm_path("search").display()
+    ));
+    let error = format!(
+        "{:#}",
+        start(&manifest, Options::default()).await.unwrap_err()
+    );
+    assert!(error.contains("edgerag:platform/auth"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,8 @@
 //! functions), and components reach nothing but what their manifest grants: declared variables and
 //! `allowed_outbound_hosts`.
 
+#![forbid(unsafe_code)]
+
 pub mod manifest;
 pub mod metrics;
 pub mod outbound;

@@ -1,5 +1,7 @@
 //! The `edgerag` command.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

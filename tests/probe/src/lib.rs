@@ -1,6 +1,8 @@
 //! A test fixture component for the host: each route exercises one runtime behaviour (variables, outbound
 //! HTTP, traps, time limits, streaming). It is built and served by `tests/` only and is never deployed.
 
+#![forbid(unsafe_code)]
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -7,6 +7,8 @@
 //! 3. `edgerag up` start-up time with a cold and a warm compilation cache, and resident memory idle
 //!    and under load.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hyper_util::rt::TokioIo;
-use tests::{Connection, build_components, wasm_path, workspace_root};
+use tests::{Connection, build_components, composed_path, workspace_root};
 use wasmtime_wasi_http::handler::HandlerState;
 
 const LOAD_SECONDS: u64 = 5;
@@ -53,7 +55,7 @@ async fn instantiation() -> anyhow::Result<()> {
         &engine,
         &config,
         "search",
-        &wasm_path("search"),
+        &composed_path("search"),
         host::runtime::Grants::default(),
     )?;
     let mut samples = Vec::with_capacity(INSTANTIATIONS);
@@ -67,7 +69,9 @@ async fn instantiation() -> anyhow::Result<()> {
         drop(instance);
     }
     samples.sort();
-    println!("## instantiation (search component, pooling allocator, {INSTANTIATIONS} fresh instances)");
+    println!(
+        "## instantiation (search composed with auth, pooling allocator, {INSTANTIATIONS} fresh instances)"
+    );
     println!(
         "p50 {:.1} us, p99 {:.1} us, max {:.1} us",
         micros(percentile(&samples, 0.50)),
@@ -83,7 +87,9 @@ async fn startup_and_load(edgerag: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&data_dir);
     let host_addr: SocketAddr = "127.0.0.1:38317".parse()?;
 
-    println!("## start-up (edgerag up with the project's spin.toml, until /v1/search/health answers)");
+    println!(
+        "## start-up (edgerag up with the project's spin.toml, until /v1/search/health answers)"
+    );
     let (child, cold) = spawn_host(edgerag, &data_dir, host_addr).await?;
     stop(child);
     let mut warm = Vec::new();
@@ -108,7 +114,9 @@ async fn startup_and_load(edgerag: &Path) -> anyhow::Result<()> {
     let idle_rss = rss_kib(pid)?;
 
     let native_addr = start_native().await?;
-    println!("## no-op route: GET /v1/search/health, {LOAD_SECONDS} s per run, keep-alive connections");
+    println!(
+        "## no-op route: GET /v1/search/health, {LOAD_SECONDS} s per run, keep-alive connections"
+    );
     println!("| server | concurrency | requests/s | p50 | p99 |");
     println!("|---|---|---|---|---|");
     let mut peak_rss = idle_rss;
@@ -308,4 +316,3 @@ fn micros(d: Duration) -> f64 {
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
-

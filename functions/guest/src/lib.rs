@@ -1,0 +1,76 @@
+//! What ingest, search and respond share on the guest side: the generated bindings of the
+//! `edgerag:platform/auth` interface they import (satisfied by composing them with the auth component at
+//! build time), and the glue from spin-sdk requests to `shared`'s types.
+//!
+//! It holds no domain logic (that is `shared`'s) and is never linked into the auth component.
+
+/// Generated bindings of the `auth-consumer` world; the only unsafe code is the generator's.
+#[allow(unsafe_code)]
+mod bindings {
+    spin_sdk::wit_bindgen::generate!({
+        runtime_path: "spin_sdk::wit_bindgen::rt",
+        world: "auth-consumer",
+        path: "../../wit",
+        generate_all,
+    });
+}
+
+use bindings::edgerag::platform::{auth, types};
+use serde::Serialize;
+use shared::ApiError;
+use shared::auth::Action;
+
+/// Who the auth component says is calling, as functions report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    pub subject: String,
+    pub organisation: String,
+    pub kind: &'static str,
+}
+
+/// Asks the auth component whether this request's credential may perform `action` on `project`.
+pub async fn authorize(
+    headers: &http::HeaderMap,
+    project: &str,
+    action: Action,
+) -> Result<Principal, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let action = match action {
+        Action::Ingest => types::Action::Ingest,
+        Action::Search => types::Action::Search,
+        Action::Respond => types::Action::Respond,
+        Action::Admin => types::Action::Admin,
+    };
+    let principal = auth::authorize(
+        header("authorization").unwrap_or_default().to_string(),
+        project.to_string(),
+        action,
+        header("origin").map(str::to_string),
+    )
+    .await
+    .map_err(api_error)?;
+    Ok(Principal {
+        subject: principal.subject,
+        organisation: principal.organisation,
+        kind: match principal.kind {
+            types::CredentialKind::AccessToken => "access_token",
+            types::CredentialKind::ApiKey(_) => "api_key",
+            types::CredentialKind::WidgetKey(_) => "widget_key",
+        },
+    })
+}
+
+/// The auth component's error, back in `shared`'s vocabulary (by status, so the client sees the same code).
+fn api_error(error: types::Error) -> ApiError {
+    match error.status {
+        400 => ApiError::BadRequest(error.message),
+        401 => ApiError::Unauthenticated(error.message),
+        403 => ApiError::Forbidden(error.message),
+        404 => ApiError::NotFound(error.message),
+        429 => ApiError::TooManyRequests {
+            message: error.message,
+            retry_after_secs: 1,
+        },
+        _ => ApiError::Internal(format!("auth failed: {} {}", error.code, error.message)),
+    }
+}
