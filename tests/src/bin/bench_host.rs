@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hyper_util::rt::TokioIo;
-use tests::{Connection, build_components, composed_path, workspace_root};
+use tests::{Connection, build_components, composed_path, wasm_path, workspace_root};
 use wasmtime_wasi_http::handler::HandlerState;
 
 const LOAD_SECONDS: u64 = 5;
@@ -49,35 +49,45 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn instantiation() -> anyhow::Result<()> {
-    let config = host::runtime::RuntimeConfig::default();
-    let engine = host::runtime::engine(&config)?;
-    let component = host::runtime::ComponentRuntime::load(
-        &engine,
-        &config,
-        "search",
-        &composed_path("search"),
-        host::runtime::Grants::default(),
-    )?;
-    let mut samples = Vec::with_capacity(INSTANTIATIONS);
-    for _ in 0..1000 {
-        drop(component.instantiate().await?);
+    println!("## instantiation: fresh instances from the pooling allocator, {INSTANTIATIONS} each");
+    println!("| component | pool slot keeps resident | p50 | p99 |");
+    println!("|---|---|---|---|");
+    for (name, path) in [
+        ("auth (one component)", wasm_path("auth")),
+        ("search composed with auth", composed_path("search")),
+    ] {
+        for keep in [0usize, 1 << 20] {
+            let config = host::runtime::RuntimeConfig {
+                keep_resident_bytes: keep,
+                ..host::runtime::RuntimeConfig::default()
+            };
+            let engine = host::runtime::engine(&config)?;
+            let component = host::runtime::ComponentRuntime::load(
+                &engine,
+                &config,
+                name,
+                &path,
+                host::runtime::Grants::default(),
+            )?;
+            let mut samples = Vec::with_capacity(INSTANTIATIONS);
+            for _ in 0..1000 {
+                drop(component.instantiate().await?);
+            }
+            for _ in 0..INSTANTIATIONS {
+                let started = Instant::now();
+                let instance = component.instantiate().await?;
+                samples.push(started.elapsed());
+                drop(instance);
+            }
+            samples.sort();
+            println!(
+                "| {name} | {} KiB | {:.1} us | {:.1} us |",
+                keep >> 10,
+                micros(percentile(&samples, 0.50)),
+                micros(percentile(&samples, 0.99)),
+            );
+        }
     }
-    for _ in 0..INSTANTIATIONS {
-        let started = Instant::now();
-        let instance = component.instantiate().await?;
-        samples.push(started.elapsed());
-        drop(instance);
-    }
-    samples.sort();
-    println!(
-        "## instantiation (search composed with auth, pooling allocator, {INSTANTIATIONS} fresh instances)"
-    );
-    println!(
-        "p50 {:.1} us, p99 {:.1} us, max {:.1} us",
-        micros(percentile(&samples, 0.50)),
-        micros(percentile(&samples, 0.99)),
-        micros(*samples.last().unwrap()),
-    );
     println!();
     Ok(())
 }
