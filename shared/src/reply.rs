@@ -41,7 +41,12 @@ impl Reply {
 
     /// The answer as an `http` response, ready for any runtime that speaks the `http` crate's types.
     pub fn into_http(self) -> http::Response<Full<Bytes>> {
+        // A declared length lets the server send head and body in one write instead of chunks.
+        let length = http::HeaderValue::from(self.body.len());
         let mut response = http::Response::new(Full::new(Bytes::from(self.body)));
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, length);
         *response.status_mut() = http::StatusCode::from_u16(self.status)
             .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         for (name, value) in self.headers {
