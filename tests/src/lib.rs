@@ -104,6 +104,8 @@ pub struct Options {
     pub env: BTreeMap<String, String>,
     pub request_timeout: Duration,
     pub max_body_bytes: u64,
+    /// Start the embedded default services in a fresh data directory, as `edgerag up` does.
+    pub embedded: bool,
 }
 
 impl Default for Options {
@@ -112,6 +114,7 @@ impl Default for Options {
             env: BTreeMap::new(),
             request_timeout: Duration::from_secs(10),
             max_body_bytes: 10 << 20,
+            embedded: true,
         }
     }
 }
@@ -126,6 +129,9 @@ pub async fn start(manifest: &Path, options: Options) -> anyhow::Result<host::Ru
     config.env = Arc::new(move |name| env.get(name).cloned());
     config.runtime.request_timeout = options.request_timeout;
     config.max_body_bytes = options.max_body_bytes;
+    if options.embedded {
+        config.data_dir = Some(write_manifest("").with_file_name("data"));
+    }
     host::start(config).await
 }
 

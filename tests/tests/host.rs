@@ -513,3 +513,67 @@ async fn metrics_count_requests_per_component() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_reach_the_embedded_document_store_through_variables() {
+    let text = format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "docstore-wiring"
+[variables]
+docstore_url = {{ required = true }}
+[[trigger.http]]
+route = "/p/..."
+component = "probe"
+[component.probe]
+source = "{}"
+allowed_outbound_hosts = ["{{{{ docstore_url }}}}"]
+[component.probe.variables]
+url = "{{{{ docstore_url }}}}"
+"#,
+        probe_source()
+    );
+    let host = start(&write_manifest(&text), Options::default())
+        .await
+        .unwrap();
+    assert_eq!(host.services.len(), 1);
+    let url = get(host.addr, "/p/var/url").await.unwrap().text();
+    assert_eq!(url, host.services[0].url());
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let up = get(host.addr, &format!("/p/outbound?url={url}/_up"))
+        .await
+        .unwrap();
+    assert!(up.text().starts_with("200 "), "{}", up.text());
+    // The store requires its secret: the component did not send it.
+    let locked = get(host.addr, &format!("/p/outbound?url={url}/_all_dbs"))
+        .await
+        .unwrap();
+    assert!(locked.text().starts_with("401 "), "{}", locked.text());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_docstore_url_replaces_the_embedded_store() {
+    let extra = "[variables]\ndocstore_url = { required = true }\n";
+    let text = probe_app(&[("/p/...", "probe")], extra).replace(
+        "name = \"probe\"\n",
+        "name = \"probe\"\nurl = \"{{ docstore_url }}\"\n",
+    );
+    let options = Options {
+        env: BTreeMap::from([(
+            "SPIN_VARIABLE_DOCSTORE_URL".to_string(),
+            "https://couch.example.test".to_string(),
+        )]),
+        ..Options::default()
+    };
+    let host = start(&write_manifest(&text), options).await.unwrap();
+    assert!(
+        host.services.is_empty(),
+        "the embedded store was started anyway"
+    );
+    assert_eq!(
+        get(host.addr, "/p/var/url").await.unwrap().text(),
+        "https://couch.example.test"
+    );
+    host.stop().await;
+}

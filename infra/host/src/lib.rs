@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod docstore;
+pub mod embedded;
 pub mod manifest;
 pub mod metrics;
 pub mod outbound;
@@ -17,13 +19,14 @@ pub mod variables;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
 
+use crate::embedded::{Credentials, Embedded};
 use crate::manifest::App;
 use crate::metrics::Metrics;
 use crate::outbound::AllowedHosts;
@@ -42,9 +45,11 @@ pub struct UpConfig {
     pub listen: SocketAddr,
     pub runtime: RuntimeConfig,
     pub max_body_bytes: u64,
-    /// Variable values supplied by the host itself (embedded services), below `SPIN_VARIABLE_*`.
+    /// Variable values supplied by the host itself, below `SPIN_VARIABLE_*`.
     pub provided_variables: BTreeMap<String, String>,
     pub env: EnvLookup,
+    /// Where the embedded default services keep their data and secrets; `None` starts none of them.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for UpConfig {
@@ -54,6 +59,7 @@ impl std::fmt::Debug for UpConfig {
             .field("listen", &self.listen)
             .field("runtime", &self.runtime)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("data_dir", &self.data_dir)
             .finish_non_exhaustive()
     }
 }
@@ -68,6 +74,7 @@ impl UpConfig {
             max_body_bytes: 10 << 20,
             provided_variables: BTreeMap::new(),
             env: Arc::new(|name| std::env::var(name).ok()),
+            data_dir: None,
         }
     }
 }
@@ -80,25 +87,118 @@ pub struct RunningHost {
     /// Time from `start` to ready.
     pub startup: Duration,
     pub frontend: Arc<Frontend>,
+    /// The embedded default services it started.
+    pub services: Vec<Embedded>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningHost {
-    /// Stops accepting connections and waits for the accept loop to end.
+    /// Stops accepting connections, waits for the accept loop to end, and stops the embedded services.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        for service in self.services {
+            service.stop().await;
+        }
     }
+}
+
+/// The embedded default services and the variables that point components at them.
+#[derive(Debug, Default)]
+pub struct Defaults {
+    pub services: Vec<Embedded>,
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Starts each embedded default service whose URL variable is not set in the environment (a set
+/// `SPIN_VARIABLE_DOCSTORE_URL` means an external store is used instead), each on a loopback port
+/// with a secret generated on first start and kept under `data_dir`.
+pub async fn start_defaults(data_dir: &Path, env: &EnvLookup) -> anyhow::Result<Defaults> {
+    create_private_dir(data_dir)?;
+    let mut defaults = Defaults::default();
+    if env(&variables::env_name("docstore_url")).is_some() {
+        tracing::info!(
+            "document store: SPIN_VARIABLE_DOCSTORE_URL is set; not starting the embedded one"
+        );
+    } else {
+        let credentials = Credentials {
+            user: "admin".into(),
+            secret: embedded::load_or_create_secret(data_dir, "docstore")?,
+        };
+        let store = docstore::start(
+            &data_dir.join("docstore"),
+            "127.0.0.1:0".parse()?,
+            credentials.clone(),
+        )
+        .await?;
+        tracing::info!("document store (CouchDB API) on {}", store.url());
+        defaults
+            .variables
+            .insert("docstore_url".into(), store.url());
+        defaults
+            .variables
+            .insert("docstore_user".into(), credentials.user);
+        defaults
+            .variables
+            .insert("docstore_password".into(), credentials.secret);
+        defaults.services.push(store);
+    }
+    Ok(defaults)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
 }
 
 /// Loads the manifest, resolves variables, compiles every routed component, and starts serving.
 pub async fn start(config: UpConfig) -> anyhow::Result<RunningHost> {
     let started = Instant::now();
     let app = App::load(&config.manifest)?;
+    let defaults = match &config.data_dir {
+        Some(dir) => start_defaults(dir, &config.env).await?,
+        None => Defaults::default(),
+    };
+    match serve_app(&config, &app, &defaults.variables).await {
+        Ok((addr, frontend, shutdown, task)) => Ok(RunningHost {
+            addr,
+            startup: started.elapsed(),
+            frontend,
+            services: defaults.services,
+            shutdown,
+            task,
+        }),
+        Err(error) => {
+            for service in defaults.services {
+                service.stop().await;
+            }
+            Err(error)
+        }
+    }
+}
+
+type Serving = (
+    SocketAddr,
+    Arc<Frontend>,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+);
+
+async fn serve_app(
+    config: &UpConfig,
+    app: &App,
+    defaults: &BTreeMap<String, String>,
+) -> anyhow::Result<Serving> {
     let env = config.env.clone();
-    let variables =
-        AppVariables::resolve(&app.manifest, |name| env(name), &config.provided_variables)?;
+    let mut provided = defaults.clone();
+    provided.extend(config.provided_variables.clone());
+    let variables = AppVariables::resolve(&app.manifest, |name| env(name), &provided)?;
     let router = Router::build(&app.http)?;
     let engine = runtime::engine(&config.runtime)?;
 
@@ -143,13 +243,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<RunningHost> {
     ));
     let (shutdown, watcher) = watch::channel(false);
     let task = tokio::spawn(server::serve(listener, frontend.clone(), watcher));
-    Ok(RunningHost {
-        addr,
-        startup: started.elapsed(),
-        frontend,
-        shutdown,
-        task,
-    })
+    Ok((addr, frontend, shutdown, task))
 }
 
 fn grants(variables: &AppVariables, component: &manifest::Component) -> anyhow::Result<Grants> {

@@ -40,7 +40,7 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
-        /// Where edgerag keeps its data (compilation cache, embedded stores).
+        /// Where edgerag keeps its data: compilation cache, embedded stores and their secrets.
         #[arg(long, default_value = ".edgerag")]
         data_dir: PathBuf,
         /// Seconds a component has to start answering; slower requests get 504.
@@ -100,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !no_cache {
                 config.runtime.cache_dir = Some(data_dir.join("wasmtime-cache"));
             }
+            config.data_dir = Some(data_dir);
             let host = host::start(config).await?;
             for (route, component) in host.frontend.router.describe() {
                 tracing::info!("route {route} -> {component}");

@@ -1,0 +1,970 @@
+//! The document store's storage: databases of JSON documents with MVCC revisions, a changes feed and
+//! Mango indexes, on SQLite in WAL mode (a write is durable once acknowledged, even if the process is
+//! killed).
+//!
+//! It keeps each document's winning revision only: there is no replication, so there are no conflicts
+//! to keep.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::mango::{Condition, Selector, Sort, project};
+
+/// An error in CouchDB's vocabulary: status, `error` and `reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocError {
+    pub status: u16,
+    pub error: &'static str,
+    pub reason: String,
+}
+
+impl DocError {
+    pub fn new(status: u16, error: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        Self::new(400, "bad_request", reason)
+    }
+
+    fn no_db() -> Self {
+        Self::new(404, "not_found", "Database does not exist.")
+    }
+
+    fn conflict() -> Self {
+        Self::new(409, "conflict", "Document update conflict.")
+    }
+
+    pub fn body(&self) -> Value {
+        json!({ "error": self.error, "reason": self.reason })
+    }
+}
+
+impl From<rusqlite::Error> for DocError {
+    fn from(error: rusqlite::Error) -> Self {
+        tracing::error!("document store: {error}");
+        Self::new(500, "internal_server_error", "storage error")
+    }
+}
+
+type Result<T> = std::result::Result<T, DocError>;
+
+/// Options of `_all_docs`.
+#[derive(Debug, Clone, Default)]
+pub struct AllDocs {
+    pub keys: Option<Vec<String>>,
+    pub start_key: Option<String>,
+    pub end_key: Option<String>,
+    pub inclusive_end: bool,
+    pub descending: bool,
+    pub limit: Option<usize>,
+    pub skip: usize,
+    pub include_docs: bool,
+}
+
+/// The document store engine.
+#[derive(Debug)]
+pub struct Engine {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS dbs (
+    name TEXT PRIMARY KEY,
+    update_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS docs (
+    db TEXT NOT NULL,
+    id TEXT NOT NULL,
+    rev TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    body TEXT NOT NULL,
+    PRIMARY KEY (db, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS docs_by_seq ON docs (db, seq);
+CREATE TABLE IF NOT EXISTS mango_indexes (
+    db TEXT NOT NULL,
+    ddoc TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    PRIMARY KEY (db, ddoc, name)
+);
+";
+
+/// CouchDB's database name rule.
+pub fn validate_db_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_$()+-/".contains(c))
+        && name.len() <= 238;
+    if valid {
+        Ok(())
+    } else {
+        Err(DocError::new(
+            400,
+            "illegal_database_name",
+            format!(
+                "Name: '{name}'. Only lowercase characters (a-z), digits (0-9), and any of the characters _, $, (, ), +, -, and / are allowed. Must begin with a letter."
+            ),
+        ))
+    }
+}
+
+fn validate_doc_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(DocError::bad_request("Document id must not be empty"));
+    }
+    if id.starts_with('_') && !id.starts_with("_design/") && !id.starts_with("_local/") {
+        return Err(DocError::bad_request(
+            "Only reserved document ids may start with underscore.",
+        ));
+    }
+    Ok(())
+}
+
+fn new_rev(previous: Option<&str>, body: &Value) -> String {
+    let generation = previous
+        .and_then(|rev| rev.split_once('-'))
+        .and_then(|(n, _)| n.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let mut hasher = Sha256::new();
+    hasher.update(previous.unwrap_or("").as_bytes());
+    hasher.update(body.to_string().as_bytes());
+    let digest = hasher.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{generation}-{hex}")
+}
+
+/// A fresh document id: 32 random hex digits, like CouchDB's.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A written document split into its body and CouchDB's special fields.
+struct Written {
+    body: Map<String, Value>,
+    id: Option<String>,
+    rev: Option<String>,
+    deleted: bool,
+}
+
+/// Splits a document into its body and the `_id`, `_rev` and `_deleted` fields.
+fn split(doc: Value) -> Result<Written> {
+    let Value::Object(mut map) = doc else {
+        return Err(DocError::new(
+            400,
+            "bad_request",
+            "Document must be a JSON object",
+        ));
+    };
+    let id = match map.remove("_id") {
+        None => None,
+        Some(Value::String(id)) => Some(id),
+        Some(_) => return Err(DocError::bad_request("Document id must be a string")),
+    };
+    let rev = match map.remove("_rev") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(rev)) => Some(rev),
+        Some(_) => return Err(DocError::bad_request("Invalid rev format")),
+    };
+    let deleted = matches!(map.remove("_deleted"), Some(Value::Bool(true)));
+    if let Some(key) = map.keys().find(|k| k.starts_with('_')) {
+        return Err(DocError::new(
+            400,
+            "doc_validation",
+            format!("Bad special document member: {key}"),
+        ));
+    }
+    Ok(Written {
+        body: map,
+        id,
+        rev,
+        deleted,
+    })
+}
+
+fn with_meta(id: &str, rev: &str, body: &str) -> Value {
+    let mut map: Map<String, Value> = serde_json::from_str(body).unwrap_or_default();
+    map.insert("_id".into(), Value::String(id.to_string()));
+    map.insert("_rev".into(), Value::String(rev.to_string()));
+    Value::Object(map)
+}
+
+impl Engine {
+    /// Opens (or creates) the store in a SQLite file.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn list_dbs(&self) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut statement = conn.prepare_cached("SELECT name FROM dbs ORDER BY name")?;
+        let names = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(names)
+    }
+
+    pub fn create_db(&self, name: &str) -> Result<()> {
+        validate_db_name(name)?;
+        let conn = self.lock();
+        let inserted = conn.execute(
+            "INSERT INTO dbs (name) VALUES (?1) ON CONFLICT DO NOTHING",
+            [name],
+        )?;
+        if inserted == 0 {
+            return Err(DocError::new(
+                412,
+                "file_exists",
+                "The database could not be created, the file already exists.",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn delete_db(&self, name: &str) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if tx.execute("DELETE FROM dbs WHERE name = ?1", [name])? == 0 {
+            return Err(DocError::no_db());
+        }
+        tx.execute("DELETE FROM docs WHERE db = ?1", [name])?;
+        tx.execute("DELETE FROM mango_indexes WHERE db = ?1", [name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn update_seq(conn: &Connection, db: &str) -> Result<i64> {
+        conn.query_row("SELECT update_seq FROM dbs WHERE name = ?1", [db], |row| {
+            row.get(0)
+        })
+        .optional()?
+        .ok_or_else(DocError::no_db)
+    }
+
+    pub fn db_info(&self, db: &str) -> Result<Value> {
+        let conn = self.lock();
+        let update_seq = Self::update_seq(&conn, db)?;
+        let (live, deleted): (i64, i64) = conn.query_row(
+            "SELECT COALESCE(SUM(deleted = 0), 0), COALESCE(SUM(deleted = 1), 0) FROM docs WHERE db = ?1",
+            [db],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok(json!({
+            "db_name": db,
+            "doc_count": live,
+            "doc_del_count": deleted,
+            "update_seq": update_seq,
+            "instance_start_time": "0",
+        }))
+    }
+
+    /// Writes one document; `rev` from the query string takes part as `_rev` would.
+    pub fn put(
+        &self,
+        db: &str,
+        id: Option<&str>,
+        doc: Value,
+        rev: Option<String>,
+    ) -> Result<(String, String)> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let result = Self::write(&tx, db, id, doc, rev)?;
+        tx.commit()?;
+        Ok(result)
+    }
+
+    fn write(
+        conn: &Connection,
+        db: &str,
+        path_id: Option<&str>,
+        doc: Value,
+        query_rev: Option<String>,
+    ) -> Result<(String, String)> {
+        let seq = Self::update_seq(conn, db)? + 1;
+        let Written {
+            body,
+            id: body_id,
+            rev: body_rev,
+            deleted,
+        } = split(doc)?;
+        let id = match (path_id, body_id) {
+            (Some(path), Some(body)) if path != body => {
+                return Err(DocError::bad_request(
+                    "Document id must match the id in the URL",
+                ));
+            }
+            (Some(path), _) => path.to_string(),
+            (None, Some(body)) => body,
+            (None, None) => new_id(),
+        };
+        validate_doc_id(&id)?;
+        let rev = body_rev.or(query_rev);
+        let current: Option<(String, bool)> = conn
+            .query_row(
+                "SELECT rev, deleted FROM docs WHERE db = ?1 AND id = ?2",
+                params![db, id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let previous = match (&current, &rev) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(DocError::conflict()),
+            (Some((current, true)), None) => Some(current.clone()),
+            (Some((current, _)), Some(given)) if current == given => Some(current.clone()),
+            (Some(_), _) => return Err(DocError::conflict()),
+        };
+        let body = Value::Object(if deleted { Map::new() } else { body });
+        let new = new_rev(previous.as_deref(), &body);
+        conn.execute(
+            "INSERT INTO docs (db, id, rev, seq, deleted, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (db, id) DO UPDATE SET rev = ?3, seq = ?4, deleted = ?5, body = ?6",
+            params![db, id, new, seq, deleted, body.to_string()],
+        )?;
+        conn.execute(
+            "UPDATE dbs SET update_seq = ?2 WHERE name = ?1",
+            params![db, seq],
+        )?;
+        Ok((id, new))
+    }
+
+    pub fn get(&self, db: &str, id: &str) -> Result<Value> {
+        let conn = self.lock();
+        Self::update_seq(&conn, db)?;
+        let row: Option<(String, bool, String)> = conn
+            .query_row(
+                "SELECT rev, deleted, body FROM docs WHERE db = ?1 AND id = ?2",
+                params![db, id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        match row {
+            None => Err(DocError::new(404, "not_found", "missing")),
+            Some((_, true, _)) => Err(DocError::new(404, "not_found", "deleted")),
+            Some((rev, false, body)) => Ok(with_meta(id, &rev, &body)),
+        }
+    }
+
+    pub fn delete(&self, db: &str, id: &str, rev: Option<String>) -> Result<String> {
+        let Some(rev) = rev else {
+            return Err(DocError::conflict());
+        };
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let exists: Option<bool> = tx
+            .query_row(
+                "SELECT deleted FROM docs WHERE db = ?1 AND id = ?2",
+                params![db, id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Self::update_seq(&tx, db)?;
+        match exists {
+            None => return Err(DocError::new(404, "not_found", "missing")),
+            Some(true) => return Err(DocError::new(404, "not_found", "deleted")),
+            Some(false) => {}
+        }
+        let (_, new) = Self::write(
+            &tx,
+            db,
+            Some(id),
+            json!({ "_rev": rev, "_deleted": true }),
+            None,
+        )?;
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// `_bulk_docs`: every document in one transaction; each gets its own result.
+    pub fn bulk(&self, db: &str, docs: Vec<Value>) -> Result<Vec<Value>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        Self::update_seq(&tx, db)?;
+        let mut results = Vec::with_capacity(docs.len());
+        for doc in docs {
+            let id = doc.get("_id").and_then(Value::as_str).map(str::to_string);
+            match Self::write(&tx, db, None, doc, None) {
+                Ok((id, rev)) => results.push(json!({"ok": true, "id": id, "rev": rev})),
+                Err(error) if error.status >= 500 => return Err(error),
+                Err(error) => {
+                    results.push(json!({"id": id, "error": error.error, "reason": error.reason}))
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+
+    pub fn all_docs(&self, db: &str, query: &AllDocs) -> Result<Value> {
+        let conn = self.lock();
+        Self::update_seq(&conn, db)?;
+        let total: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM docs WHERE db = ?1 AND deleted = 0",
+            [db],
+            |row| row.get(0),
+        )?;
+        let mut rows = Vec::new();
+        if let Some(keys) = &query.keys {
+            let mut statement = conn
+                .prepare_cached("SELECT rev, deleted, body FROM docs WHERE db = ?1 AND id = ?2")?;
+            for key in keys {
+                let found: Option<(String, bool, String)> = statement
+                    .query_row(params![db, key], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .optional()?;
+                rows.push(match found {
+                    None => json!({"key": key, "error": "not_found"}),
+                    Some((rev, true, _)) => json!({
+                        "id": key, "key": key, "value": {"rev": rev, "deleted": true}, "doc": null
+                    }),
+                    Some((rev, false, body)) => {
+                        let mut row = json!({"id": key, "key": key, "value": {"rev": rev}});
+                        if query.include_docs {
+                            row["doc"] = with_meta(key, &rev, &body);
+                        }
+                        row
+                    }
+                });
+            }
+            return Ok(json!({"total_rows": total, "offset": 0, "rows": rows}));
+        }
+
+        let (low, high) = if query.descending {
+            (query.end_key.clone(), query.start_key.clone())
+        } else {
+            (query.start_key.clone(), query.end_key.clone())
+        };
+        let (low_inclusive, high_inclusive) = if query.descending {
+            (query.inclusive_end, true)
+        } else {
+            (true, query.inclusive_end)
+        };
+        let mut sql = String::from("SELECT id, rev, body FROM docs WHERE db = ?1 AND deleted = 0");
+        let mut args: Vec<String> = vec![db.to_string()];
+        if let Some(low) = low {
+            args.push(low);
+            sql.push_str(&format!(
+                " AND id {} ?{}",
+                if low_inclusive { ">=" } else { ">" },
+                args.len()
+            ));
+        }
+        if let Some(high) = high {
+            args.push(high);
+            sql.push_str(&format!(
+                " AND id {} ?{}",
+                if high_inclusive { "<=" } else { "<" },
+                args.len()
+            ));
+        }
+        sql.push_str(if query.descending {
+            " ORDER BY id DESC"
+        } else {
+            " ORDER BY id ASC"
+        });
+        let limit = query.limit.map_or(-1, |l| l as i64);
+        sql.push_str(&format!(" LIMIT {limit} OFFSET {}", query.skip));
+        let mut statement = conn.prepare(&sql)?;
+        let mut cursor = statement.query(params_from_iter(args.iter()))?;
+        while let Some(row) = cursor.next()? {
+            let id: String = row.get(0)?;
+            let rev: String = row.get(1)?;
+            let mut out = json!({"id": id, "key": id, "value": {"rev": rev}});
+            if query.include_docs {
+                let body: String = row.get(2)?;
+                out["doc"] = with_meta(&id, &rev, &body);
+            }
+            rows.push(out);
+        }
+        Ok(json!({"total_rows": total, "offset": query.skip, "rows": rows}))
+    }
+
+    pub fn changes(
+        &self,
+        db: &str,
+        since: i64,
+        limit: Option<usize>,
+        include_docs: bool,
+    ) -> Result<Value> {
+        let conn = self.lock();
+        Self::update_seq(&conn, db)?;
+        let mut statement = conn.prepare_cached(
+            "SELECT id, rev, seq, deleted, body FROM docs WHERE db = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let limit = limit.map_or(-1, |l| l as i64);
+        let mut results = Vec::new();
+        let mut last_seq = since;
+        let mut rows = statement.query(params![db, since, limit])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let rev: String = row.get(1)?;
+            let seq: i64 = row.get(2)?;
+            let deleted: bool = row.get(3)?;
+            let mut change = json!({"seq": seq, "id": id, "changes": [{"rev": rev}]});
+            if deleted {
+                change["deleted"] = Value::Bool(true);
+            }
+            if include_docs {
+                let body: String = row.get(4)?;
+                change["doc"] = if deleted {
+                    json!({"_id": id, "_rev": rev, "_deleted": true})
+                } else {
+                    with_meta(&id, &rev, &body)
+                };
+            }
+            last_seq = seq;
+            results.push(change);
+        }
+        drop(rows);
+        let pending: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM docs WHERE db = ?1 AND seq > ?2",
+            params![db, last_seq],
+            |row| row.get(0),
+        )?;
+        Ok(json!({"results": results, "last_seq": last_seq, "pending": pending}))
+    }
+
+    /// `POST /{db}/_index`: a JSON index on `fields`, backed by a SQLite expression index.
+    pub fn create_index(&self, db: &str, request: &Value) -> Result<Value> {
+        let fields = index_fields(request)?;
+        let field_list: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let digest = {
+            let mut hasher = Sha256::new();
+            hasher.update(db.as_bytes());
+            hasher.update(field_list.join(",").as_bytes());
+            let d = hasher.finalize();
+            d[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let name = request
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| digest.clone());
+        let ddoc = request
+            .get("ddoc")
+            .and_then(Value::as_str)
+            .map(|d| d.trim_start_matches("_design/").to_string())
+            .unwrap_or_else(|| digest.clone());
+        let conn = self.lock();
+        Self::update_seq(&conn, db)?;
+        let inserted = conn.execute(
+            "INSERT INTO mango_indexes (db, ddoc, name, fields) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            params![db, ddoc, name, serde_json::to_string(&fields).unwrap_or_default()],
+        )?;
+        // The expression index serves every database: rows are keyed by (db, value).
+        let first = &fields[0];
+        conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS \"mango_{}\" ON docs (db, json_extract(body, '{}'))",
+            sql_ident(first),
+            json_path(first)
+        ))?;
+        Ok(json!({
+            "result": if inserted == 0 { "exists" } else { "created" },
+            "id": format!("_design/{ddoc}"),
+            "name": name,
+        }))
+    }
+
+    pub fn list_indexes(&self, db: &str) -> Result<Value> {
+        let conn = self.lock();
+        Self::update_seq(&conn, db)?;
+        let mut statement = conn.prepare_cached(
+            "SELECT ddoc, name, fields FROM mango_indexes WHERE db = ?1 ORDER BY ddoc, name",
+        )?;
+        let mut indexes = vec![json!({
+            "ddoc": null, "name": "_all_docs", "type": "special",
+            "def": {"fields": [{"_id": "asc"}]}
+        })];
+        let rows = statement.query_map([db], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (ddoc, name, fields) = row?;
+            let fields: Vec<String> = serde_json::from_str(&fields).unwrap_or_default();
+            let def: Vec<Value> = fields.iter().map(|f| json!({ f.clone(): "asc" })).collect();
+            indexes.push(json!({
+                "ddoc": format!("_design/{ddoc}"), "name": name, "type": "json", "def": {"fields": def}
+            }));
+        }
+        Ok(json!({"total_rows": indexes.len(), "indexes": indexes}))
+    }
+
+    fn indexed_fields(conn: &Connection, db: &str) -> Result<Vec<Vec<String>>> {
+        let mut statement =
+            conn.prepare_cached("SELECT fields FROM mango_indexes WHERE db = ?1")?;
+        let rows = statement.query_map([db], |row| row.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for fields in rows {
+            out.push(serde_json::from_str(&fields?).unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    /// `POST /{db}/_find`.
+    pub fn find(&self, db: &str, request: &Value) -> Result<Value> {
+        let selector = request
+            .get("selector")
+            .ok_or_else(|| DocError::bad_request("Missing required key: selector"))?;
+        let selector =
+            Selector::parse(selector).map_err(|e| DocError::new(400, "invalid_selector", e.0))?;
+        let sort = request
+            .get("sort")
+            .map(Sort::parse)
+            .transpose()
+            .map_err(|e| DocError::new(400, "invalid_sort_json", e.0))?;
+        let fields: Option<Vec<String>> = match request.get("fields") {
+            None => None,
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| DocError::bad_request("fields must be an array of strings"))?,
+            ),
+            Some(_) => return Err(DocError::bad_request("fields must be an array of strings")),
+        };
+        let limit = match request.get("limit") {
+            None => 25,
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| DocError::bad_request("limit must be a non-negative integer"))?
+                as usize,
+        };
+        let mut skip = match request.get("skip") {
+            None => 0,
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| DocError::bad_request("skip must be a non-negative integer"))?
+                as usize,
+        };
+        if let Some(bookmark) = request.get("bookmark").and_then(Value::as_str)
+            && bookmark != "nil"
+        {
+            skip += decode_bookmark(bookmark)?;
+        }
+
+        let conn = self.lock();
+        Self::update_seq(&conn, db)?;
+        let indexes = Self::indexed_fields(&conn, db)?;
+        if let Some(sort) = &sort {
+            let usable = indexes.iter().any(|fields| {
+                fields.len() >= sort.fields.len()
+                    && fields
+                        .iter()
+                        .zip(&sort.fields)
+                        .all(|(f, s)| split_path(f) == *s)
+            });
+            if !usable && !sort.fields.iter().all(|f| f == &["_id".to_string()]) {
+                return Err(DocError::new(
+                    400,
+                    "no_usable_index",
+                    "No index exists for this sort, try indexing by the sort fields.",
+                ));
+            }
+        }
+
+        // Narrow the scan with an index when the selector pins its first field; the selector is
+        // still applied to every candidate, so the narrowing only has to be a superset.
+        let mut sql = String::from("SELECT id, rev, body FROM docs WHERE db = ?1 AND deleted = 0");
+        let mut args: Vec<rusqlite::types::Value> = vec![db.to_string().into()];
+        let mut used_index = false;
+        for fields in &indexes {
+            let first = &fields[0];
+            let mut conditions = Vec::new();
+            selector.required_conditions(&split_path(first), &mut conditions);
+            if let Some(clause) = conditions
+                .iter()
+                .find_map(|c| pushdown(c, first, &mut args))
+            {
+                sql.push_str(&clause);
+                used_index = true;
+                break;
+            }
+        }
+        sql.push_str(" ORDER BY id");
+        let mut statement = conn.prepare(&sql)?;
+        let mut rows = statement.query(params_from_iter(args.iter()))?;
+        let mut matched = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let rev: String = row.get(1)?;
+            let body: String = row.get(2)?;
+            let doc = with_meta(&id, &rev, &body);
+            if selector.matches(&doc) {
+                matched.push(doc);
+            }
+        }
+        if let Some(sort) = &sort {
+            matched.sort_by(|a, b| sort.compare(a, b));
+        }
+        let end = skip.saturating_add(limit).min(matched.len());
+        let page: Vec<Value> = matched
+            .get(skip.min(matched.len())..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|doc| match &fields {
+                Some(fields) => project(doc, fields),
+                None => doc.clone(),
+            })
+            .collect();
+        let mut response = json!({"docs": page, "bookmark": encode_bookmark(end)});
+        if !used_index {
+            response["warning"] = Value::String(
+                "No matching index found, create an index to optimize query time.".into(),
+            );
+        }
+        Ok(response)
+    }
+}
+
+fn index_fields(request: &Value) -> Result<Vec<String>> {
+    let fields = request
+        .get("index")
+        .and_then(|i| i.get("fields"))
+        .and_then(Value::as_array)
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| DocError::bad_request("Missing required key: index.fields"))?;
+    let mut out = Vec::new();
+    for field in fields {
+        let name = match field {
+            Value::String(name) => name.clone(),
+            Value::Object(map) if map.len() == 1 => map.keys().next().cloned().unwrap_or_default(),
+            _ => return Err(DocError::bad_request("Invalid index field")),
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+        {
+            return Err(DocError::bad_request(format!(
+                "Index field `{name}` must be letters, digits, '_', '-' and '.'"
+            )));
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
+fn split_path(field: &str) -> Vec<String> {
+    field.split('.').map(str::to_string).collect()
+}
+
+fn json_path(field: &str) -> String {
+    let mut path = String::from("$");
+    for part in field.split('.') {
+        path.push_str(&format!(".\"{part}\""));
+    }
+    path
+}
+
+fn sql_ident(field: &str) -> String {
+    field
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// A SQL clause that returns a superset of the documents `condition` matches on `field`, if one can
+/// use the expression index.
+fn pushdown(
+    condition: &Condition,
+    field: &str,
+    args: &mut Vec<rusqlite::types::Value>,
+) -> Option<String> {
+    let expr = format!("json_extract(body, '{}')", json_path(field));
+    let scalar = |v: &Value| -> Option<rusqlite::types::Value> {
+        match v {
+            Value::String(s) => Some(s.clone().into()),
+            Value::Number(n) => n
+                .as_i64()
+                .map(Into::into)
+                .or_else(|| n.as_f64().map(Into::into)),
+            _ => None,
+        }
+    };
+    match condition {
+        Condition::Eq(value) => {
+            args.push(scalar(value)?);
+            Some(format!(" AND {expr} = ?{}", args.len()))
+        }
+        Condition::In(values) if !values.is_empty() => {
+            let scalars: Option<Vec<_>> = values.iter().map(scalar).collect();
+            let mut placeholders = Vec::new();
+            for value in scalars? {
+                args.push(value);
+                placeholders.push(format!("?{}", args.len()));
+            }
+            Some(format!(" AND {expr} IN ({})", placeholders.join(", ")))
+        }
+        // Above a number, collation puts larger numbers, then strings, arrays and objects, which
+        // SQLite also orders above numbers.
+        Condition::Gt(Value::Number(_)) | Condition::Gte(Value::Number(_)) => {
+            let (op, value) = match condition {
+                Condition::Gt(v) => (">", v),
+                Condition::Gte(v) => (">=", v),
+                _ => unreachable!("matched above"),
+            };
+            args.push(scalar(value)?);
+            Some(format!(" AND {expr} {op} ?{}", args.len()))
+        }
+        _ => None,
+    }
+}
+
+fn encode_bookmark(offset: usize) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("o{offset}"))
+}
+
+fn decode_bookmark(bookmark: &str) -> Result<usize> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(bookmark)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix('o').and_then(|n| n.parse().ok()))
+        .ok_or_else(|| DocError::bad_request("Invalid bookmark value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        let dir = std::env::temp_dir().join(format!("edgerag-docstore-unit-{}", new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Engine::open(&dir.join("docs.sqlite")).unwrap()
+    }
+
+    #[test]
+    fn revisions_conflicts_and_deletes() {
+        let e = engine();
+        e.create_db("db").unwrap();
+        let (_, r1) = e.put("db", Some("a"), json!({"x": 1}), None).unwrap();
+        assert!(r1.starts_with("1-"));
+        assert_eq!(
+            e.put("db", Some("a"), json!({"x": 2}), None)
+                .unwrap_err()
+                .status,
+            409
+        );
+        let (_, r2) = e
+            .put("db", Some("a"), json!({"_rev": r1, "x": 2}), None)
+            .unwrap();
+        assert!(r2.starts_with("2-"));
+        assert_eq!(e.get("db", "a").unwrap()["x"], 2);
+        let r3 = e.delete("db", "a", Some(r2)).unwrap();
+        assert!(r3.starts_with("3-"));
+        assert_eq!(e.get("db", "a").unwrap_err().reason, "deleted");
+        let (_, r4) = e.put("db", Some("a"), json!({"x": 3}), None).unwrap();
+        assert!(
+            r4.starts_with("4-"),
+            "recreating a deleted doc continues its revisions"
+        );
+    }
+
+    #[test]
+    fn bulk_writes_report_each_document() {
+        let e = engine();
+        e.create_db("db").unwrap();
+        e.put("db", Some("taken"), json!({}), None).unwrap();
+        let results = e
+            .bulk(
+                "db",
+                vec![
+                    json!({"_id": "new"}),
+                    json!({"_id": "taken"}),
+                    json!({"v": 1}),
+                ],
+            )
+            .unwrap();
+        assert_eq!(results[0]["ok"], true);
+        assert_eq!(results[1]["error"], "conflict");
+        assert_eq!(results[2]["id"].as_str().unwrap().len(), 32);
+    }
+
+    #[test]
+    fn find_uses_an_index_and_still_applies_the_selector() {
+        let e = engine();
+        e.create_db("db").unwrap();
+        let docs = (0..50)
+            .map(|i| json!({"_id": format!("d{i:02}"), "n": i, "even": i % 2 == 0}))
+            .collect();
+        e.bulk("db", docs).unwrap();
+        e.create_index("db", &json!({"index": {"fields": ["n"]}}))
+            .unwrap();
+        let found = e
+            .find("db", &json!({"selector": {"n": {"$gte": 40}, "even": true}, "sort": ["n"], "fields": ["_id", "n"]}))
+            .unwrap();
+        let ids: Vec<&str> = found["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["d40", "d42", "d44", "d46", "d48"]);
+        assert!(found.get("warning").is_none());
+        let unsorted = e.find("db", &json!({"selector": {"even": true}, "sort": ["even"]}));
+        assert_eq!(unsorted.unwrap_err().error, "no_usable_index");
+    }
+
+    #[test]
+    fn bookmarks_page_through_results() {
+        let e = engine();
+        e.create_db("db").unwrap();
+        e.bulk(
+            "db",
+            (0..7)
+                .map(|i| json!({"_id": format!("d{i}"), "k": 1}))
+                .collect(),
+        )
+        .unwrap();
+        let first = e
+            .find("db", &json!({"selector": {"k": 1}, "limit": 5}))
+            .unwrap();
+        assert_eq!(first["docs"].as_array().unwrap().len(), 5);
+        let second = e
+            .find(
+                "db",
+                &json!({"selector": {"k": 1}, "limit": 5, "bookmark": first["bookmark"]}),
+            )
+            .unwrap();
+        let ids: Vec<&str> = second["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["d5", "d6"]);
+    }
+}
