@@ -79,6 +79,18 @@ pub fn build_components() -> &'static Result<(), String> {
     })
 }
 
+/// The release `edgerag` binary, for tests that need a real process (to kill it, for instance).
+/// scripts/test builds it first (scripts/build); building it from inside a test would rebuild the host
+/// under a different environment every time.
+pub fn edgerag_binary() -> Result<PathBuf, String> {
+    let path = workspace_root().join("target/release/edgerag");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{} is missing: run scripts/build (scripts/test does)", path.display()))
+    }
+}
+
 /// Writes a manifest to a fresh directory and returns its path.
 pub fn write_manifest(text: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -144,7 +144,22 @@ pub async fn start_defaults(data_dir: &Path, env: &EnvLookup) -> anyhow::Result<
             .insert("docstore_password".into(), credentials.secret);
         defaults.services.push(store);
     }
+    write_endpoints(data_dir, &defaults.services)?;
     Ok(defaults)
+}
+
+/// Records where the embedded services listen in `<data_dir>/endpoints.json` (never their secrets),
+/// for operators and tools; written whole, then renamed, so a reader never sees half a file.
+fn write_endpoints(data_dir: &Path, services: &[Embedded]) -> anyhow::Result<()> {
+    let endpoints: serde_json::Map<String, serde_json::Value> = services
+        .iter()
+        .map(|s| (s.name.to_string(), serde_json::Value::String(s.url())))
+        .collect();
+    let path = data_dir.join("endpoints.json");
+    let partial = data_dir.join("endpoints.json.partial");
+    std::fs::write(&partial, serde_json::Value::Object(endpoints).to_string())
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -33,7 +33,7 @@ pub async fn start(
     std::fs::create_dir_all(dir)?;
     let engine = Arc::new(Engine::open(&dir.join("documents.sqlite"))?);
     let credentials = Arc::new(credentials);
-    crate::embedded::serve("document store", addr, move |request| {
+    crate::embedded::serve("docstore", addr, move |request| {
         let engine = engine.clone();
         let credentials = credentials.clone();
         async move { handle(engine, &credentials, request).await }
