@@ -87,7 +87,10 @@ pub fn edgerag_binary() -> Result<PathBuf, String> {
     if path.exists() {
         Ok(path)
     } else {
-        Err(format!("{} is missing: run scripts/build (scripts/test does)", path.display()))
+        Err(format!(
+            "{} is missing: run scripts/build (scripts/test does)",
+            path.display()
+        ))
     }
 }
 

@@ -580,8 +580,8 @@ impl Engine {
         // The expression index serves every database: rows are keyed by (db, value).
         let first = &fields[0];
         conn.execute_batch(&format!(
-            "CREATE INDEX IF NOT EXISTS \"mango_{}\" ON docs (db, json_extract(body, '{}'))",
-            sql_ident(first),
+            "CREATE INDEX IF NOT EXISTS \"{}\" ON docs (db, json_extract(body, '{}'))",
+            index_name(first),
             json_path(first)
         ))?;
         Ok(json!({
@@ -695,9 +695,8 @@ impl Engine {
 
         // Narrow the scan with an index when the selector pins its first field; the selector is
         // still applied to every candidate, so the narrowing only has to be a superset.
-        let mut sql = String::from("SELECT id, rev, body FROM docs WHERE db = ?1 AND deleted = 0");
         let mut args: Vec<rusqlite::types::Value> = vec![db.to_string().into()];
-        let mut used_index = false;
+        let mut index_clause = None;
         for fields in &indexes {
             let first = &fields[0];
             let mut conditions = Vec::new();
@@ -706,12 +705,21 @@ impl Engine {
                 .iter()
                 .find_map(|c| pushdown(c, first, &mut args))
             {
-                sql.push_str(&clause);
-                used_index = true;
+                index_clause = Some((index_name(first), clause));
                 break;
             }
         }
-        sql.push_str(" ORDER BY id");
+        let used_index = index_clause.is_some();
+        // Without statistics SQLite prefers the primary key to an expression index, so the index
+        // is named explicitly.
+        let sql = match &index_clause {
+            Some((index, clause)) => format!(
+                "SELECT id, rev, body FROM docs INDEXED BY \"{index}\" WHERE db = ?1 AND deleted = 0{clause}"
+            ),
+            None => "SELECT id, rev, body FROM docs WHERE db = ?1 AND deleted = 0".to_string(),
+        };
+        // No ORDER BY: it would tempt SQLite to walk the primary key instead of the expression
+        // index. Candidates are put in id order here, which costs little for what an index leaves.
         let mut statement = conn.prepare(&sql)?;
         let mut rows = statement.query(params_from_iter(args.iter()))?;
         let mut matched = Vec::new();
@@ -724,6 +732,7 @@ impl Engine {
                 matched.push(doc);
             }
         }
+        matched.sort_by(|a, b| a["_id"].as_str().cmp(&b["_id"].as_str()));
         if let Some(sort) = &sort {
             matched.sort_by(|a, b| sort.compare(a, b));
         }
@@ -787,11 +796,11 @@ fn json_path(field: &str) -> String {
     path
 }
 
-fn sql_ident(field: &str) -> String {
-    field
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
+/// The SQLite expression index behind Mango indexes whose first field is `field`. The field is
+/// hex-encoded so that distinct fields never share a name.
+fn index_name(field: &str) -> String {
+    let hex: String = field.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("mango_{hex}")
 }
 
 /// A SQL clause that returns a superset of the documents `condition` matches on `field`, if one can
