@@ -248,3 +248,74 @@ impl Connection {
         Ok((status, started.elapsed()))
     }
 }
+
+/// The `authorization` value for HTTP Basic auth.
+pub fn basic_auth(user: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+    format!("Basic {token}")
+}
+
+/// A request with a JSON body (empty when `None`) and, optionally, an `authorization` header: what the
+/// stores' clients send.
+pub fn json_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<http::Request<Full<Bytes>>> {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(authorization) = authorization {
+        request = request.header(http::header::AUTHORIZATION, authorization);
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    Ok(request.body(Full::new(Bytes::from(body)))?)
+}
+
+/// Reads a response whole: its status and its body as JSON (`null` if the body is not JSON).
+pub async fn read_json(
+    response: http::Response<hyper::body::Incoming>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+}
+
+/// Throughput and latency of a bounded load run.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadSummary {
+    pub rate: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+/// Joins load workers (each returning its latency samples) started at `started`, and summarises them.
+pub async fn summarize(
+    workers: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
+    started: Instant,
+) -> anyhow::Result<LoadSummary> {
+    let mut samples = Vec::new();
+    for worker in workers {
+        samples.extend(worker.await??);
+    }
+    let elapsed = started.elapsed();
+    samples.sort();
+    Ok(LoadSummary {
+        rate: samples.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&samples, 0.50),
+        p99: percentile(&samples, 0.99),
+    })
+}
+
+/// The `q` quantile of sorted samples (nearest rank).
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}

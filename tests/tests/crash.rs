@@ -6,8 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
 struct Process(Child);
@@ -58,13 +56,10 @@ struct Client {
 
 impl Client {
     fn new(url: &str, data_dir: &Path) -> Self {
-        use base64::Engine as _;
         let secret = std::fs::read_to_string(data_dir.join("secrets/docstore")).unwrap();
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("admin:{}", secret.trim()));
         Self {
             addr: url.trim_start_matches("http://").parse().unwrap(),
-            authorization: format!("Basic {token}"),
+            authorization: tests::basic_auth("admin", secret.trim()),
         }
     }
 
@@ -74,19 +69,14 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .header("authorization", &self.authorization)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            )))?;
-        let response = tests::send_request(self.addr, request).await?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, serde_json::from_slice(&body)?))
+        let request = tests::json_request(
+            self.addr,
+            method,
+            path,
+            Some(&self.authorization),
+            body.as_ref(),
+        )?;
+        tests::read_json(tests::send_request(self.addr, request).await?).await
     }
 }
 

@@ -21,11 +21,9 @@ struct Couch {
 
 impl Couch {
     fn new(addr: SocketAddr) -> Self {
-        use base64::Engine as _;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("admin:{SECRET}"));
         Self {
             addr,
-            authorization: Some(format!("Basic {token}")),
+            authorization: Some(tests::basic_auth("admin", SECRET)),
         }
     }
 
@@ -61,18 +59,17 @@ impl Couch {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        match body {
-            Some(body) => {
-                self.raw(
-                    method,
-                    path,
-                    Some("application/json"),
-                    Bytes::from(body.to_string()),
-                )
-                .await
-            }
-            None => self.raw(method, path, None, Bytes::new()).await,
-        }
+        let request = tests::json_request(
+            self.addr,
+            method,
+            path,
+            self.authorization.as_deref(),
+            body.as_ref(),
+        )
+        .unwrap();
+        tests::read_json(tests::send_request(self.addr, request).await.unwrap())
+            .await
+            .unwrap()
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
@@ -29,17 +29,15 @@ struct Conn {
 
 impl Conn {
     async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
-        use base64::Engine as _;
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("admin:{SECRET}"));
         Ok(Self {
             sender,
             addr,
-            authorization: format!("Basic {token}"),
+            authorization: tests::basic_auth("admin", SECRET),
         })
     }
 
@@ -50,19 +48,9 @@ impl Conn {
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
         self.sender.ready().await?;
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .header("authorization", &self.authorization)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(
-                body.map(Value::to_string).unwrap_or_default(),
-            )))?;
-        let response = self.sender.send_request(request).await?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+        let authorization = (!self.authorization.is_empty()).then_some(self.authorization.as_str());
+        let request = tests::json_request(self.addr, method, path, authorization, body)?;
+        tests::read_json(self.sender.send_request(request).await?).await
     }
 }
 
@@ -179,18 +167,8 @@ async fn load(
             anyhow::Ok(samples)
         }));
     }
-    let mut samples = Vec::new();
-    for worker in workers {
-        samples.extend(worker.await??);
-    }
-    let elapsed = started.elapsed();
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Ok((
-        samples.len() as f64 / elapsed.as_secs_f64(),
-        at(0.5),
-        at(0.99),
-    ))
+    let summary = tests::summarize(workers, started).await?;
+    Ok((summary.rate, summary.p50, summary.p99))
 }
 
 struct Killed(Child);

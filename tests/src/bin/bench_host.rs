@@ -83,8 +83,8 @@ async fn instantiation() -> anyhow::Result<()> {
             println!(
                 "| {name} | {} KiB | {:.1} us | {:.1} us |",
                 keep >> 10,
-                micros(percentile(&samples, 0.50)),
-                micros(percentile(&samples, 0.99)),
+                micros(tests::percentile(&samples, 0.50)),
+                micros(tests::percentile(&samples, 0.99)),
             );
         }
     }
@@ -257,16 +257,11 @@ async fn load(addr: SocketAddr, concurrency: usize) -> anyhow::Result<LoadResult
             anyhow::Ok(samples)
         }));
     }
-    let mut samples = Vec::new();
-    for worker in workers {
-        samples.extend(worker.await??);
-    }
-    let elapsed = started.elapsed();
-    samples.sort();
+    let summary = tests::summarize(workers, started).await?;
     Ok(LoadResult {
-        rate: samples.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&samples, 0.50),
-        p99: percentile(&samples, 0.99),
+        rate: summary.rate,
+        p50: summary.p50,
+        p99: summary.p99,
     })
 }
 
@@ -309,14 +304,6 @@ fn cpu_model() -> String {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[index]
 }
 
 fn micros(d: Duration) -> f64 {
