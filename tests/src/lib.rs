@@ -234,6 +234,15 @@ impl Connection {
         })
     }
 
+    /// Sends a request on this connection, once it is ready for one.
+    pub async fn send(
+        &mut self,
+        request: http::Request<Full<Bytes>>,
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        self.sender.ready().await?;
+        Ok(self.sender.send_request(request).await?)
+    }
+
     /// GETs `path` and reads the body; returns the status and the round-trip time.
     pub async fn get(&mut self, path: &str) -> anyhow::Result<(u16, Duration)> {
         let started = Instant::now();

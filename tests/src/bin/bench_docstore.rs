@@ -7,9 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 const DOCS: usize = 100_000;
@@ -22,22 +19,17 @@ const SECRET: &str = "bench-secret";
 
 /// A keep-alive connection that speaks JSON with Basic auth.
 struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    connection: tests::Connection,
     addr: SocketAddr,
-    authorization: String,
+    authorization: Option<String>,
 }
 
 impl Conn {
     async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
         Ok(Self {
-            sender,
+            connection: tests::Connection::open(addr).await?,
             addr,
-            authorization: tests::basic_auth("admin", SECRET),
+            authorization: Some(tests::basic_auth("admin", SECRET)),
         })
     }
 
@@ -47,10 +39,9 @@ impl Conn {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        self.sender.ready().await?;
-        let authorization = (!self.authorization.is_empty()).then_some(self.authorization.as_str());
-        let request = tests::json_request(self.addr, method, path, authorization, body)?;
-        tests::read_json(self.sender.send_request(request).await?).await
+        let request =
+            tests::json_request(self.addr, method, path, self.authorization.as_deref(), body)?;
+        tests::read_json(self.connection.send(request).await?).await
     }
 }
 
@@ -224,7 +215,7 @@ fn main() -> anyhow::Result<()> {
         let pouch_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         wait_ready(pouch_addr).await?;
         let mut setup = Conn::open(pouch_addr).await?;
-        setup.authorization.clear();
+        setup.authorization = None;
         setup.call("PUT", "/_config/admins/admin", Some(&json!(SECRET))).await?;
         let theirs = run(pouch_addr).await.context("pouchdb-server")?;
 
