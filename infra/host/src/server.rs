@@ -421,7 +421,7 @@ fn text_response(
 
 /// A host-made error in the same JSON shape the functions use, with the request id to quote in a
 /// bug report. It never carries internal details.
-pub fn error_response(
+fn error_response(
     status: StatusCode,
     code: &str,
     message: &str,

@@ -869,6 +869,16 @@ fn decode_bookmark(bookmark: &str) -> Result<usize> {
 mod tests {
     use super::*;
 
+    /// The `_id`s of a `_find` answer, in order.
+    fn doc_ids(found: &Value) -> Vec<&str> {
+        found["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["_id"].as_str().unwrap())
+            .collect()
+    }
+
     fn engine() -> Engine {
         let dir = std::env::temp_dir().join(format!("edgerag-docstore-unit-{}", new_id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -935,12 +945,7 @@ mod tests {
         let found = e
             .find("db", &json!({"selector": {"n": {"$gte": 40}, "even": true}, "sort": ["n"], "fields": ["_id", "n"]}))
             .unwrap();
-        let ids: Vec<&str> = found["docs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["_id"].as_str().unwrap())
-            .collect();
+        let ids = doc_ids(&found);
         assert_eq!(ids, ["d40", "d42", "d44", "d46", "d48"]);
         assert!(found.get("warning").is_none());
         let unsorted = e.find("db", &json!({"selector": {"even": true}, "sort": ["even"]}));
@@ -968,12 +973,7 @@ mod tests {
                 &json!({"selector": {"k": 1}, "limit": 5, "bookmark": first["bookmark"]}),
             )
             .unwrap();
-        let ids: Vec<&str> = second["docs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["_id"].as_str().unwrap())
-            .collect();
+        let ids = doc_ids(&second);
         assert_eq!(ids, ["d5", "d6"]);
     }
 }
