@@ -190,7 +190,14 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        let response = too_large(limit, &request_id);
+        let mut response = too_large(limit, &request_id);
+        if declared.is_some_and(|n| n <= DRAIN_LIMIT_BYTES) {
+            tokio::spawn(drain(request.into_body()));
+        } else {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         return finish(
             frontend,
             &request_id,
@@ -204,8 +211,8 @@ async fn handle(
         );
     }
 
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let request = prepare(request, &route, client, local, limit, exceeded.clone());
+    let overflow = Arc::new(Overflow::default());
+    let request = prepare(request, &route, client, local, limit, overflow.clone());
     let meta = Arc::new(RequestMeta::default());
     let outcome = tokio::time::timeout(
         frontend.limits.request_timeout,
@@ -217,7 +224,12 @@ async fn handle(
         micros => Some(Duration::from_micros(micros)),
     };
     let response = match outcome {
-        _ if exceeded.load(Ordering::Relaxed) => too_large(limit, &request_id),
+        _ if overflow.exceeded.load(Ordering::Relaxed) => {
+            if let Some(rest) = overflow.take_rest() {
+                tokio::spawn(drain(rest));
+            }
+            too_large(limit, &request_id)
+        }
         Ok(Ok(mut response)) => {
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert("x-request-id", value);
@@ -294,7 +306,7 @@ fn prepare(
     client: SocketAddr,
     local: Option<SocketAddr>,
     limit: u64,
-    exceeded: Arc<AtomicBool>,
+    overflow: Arc<Overflow>,
 ) -> Request<WasiBody> {
     let (mut parts, body) = request.into_parts();
     let authority = parts
@@ -346,21 +358,56 @@ fn prepare(
     }
 
     let body = LimitedBody {
-        inner: body,
+        inner: Some(body),
         remaining: limit,
         limit,
-        exceeded,
+        overflow,
     };
     Request::from_parts(parts, body.boxed_unsync())
+}
+
+/// How much of an oversize body the host still reads (and discards) after answering 413, and for
+/// how long. A client that writes its whole body before reading the answer would otherwise see a
+/// broken pipe instead of the 413; past these bounds the connection is closed.
+const DRAIN_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Reads and discards what is left of a refused request body, within the drain bounds, so hyper can
+/// deliver the early answer and keep the connection.
+async fn drain(mut body: Incoming) {
+    let read_rest = async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > DRAIN_LIMIT_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read_rest).await;
+}
+
+/// What a [`LimitedBody`] leaves behind when it overflows: the flag, and the unread rest of the
+/// body for [`drain`].
+#[derive(Default)]
+struct Overflow {
+    exceeded: AtomicBool,
+    rest: std::sync::Mutex<Option<Incoming>>,
+}
+
+impl Overflow {
+    fn take_rest(&self) -> Option<Incoming> {
+        self.rest.lock().ok().and_then(|mut rest| rest.take())
+    }
 }
 
 /// A request body that fails (and flags it) once more than `limit` bytes have arrived, so a chunked
 /// upload without a `content-length` is cut off too.
 struct LimitedBody {
-    inner: Incoming,
+    inner: Option<Incoming>,
     remaining: u64,
     limit: u64,
-    exceeded: Arc<AtomicBool>,
+    overflow: Arc<Overflow>,
 }
 
 impl Body for LimitedBody {
@@ -372,11 +419,19 @@ impl Body for LimitedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                Some(this.limit),
+            ))));
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let len = frame.data_ref().map_or(0, |d| d.len() as u64);
                 if len > this.remaining {
-                    this.exceeded.store(true, Ordering::Relaxed);
+                    this.overflow.exceeded.store(true, Ordering::Relaxed);
+                    if let Ok(mut rest) = this.overflow.rest.lock() {
+                        *rest = this.inner.take();
+                    }
                     return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
                         Some(this.limit),
                     ))));
@@ -391,11 +446,13 @@ impl Body for LimitedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_some_and(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(SizeHint::default, Incoming::size_hint)
     }
 }
 
