@@ -108,6 +108,46 @@ pub fn write_manifest(text: &str) -> PathBuf {
     path
 }
 
+/// A fresh, empty directory under the system's temporary directory.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "edgerag-{name}-{}-{}",
+        std::process::id(),
+        host::docstore::engine::new_id()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Runs a script from tests/python with the virtual environment scripts/install made (it holds the
+/// independent real clients: boto3, qdrant-client) and returns its standard output, or its output
+/// and exit status as the error.
+pub fn run_python(script: &str, args: &[&str]) -> Result<String, String> {
+    let root = workspace_root();
+    let python = root.join(".venv/bin/python");
+    if !python.exists() {
+        return Err(format!(
+            "{} is missing; run scripts/install",
+            python.display()
+        ));
+    }
+    let output = std::process::Command::new(python)
+        .arg(root.join("tests/python").join(script))
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{script} failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
 /// The probe fixture's path, for manifests.
 pub fn probe_source() -> String {
     wasm_path("probe").display().to_string()

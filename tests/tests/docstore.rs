@@ -333,16 +333,6 @@ async fn conformance(couch: &Couch) {
     assert_eq!(status, 404);
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "edgerag-{name}-{}-{}",
-        std::process::id(),
-        host::docstore::engine::new_id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 async fn embedded(dir: &std::path::Path) -> host::embedded::Embedded {
     let credentials = host::embedded::Credentials {
         user: "admin".into(),
@@ -355,7 +345,7 @@ async fn embedded(dir: &std::path::Path) -> host::embedded::Embedded {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_store_passes_the_couchdb_suite() {
-    let store = embedded(&temp_dir("docstore")).await;
+    let store = embedded(&tests::temp_dir("docstore")).await;
     conformance(&Couch::new(store.addr)).await;
     store.stop().await;
 }
@@ -383,7 +373,7 @@ async fn pouchdb_server_passes_the_same_suite() {
         .local_addr()
         .unwrap()
         .port();
-    let workdir = temp_dir("pouchdb");
+    let workdir = tests::temp_dir("pouchdb");
     let child = Command::new(&bin)
         .args([
             "--port",
@@ -426,7 +416,7 @@ async fn pouchdb_server_passes_the_same_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_store_refuses_bad_input_as_couchdb_does() {
-    let store = embedded(&temp_dir("docstore-strict")).await;
+    let store = embedded(&tests::temp_dir("docstore-strict")).await;
     let couch = Couch::new(store.addr);
 
     let anonymous = Couch {
@@ -539,7 +529,7 @@ async fn the_embedded_store_refuses_bad_input_as_couchdb_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_survive_a_restart() {
-    let dir = temp_dir("docstore-restart");
+    let dir = tests::temp_dir("docstore-restart");
     let store = embedded(&dir).await;
     let couch = Couch::new(store.addr);
     couch.call("PUT", "/kept", None).await;

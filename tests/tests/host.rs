@@ -541,9 +541,9 @@ url = "{{{{ docstore_url }}}}"
     let host = start(&write_manifest(&text), Options::default())
         .await
         .unwrap();
-    assert_eq!(host.services.len(), 1);
+    let docstore = service(&host, "docstore").expect("the embedded document store runs");
     let url = get(host.addr, "/p/var/url").await.unwrap().text();
-    assert_eq!(url, host.services[0].url());
+    assert_eq!(url, docstore.url());
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let up = get(host.addr, &format!("/p/outbound?url={url}/_up"))
         .await
@@ -573,12 +573,17 @@ async fn an_external_docstore_url_replaces_the_embedded_store() {
     };
     let host = start(&write_manifest(&text), options).await.unwrap();
     assert!(
-        host.services.is_empty(),
+        service(&host, "docstore").is_none(),
         "the embedded store was started anyway"
     );
+    assert!(service(&host, "objectstore").is_some());
     assert_eq!(
         get(host.addr, "/p/var/url").await.unwrap().text(),
         "https://couch.example.test"
     );
     host.stop().await;
+}
+
+fn service<'a>(host: &'a host::RunningHost, name: &str) -> Option<&'a host::embedded::Embedded> {
+    host.services.iter().find(|s| s.name == name)
 }

@@ -9,7 +9,6 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::Request;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
@@ -106,14 +105,16 @@ impl Embedded {
 }
 
 /// Serves `handler` on `addr` (which must be a loopback address) until stopped.
-pub async fn serve<F, Fut>(
+pub async fn serve<F, Fut, B>(
     name: &'static str,
     addr: SocketAddr,
     handler: F,
 ) -> anyhow::Result<Embedded>
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
+    Fut: Future<Output = http::Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     if !addr.ip().is_loopback() {
         bail!("the embedded {name} listens on loopback only; {addr} is not a loopback address");

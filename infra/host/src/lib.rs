@@ -11,6 +11,7 @@ pub mod docstore;
 pub mod embedded;
 pub mod manifest;
 pub mod metrics;
+pub mod objectstore;
 pub mod outbound;
 pub mod router;
 pub mod runtime;
@@ -117,35 +118,68 @@ pub struct Defaults {
 pub async fn start_defaults(data_dir: &Path, env: &EnvLookup) -> anyhow::Result<Defaults> {
     create_private_dir(data_dir)?;
     let mut defaults = Defaults::default();
-    if env(&variables::env_name("docstore_url")).is_some() {
-        tracing::info!(
-            "document store: SPIN_VARIABLE_DOCSTORE_URL is set; not starting the embedded one"
-        );
-    } else {
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+
+    if !external(env, "docstore_url", "document store") {
         let credentials = Credentials {
             user: "admin".into(),
             secret: embedded::load_or_create_secret(data_dir, "docstore")?,
         };
-        let store = docstore::start(
-            &data_dir.join("docstore"),
-            "127.0.0.1:0".parse()?,
-            credentials.clone(),
-        )
-        .await?;
+        let store =
+            docstore::start(&data_dir.join("docstore"), loopback, credentials.clone()).await?;
         tracing::info!("document store (CouchDB API) on {}", store.url());
-        defaults
-            .variables
-            .insert("docstore_url".into(), store.url());
-        defaults
-            .variables
-            .insert("docstore_user".into(), credentials.user);
-        defaults
-            .variables
-            .insert("docstore_password".into(), credentials.secret);
+        defaults.provide("docstore_url", store.url());
+        defaults.provide("docstore_user", credentials.user);
+        defaults.provide("docstore_password", credentials.secret);
         defaults.services.push(store);
     }
+
+    if !external(env, "objectstore_url", "object store") {
+        let credentials = Credentials {
+            user: OBJECTSTORE_ACCESS_KEY.into(),
+            secret: embedded::load_or_create_secret(data_dir, "objectstore")?,
+        };
+        let store = objectstore::start(
+            &data_dir.join("objects"),
+            loopback,
+            credentials.clone(),
+            &[OBJECTSTORE_BUCKET],
+        )
+        .await?;
+        tracing::info!("object store (S3 API) on {}", store.url());
+        defaults.provide("objectstore_url", store.url());
+        defaults.provide("objectstore_access_key", credentials.user);
+        defaults.provide("objectstore_secret_key", credentials.secret);
+        defaults.provide("objectstore_region", objectstore::REGION.into());
+        defaults.provide("objectstore_bucket", OBJECTSTORE_BUCKET.into());
+        defaults.services.push(store);
+    }
+
     write_endpoints(data_dir, &defaults.services)?;
     Ok(defaults)
+}
+
+/// The access key and bucket of the embedded object store.
+const OBJECTSTORE_ACCESS_KEY: &str = "edgerag";
+const OBJECTSTORE_BUCKET: &str = "edgerag";
+
+impl Defaults {
+    fn provide(&mut self, name: &str, value: String) {
+        self.variables.insert(name.to_string(), value);
+    }
+}
+
+/// Whether the URL variable `name` is set in the environment, so an external server replaces the
+/// embedded `what`.
+fn external(env: &EnvLookup, name: &str, what: &str) -> bool {
+    let set = env(&variables::env_name(name)).is_some();
+    if set {
+        tracing::info!(
+            "{what}: {} is set; not starting the embedded one",
+            variables::env_name(name)
+        );
+    }
+    set
 }
 
 /// Records where the embedded services listen in `<data_dir>/endpoints.json` (never their secrets),

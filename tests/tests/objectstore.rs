@@ -1,0 +1,35 @@
+//! The embedded object store against S3, checked by AWS's own client (boto3, installed by
+//! scripts/install) over a real socket.
+
+const ACCESS_KEY: &str = "edgerag";
+const SECRET_KEY: &str = "object-store-conformance-secret";
+
+async fn start(dir: &std::path::Path) -> host::embedded::Embedded {
+    let credentials = host::embedded::Credentials {
+        user: ACCESS_KEY.into(),
+        secret: SECRET_KEY.into(),
+    };
+    host::objectstore::start(
+        dir,
+        "127.0.0.1:0".parse().unwrap(),
+        credentials,
+        &["edgerag"],
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_passes_the_s3_conformance_checks() {
+    let dir = tests::temp_dir("objectstore");
+    let store = start(&dir).await;
+    let url = store.url();
+    let result = tokio::task::spawn_blocking(move || {
+        tests::run_python("s3_conformance.py", &[&url, ACCESS_KEY, SECRET_KEY])
+    })
+    .await
+    .unwrap();
+    let output = result.unwrap_or_else(|e| panic!("{e}"));
+    assert!(output.contains("checks passed"), "{output}");
+    store.stop().await;
+}
