@@ -3,7 +3,6 @@
 //! installed by scripts/install), plus the stricter CouchDB behaviours pouchdb-server does not share.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
