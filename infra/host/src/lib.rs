@@ -17,6 +17,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod variables;
+pub mod vectorstore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -152,6 +153,16 @@ pub async fn start_defaults(data_dir: &Path, env: &EnvLookup) -> anyhow::Result<
         defaults.provide("objectstore_secret_key", credentials.secret);
         defaults.provide("objectstore_region", objectstore::REGION.into());
         defaults.provide("objectstore_bucket", OBJECTSTORE_BUCKET.into());
+        defaults.services.push(store);
+    }
+
+    if !external(env, "vectorstore_url", "vector store") {
+        let api_key = embedded::load_or_create_secret(data_dir, "vectorstore")?;
+        let store =
+            vectorstore::start(&data_dir.join("vectors"), loopback, api_key.clone()).await?;
+        tracing::info!("vector store (Qdrant API) on {}", store.url());
+        defaults.provide("vectorstore_url", store.url());
+        defaults.provide("vectorstore_api_key", api_key);
         defaults.services.push(store);
     }
 

@@ -1,0 +1,1900 @@
+//! The vector store's engine: collections of points (an id, a JSON payload, named dense vectors and
+//! named sparse vectors), kept in SQLite (every acknowledged write is committed there first) and
+//! served from memory: an HNSW graph (usearch) per dense vector, an inverted index per sparse
+//! vector, and keyword indexes on payload fields for filtered search.
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value, json};
+
+use super::filter::{self, Filter};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VecError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl VecError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            message: message.into(),
+        }
+    }
+
+    fn wrong_input(message: impl Into<String>) -> Self {
+        Self::bad_request(format!("Wrong input: {}", message.into()))
+    }
+
+    fn no_collection(name: &str) -> Self {
+        Self {
+            status: 404,
+            message: format!("Not found: Collection `{name}` doesn't exist!"),
+        }
+    }
+
+    pub fn no_point(id: &PointId) -> Self {
+        Self {
+            status: 404,
+            message: format!("Not found: No point with id {} found", id.to_json()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for VecError {
+    fn from(error: rusqlite::Error) -> Self {
+        tracing::error!("vector store: {error}");
+        Self {
+            status: 500,
+            message: "Service internal error: storage failure".into(),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, VecError>;
+
+/// A point id: an unsigned integer or a UUID (kept in canonical lower-case hyphenated form).
+/// Integers sort before UUIDs, as in Qdrant's scroll order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PointId {
+    Num(u64),
+    Uuid(String),
+}
+
+impl PointId {
+    pub fn parse(value: &Value) -> Result<Self> {
+        match value {
+            Value::Number(n) => n.as_u64().map(PointId::Num).ok_or_else(|| {
+                VecError::bad_request(format!(
+                    "Format error in JSON body: point id {n} is not an unsigned integer"
+                ))
+            }),
+            Value::String(s) => canonical_uuid(s)
+                .map(PointId::Uuid)
+                .or_else(|| s.parse::<u64>().ok().map(PointId::Num))
+                .ok_or_else(|| {
+                    VecError::bad_request(format!(
+                        "Format error in JSON body: point id `{s}` is neither an unsigned integer nor a UUID"
+                    ))
+                }),
+            _ => Err(VecError::bad_request(
+                "Format error in JSON body: a point id must be an unsigned integer or a UUID string",
+            )),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            PointId::Num(n) => json!(n),
+            PointId::Uuid(u) => json!(u),
+        }
+    }
+
+    fn storage_key(&self) -> String {
+        match self {
+            PointId::Num(n) => format!("n{n:020}"),
+            PointId::Uuid(u) => format!("u{u}"),
+        }
+    }
+
+    fn from_storage_key(key: &str) -> Option<Self> {
+        match key.split_at_checked(1)? {
+            ("n", n) => n.parse().ok().map(PointId::Num),
+            ("u", u) => Some(PointId::Uuid(u.to_string())),
+            _ => None,
+        }
+    }
+}
+
+fn canonical_uuid(text: &str) -> Option<String> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    let hyphens_ok = text.len() == 32
+        || (text.len() == 36 && [8, 13, 18, 23].iter().all(|&i| text.as_bytes()[i] == b'-'));
+    if hex.len() != 32 || !hyphens_ok || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let hex = hex.to_ascii_lowercase();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distance {
+    Cosine,
+    Dot,
+    Euclid,
+}
+
+impl Distance {
+    fn parse(value: &Value) -> Result<Self> {
+        match value.as_str() {
+            Some("Cosine") => Ok(Distance::Cosine),
+            Some("Dot") => Ok(Distance::Dot),
+            Some("Euclid") => Ok(Distance::Euclid),
+            Some("Manhattan") => Err(VecError::wrong_input(
+                "the Manhattan distance is not supported by this store",
+            )),
+            _ => Err(VecError::bad_request(
+                "Format error in JSON body: distance must be one of Cosine, Dot, Euclid",
+            )),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Distance::Cosine => "Cosine",
+            Distance::Dot => "Dot",
+            Distance::Euclid => "Euclid",
+        }
+    }
+
+    /// Whether a larger score is a better match.
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, Distance::Euclid)
+    }
+
+    fn score(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Distance::Cosine | Distance::Dot => dot(a, b),
+            Distance::Euclid => squared_l2(a, b).sqrt(),
+        }
+    }
+}
+
+/// Dot product with independent accumulators, which the compiler turns into SIMD.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8 * 8;
+    for (x, y) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = a[chunks..]
+        .iter()
+        .zip(&b[chunks..])
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8 * 8;
+    for (x, y) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
+        for i in 0..8 {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    let tail: f32 = a[chunks..]
+        .iter()
+        .zip(&b[chunks..])
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+fn normalize(vector: &mut [f32]) {
+    let norm = dot(vector, vector).sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+/// HNSW settings (Qdrant's names and defaults).
+#[derive(Debug, Clone, Copy)]
+struct Hnsw {
+    m: usize,
+    ef_construct: usize,
+    /// Below this many kilobytes of candidate vectors a filtered query scans exactly.
+    full_scan_threshold_kb: usize,
+}
+
+impl Default for Hnsw {
+    fn default() -> Self {
+        Self {
+            m: 16,
+            ef_construct: 100,
+            full_scan_threshold_kb: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DenseParams {
+    size: usize,
+    distance: Distance,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    /// `Some` for a collection created with one unnamed vector (named "" inside).
+    dense: BTreeMap<String, DenseParams>,
+    unnamed: bool,
+    /// Sparse vector names and whether the `idf` modifier applies.
+    sparse: BTreeMap<String, bool>,
+    hnsw: Hnsw,
+}
+
+impl Config {
+    fn parse(body: &Value) -> Result<Self> {
+        let body = body.as_object().ok_or_else(|| {
+            VecError::bad_request("Format error in JSON body: expected an object")
+        })?;
+        let mut hnsw = Hnsw::default();
+        if let Some(h) = body.get("hnsw_config").filter(|v| !v.is_null()) {
+            let get = |name: &str, default: usize| -> Result<usize> {
+                match h.get(name) {
+                    None | Some(Value::Null) => Ok(default),
+                    Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+                        VecError::bad_request(format!(
+                            "Format error in JSON body: hnsw_config.{name} must be a non-negative integer"
+                        ))
+                    }),
+                }
+            };
+            hnsw.m = get("m", hnsw.m)?.clamp(2, 128);
+            hnsw.ef_construct = get("ef_construct", hnsw.ef_construct)?.clamp(4, 2048);
+            hnsw.full_scan_threshold_kb = get("full_scan_threshold", hnsw.full_scan_threshold_kb)?;
+        }
+        let mut dense = BTreeMap::new();
+        let mut unnamed = false;
+        match body.get("vectors") {
+            None | Some(Value::Null) => {}
+            Some(v) if v.get("size").is_some() => {
+                dense.insert(String::new(), parse_dense(v)?);
+                unnamed = true;
+            }
+            Some(Value::Object(named)) => {
+                for (name, params) in named {
+                    dense.insert(name.clone(), parse_dense(params)?);
+                }
+            }
+            Some(_) => {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: vectors must be an object",
+                ));
+            }
+        }
+        let mut sparse = BTreeMap::new();
+        match body.get("sparse_vectors") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(named)) => {
+                for (name, params) in named {
+                    let idf = match params.get("modifier") {
+                        None | Some(Value::Null) => false,
+                        Some(m) if m == "idf" => true,
+                        Some(m) if m == "none" => false,
+                        Some(m) => {
+                            return Err(VecError::bad_request(format!(
+                                "Format error in JSON body: unknown sparse modifier {m}"
+                            )));
+                        }
+                    };
+                    if dense.contains_key(name) {
+                        return Err(VecError::wrong_input(format!(
+                            "vector name `{name}` is used by a dense and a sparse vector"
+                        )));
+                    }
+                    sparse.insert(name.clone(), idf);
+                }
+            }
+            Some(_) => {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: sparse_vectors must be an object",
+                ));
+            }
+        }
+        Ok(Self {
+            dense,
+            unnamed,
+            sparse,
+            hnsw,
+        })
+    }
+
+    /// The configuration in the shape it was given (and is stored in).
+    fn to_json(&self) -> Value {
+        let dense_json = |p: &DenseParams| json!({"size": p.size, "distance": p.distance.name()});
+        let vectors = if self.unnamed {
+            dense_json(&self.dense[""])
+        } else {
+            Value::Object(
+                self.dense
+                    .iter()
+                    .map(|(name, p)| (name.clone(), dense_json(p)))
+                    .collect(),
+            )
+        };
+        let sparse: Map<String, Value> = self
+            .sparse
+            .iter()
+            .map(|(name, idf)| {
+                let params = if *idf {
+                    json!({"modifier": "idf"})
+                } else {
+                    json!({})
+                };
+                (name.clone(), params)
+            })
+            .collect();
+        json!({
+            "vectors": vectors,
+            "sparse_vectors": sparse,
+            "hnsw_config": {
+                "m": self.hnsw.m,
+                "ef_construct": self.hnsw.ef_construct,
+                "full_scan_threshold": self.hnsw.full_scan_threshold_kb,
+            },
+        })
+    }
+}
+
+fn parse_dense(value: &Value) -> Result<DenseParams> {
+    let size = value
+        .get("size")
+        .and_then(Value::as_u64)
+        .filter(|n| (1..=65_536).contains(n))
+        .ok_or_else(|| {
+            VecError::bad_request(
+                "Format error in JSON body: vector size must be an integer from 1 to 65536",
+            )
+        })?;
+    let distance = Distance::parse(value.get("distance").unwrap_or(&Value::Null))?;
+    Ok(DenseParams {
+        size: size as usize,
+        distance,
+    })
+}
+
+/// A sparse vector: strictly increasing indices after parsing, with their values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseVector {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+impl SparseVector {
+    fn parse(value: &Value) -> Result<Self> {
+        let bad = |m: &str| VecError::bad_request(format!("Format error in JSON body: {m}"));
+        let indices = value["indices"]
+            .as_array()
+            .ok_or_else(|| bad("a sparse vector needs `indices`"))?;
+        let values = value["values"]
+            .as_array()
+            .ok_or_else(|| bad("a sparse vector needs `values`"))?;
+        if indices.len() != values.len() {
+            return Err(VecError::wrong_input(
+                "sparse vector indices and values differ in length",
+            ));
+        }
+        let mut pairs = Vec::with_capacity(indices.len());
+        for (i, v) in indices.iter().zip(values) {
+            let i = i
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| bad("sparse indices must be 32-bit unsigned integers"))?;
+            let v = finite(v)?;
+            pairs.push((i, v));
+        }
+        pairs.sort_by_key(|p| p.0);
+        if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(VecError::wrong_input(
+                "sparse vector indices must be unique",
+            ));
+        }
+        Ok(Self {
+            indices: pairs.iter().map(|p| p.0).collect(),
+            values: pairs.iter().map(|p| p.1).collect(),
+        })
+    }
+
+    fn to_json(&self) -> Value {
+        json!({"indices": self.indices, "values": self.values})
+    }
+}
+
+fn finite(value: &Value) -> Result<f32> {
+    let x = value.as_f64().ok_or_else(|| {
+        VecError::bad_request("Format error in JSON body: vector values must be numbers")
+    })? as f32;
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(VecError::wrong_input(
+            "vector values must be finite 32-bit floats",
+        ))
+    }
+}
+
+fn dense_values(value: &Value) -> Result<Vec<f32>> {
+    value
+        .as_array()
+        .ok_or_else(|| {
+            VecError::bad_request("Format error in JSON body: expected a list of numbers")
+        })?
+        .iter()
+        .map(finite)
+        .collect()
+}
+
+/// A point as written: its vectors by name.
+#[derive(Debug, Clone, Default)]
+pub struct PointVectors {
+    pub dense: BTreeMap<String, Vec<f32>>,
+    pub sparse: BTreeMap<String, SparseVector>,
+}
+
+impl PointVectors {
+    /// Binary encoding for storage: per vector, a kind byte, the name, then the numbers.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let name = |out: &mut Vec<u8>, kind: u8, n: &str, len: usize| {
+            out.push(kind);
+            out.extend((n.len() as u32).to_le_bytes());
+            out.extend(n.as_bytes());
+            out.extend((len as u32).to_le_bytes());
+        };
+        for (n, v) in &self.dense {
+            name(&mut out, 0, n, v.len());
+            v.iter().for_each(|x| out.extend(x.to_le_bytes()));
+        }
+        for (n, v) in &self.sparse {
+            name(&mut out, 1, n, v.indices.len());
+            v.indices.iter().for_each(|i| out.extend(i.to_le_bytes()));
+            v.values.iter().for_each(|x| out.extend(x.to_le_bytes()));
+        }
+        out
+    }
+
+    fn decode(mut bytes: &[u8]) -> Option<Self> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = bytes.split_at_checked(n)?;
+            *bytes = tail;
+            Some(head)
+        }
+        fn u32_at(bytes: &mut &[u8]) -> Option<u32> {
+            Some(u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?))
+        }
+        let mut vectors = Self::default();
+        while let Some(&kind) = bytes.first() {
+            bytes = &bytes[1..];
+            let name_len = u32_at(&mut bytes)? as usize;
+            let name = String::from_utf8(take(&mut bytes, name_len)?.to_vec()).ok()?;
+            let len = u32_at(&mut bytes)? as usize;
+            let floats = |raw: &[u8]| -> Vec<f32> {
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            };
+            match kind {
+                0 => {
+                    let raw = take(&mut bytes, len * 4)?;
+                    vectors.dense.insert(name, floats(raw));
+                }
+                1 => {
+                    let raw = take(&mut bytes, len * 4)?;
+                    let indices = raw
+                        .chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    let values = floats(take(&mut bytes, len * 4)?);
+                    vectors
+                        .sparse
+                        .insert(name, SparseVector { indices, values });
+                }
+                _ => return None,
+            }
+        }
+        Some(vectors)
+    }
+}
+
+/// One point to upsert.
+#[derive(Debug, Clone)]
+pub struct NewPoint {
+    pub id: PointId,
+    pub payload: Map<String, Value>,
+    pub vectors: PointVectors,
+}
+
+struct Slot {
+    id: PointId,
+    version: u64,
+    payload: Map<String, Value>,
+    sparse: BTreeMap<String, SparseVector>,
+}
+
+/// A dense vector's storage and graph. Vectors live in `data` at `slot * size`.
+struct DenseIndex {
+    params: DenseParams,
+    data: Vec<f32>,
+    present: Vec<bool>,
+    graph: usearch::Index,
+}
+
+impl DenseIndex {
+    fn new(params: DenseParams, hnsw: Hnsw) -> Result<Self> {
+        let options = usearch::IndexOptions {
+            dimensions: params.size,
+            metric: match params.distance {
+                Distance::Cosine | Distance::Dot => usearch::MetricKind::IP,
+                Distance::Euclid => usearch::MetricKind::L2sq,
+            },
+            quantization: usearch::ScalarKind::F32,
+            connectivity: hnsw.m,
+            expansion_add: hnsw.ef_construct,
+            expansion_search: hnsw.ef_construct,
+            multi: false,
+        };
+        let graph = usearch::Index::new(&options).map_err(|e| {
+            tracing::error!("vector store: cannot create an index: {e}");
+            VecError::bad_request("Service internal error: cannot create the vector index")
+        })?;
+        Ok(Self {
+            params,
+            data: Vec::new(),
+            present: Vec::new(),
+            graph,
+        })
+    }
+
+    fn vector(&self, slot: u32) -> Option<&[f32]> {
+        let slot = slot as usize;
+        if !self.present.get(slot).copied().unwrap_or(false) {
+            return None;
+        }
+        Some(&self.data[slot * self.params.size..(slot + 1) * self.params.size])
+    }
+
+    fn store(&mut self, slot: u32, vector: &[f32]) {
+        let (slot, size) = (slot as usize, self.params.size);
+        if self.present.len() <= slot {
+            self.present.resize(slot + 1, false);
+            self.data.resize((slot + 1) * size, 0.0);
+        }
+        self.data[slot * size..(slot + 1) * size].copy_from_slice(vector);
+        self.present[slot] = true;
+    }
+
+    fn remove(&mut self, slot: u32) {
+        if let Some(p) = self.present.get_mut(slot as usize)
+            && *p
+        {
+            *p = false;
+            let _ = self.graph.remove(u64::from(slot));
+        }
+    }
+
+    /// Adds the given slots' stored vectors to the graph, on every core.
+    fn index(&self, slots: &[u32]) -> Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let needed = self.graph.size() + slots.len();
+        if needed > self.graph.capacity() {
+            let capacity = needed.max(self.graph.capacity() * 2).max(1024);
+            self.graph
+                .reserve_capacity_and_threads(capacity, threads)
+                .map_err(|e| {
+                    tracing::error!("vector store: cannot grow the index: {e}");
+                    VecError::bad_request("Service internal error: cannot grow the vector index")
+                })?;
+        }
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let chunk = slots.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for part in slots.chunks(chunk) {
+                let failed = &failed;
+                scope.spawn(move || {
+                    for &slot in part {
+                        if let Some(v) = self.vector(slot)
+                            && self.graph.add(u64::from(slot), v).is_err()
+                        {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        if failed.load(Ordering::Relaxed) {
+            return Err(VecError::bad_request(
+                "Service internal error: the vector index refused a vector",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct SparseIndex {
+    idf: bool,
+    postings: HashMap<u32, Vec<(u32, f32)>>,
+    points: usize,
+}
+
+impl SparseIndex {
+    fn add(&mut self, slot: u32, vector: &SparseVector) {
+        for (&i, &v) in vector.indices.iter().zip(&vector.values) {
+            self.postings.entry(i).or_default().push((slot, v));
+        }
+        self.points += 1;
+    }
+
+    fn remove(&mut self, slot: u32, vector: &SparseVector) {
+        for i in &vector.indices {
+            if let Some(list) = self.postings.get_mut(i) {
+                list.retain(|(s, _)| *s != slot);
+                if list.is_empty() {
+                    self.postings.remove(i);
+                }
+            }
+        }
+        self.points = self.points.saturating_sub(1);
+    }
+
+    /// Qdrant's inverse document frequency for an index present in `n` of `total` points.
+    fn idf(n: usize, total: usize) -> f32 {
+        let (n, total) = (n as f32, total as f32);
+        (1.0 + (total - n + 0.5) / (n + 0.5)).ln()
+    }
+}
+
+/// A keyword-style payload index: for each value (as its JSON text), the slots that hold it.
+struct PayloadIndex {
+    schema: String,
+    values: HashMap<String, HashSet<u32>>,
+    points: HashSet<u32>,
+}
+
+impl PayloadIndex {
+    fn add(&mut self, slot: u32, key: &str, payload: &Map<String, Value>) {
+        let values = filter::values_at(payload, key);
+        if values.is_empty() {
+            return;
+        }
+        self.points.insert(slot);
+        for value in values {
+            if !(value.is_object() || value.is_array() || value.is_null()) {
+                self.values
+                    .entry(value.to_string())
+                    .or_default()
+                    .insert(slot);
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: u32, key: &str, payload: &Map<String, Value>) {
+        self.points.remove(&slot);
+        for value in filter::values_at(payload, key) {
+            if let Some(set) = self.values.get_mut(&value.to_string()) {
+                set.remove(&slot);
+            }
+        }
+    }
+}
+
+/// A collection in memory.
+pub struct Collection {
+    config: Config,
+    slots: Vec<Option<Slot>>,
+    ids: BTreeMap<PointId, u32>,
+    dense: BTreeMap<String, DenseIndex>,
+    sparse: BTreeMap<String, SparseIndex>,
+    indexes: BTreeMap<String, PayloadIndex>,
+}
+
+impl std::fmt::Debug for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection")
+            .field("points", &self.ids.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collection {
+    fn new(config: Config) -> Result<Self> {
+        let mut dense = BTreeMap::new();
+        for (name, params) in &config.dense {
+            dense.insert(name.clone(), DenseIndex::new(params.clone(), config.hnsw)?);
+        }
+        let sparse = config
+            .sparse
+            .iter()
+            .map(|(name, idf)| {
+                (
+                    name.clone(),
+                    SparseIndex {
+                        idf: *idf,
+                        ..SparseIndex::default()
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            config,
+            slots: Vec::new(),
+            ids: BTreeMap::new(),
+            dense,
+            sparse,
+            indexes: BTreeMap::new(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Parses one point's `vector` field against this collection's vector names and sizes.
+    pub fn parse_vectors(&self, value: &Value) -> Result<PointVectors> {
+        let mut vectors = PointVectors::default();
+        match value {
+            Value::Array(_) => {
+                if !self.config.dense.contains_key("") {
+                    return Err(VecError::wrong_input(
+                        "Not existing vector name error: this collection has only named vectors",
+                    ));
+                }
+                vectors.dense.insert(String::new(), dense_values(value)?);
+            }
+            Value::Object(named) => {
+                for (name, v) in named {
+                    if self.config.dense.contains_key(name) {
+                        vectors.dense.insert(name.clone(), dense_values(v)?);
+                    } else if self.config.sparse.contains_key(name) {
+                        vectors.sparse.insert(name.clone(), SparseVector::parse(v)?);
+                    } else {
+                        return Err(VecError::wrong_input(format!(
+                            "Not existing vector name error: {name}"
+                        )));
+                    }
+                }
+            }
+            Value::Null => {}
+            _ => {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: vector must be a list or an object of named vectors",
+                ));
+            }
+        }
+        for (name, v) in &mut vectors.dense {
+            let params = &self.config.dense[name];
+            if v.len() != params.size {
+                return Err(VecError::wrong_input(format!(
+                    "Vector dimension error: expected dim: {}, got {}",
+                    params.size,
+                    v.len()
+                )));
+            }
+            if params.distance == Distance::Cosine {
+                normalize(v);
+            }
+        }
+        Ok(vectors)
+    }
+
+    fn free_slot(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    fn apply_upsert(&mut self, points: Vec<(u32, u64, NewPoint)>) -> Result<()> {
+        let mut added: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (slot, version, point) in points {
+            self.remove_slot(slot);
+            let NewPoint {
+                id,
+                payload,
+                vectors,
+            } = point;
+            for (name, vector) in &vectors.dense {
+                if let Some(index) = self.dense.get_mut(name) {
+                    index.store(slot, vector);
+                    added.entry(name.clone()).or_default().push(slot);
+                }
+            }
+            for (name, vector) in &vectors.sparse {
+                if let Some(index) = self.sparse.get_mut(name) {
+                    index.add(slot, vector);
+                }
+            }
+            for (key, index) in &mut self.indexes {
+                index.add(slot, key, &payload);
+            }
+            if self.slots.len() <= slot as usize {
+                self.slots.resize_with(slot as usize + 1, || None);
+            }
+            self.ids.insert(id.clone(), slot);
+            self.slots[slot as usize] = Some(Slot {
+                id,
+                version,
+                payload,
+                sparse: vectors.sparse,
+            });
+        }
+        for (name, slots) in added {
+            self.dense[&name].index(&slots)?;
+        }
+        Ok(())
+    }
+
+    fn remove_slot(&mut self, slot: u32) -> Option<PointId> {
+        let old = self.slots.get_mut(slot as usize)?.take()?;
+        for index in self.dense.values_mut() {
+            index.remove(slot);
+        }
+        for (name, vector) in &old.sparse {
+            if let Some(index) = self.sparse.get_mut(name) {
+                index.remove(slot, vector);
+            }
+        }
+        for (key, index) in &mut self.indexes {
+            index.remove(slot, key, &old.payload);
+        }
+        self.ids.remove(&old.id);
+        Some(old.id)
+    }
+
+    fn slot(&self, slot: u32) -> Option<&Slot> {
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    fn matches(&self, slot: u32, filter: Option<&Filter>) -> bool {
+        match (self.slot(slot), filter) {
+            (Some(s), Some(f)) => f.matches(&s.id, &s.payload),
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// The slots an index can narrow `filter`'s `must` equality conditions to, when any is indexed.
+    fn candidates(&self, filter: &Filter) -> Option<Vec<u32>> {
+        let mut best: Option<HashSet<u32>> = None;
+        for condition in &filter.must {
+            let Some((key, values)) = condition.indexable() else {
+                continue;
+            };
+            let Some(index) = self.indexes.get(key) else {
+                continue;
+            };
+            let mut set = HashSet::new();
+            for value in values {
+                if let Some(slots) = index.values.get(&value.to_string()) {
+                    set.extend(slots.iter().copied());
+                }
+            }
+            best = Some(match best {
+                None => set,
+                Some(previous) => previous.intersection(&set).copied().collect(),
+            });
+        }
+        best.map(|set| {
+            let mut slots: Vec<u32> = set.into_iter().collect();
+            slots.sort_unstable();
+            slots
+        })
+    }
+
+    /// Points matching `filter`, in id order, starting at `from`.
+    pub fn scan(
+        &self,
+        filter: Option<&Filter>,
+        from: Option<&PointId>,
+    ) -> impl Iterator<Item = u32> {
+        let range = match from {
+            Some(id) => self.ids.range(id.clone()..),
+            None => self.ids.range(..),
+        };
+        range
+            .map(|(_, slot)| *slot)
+            .filter(move |slot| self.matches(*slot, filter))
+    }
+
+    /// The best `want` points for a query vector, best first.
+    pub fn search(&self, search: &Search) -> Result<Vec<(u32, f32)>> {
+        let want = search.want();
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        match &search.query {
+            QueryVector::Dense(query) => self.search_dense(search, query, want),
+            QueryVector::Sparse(query) => self.search_sparse(search, query, want),
+        }
+    }
+
+    fn search_dense(&self, search: &Search, query: &[f32], want: usize) -> Result<Vec<(u32, f32)>> {
+        let index = self.dense.get(&search.using).ok_or_else(|| {
+            VecError::wrong_input(format!("Not existing vector name error: {}", search.using))
+        })?;
+        if query.len() != index.params.size {
+            return Err(VecError::wrong_input(format!(
+                "Vector dimension error: expected dim: {}, got {}",
+                index.params.size,
+                query.len()
+            )));
+        }
+        let mut query = query.to_vec();
+        if index.params.distance == Distance::Cosine {
+            normalize(&mut query);
+        }
+        let distance = index.params.distance;
+        let filter = search.filter.as_ref();
+        let candidates = filter.and_then(|f| self.candidates(f));
+        let estimate = candidates.as_ref().map_or(self.len(), Vec::len);
+        let scan_limit = self.config.hnsw.full_scan_threshold_kb * 1024 / (index.params.size * 4);
+        let exact = search.exact || estimate <= scan_limit.max(1);
+        let mut top = TopK::new(want, distance.higher_is_better());
+        if exact {
+            let mut consider = |slot: u32| {
+                if let Some(v) = index.vector(slot)
+                    && self.matches(slot, filter)
+                {
+                    top.push(slot, distance.score(&query, v));
+                }
+            };
+            match &candidates {
+                Some(slots) => slots.iter().copied().for_each(&mut consider),
+                None => (0..self.slots.len() as u32).for_each(consider),
+            }
+        } else {
+            let ef = search.ef.unwrap_or(self.config.hnsw.ef_construct).max(want);
+            index.graph.change_expansion_search(ef);
+            let allowed: Option<HashSet<u32>> = candidates.map(|c| c.into_iter().collect());
+            let found = index
+                .graph
+                .filtered_search(&query, want, |key| {
+                    let slot = key as u32;
+                    allowed.as_ref().is_none_or(|a| a.contains(&slot)) && self.matches(slot, filter)
+                })
+                .map_err(|e| {
+                    tracing::error!("vector store: search failed: {e}");
+                    VecError::bad_request("Service internal error: search failed")
+                })?;
+            for (key, _) in found.keys.iter().zip(&found.distances) {
+                let slot = *key as u32;
+                if let Some(v) = index.vector(slot) {
+                    top.push(slot, distance.score(&query, v));
+                }
+            }
+            // A selective filter can starve the graph walk; fall back to an exact scan then.
+            if top.len() < want.min(estimate) {
+                let exact = Search {
+                    exact: true,
+                    ..search.clone()
+                };
+                return self.search_dense(&exact, &query, want);
+            }
+        }
+        Ok(top.finish(search.score_threshold))
+    }
+
+    fn search_sparse(
+        &self,
+        search: &Search,
+        query: &SparseVector,
+        want: usize,
+    ) -> Result<Vec<(u32, f32)>> {
+        let index = self.sparse.get(&search.using).ok_or_else(|| {
+            VecError::wrong_input(format!("Not existing vector name error: {}", search.using))
+        })?;
+        let mut scores: HashMap<u32, f32> = HashMap::new();
+        for (i, q) in query.indices.iter().zip(&query.values) {
+            let Some(list) = index.postings.get(i) else {
+                continue;
+            };
+            let weight = if index.idf {
+                q * SparseIndex::idf(list.len(), index.points)
+            } else {
+                *q
+            };
+            for (slot, value) in list {
+                *scores.entry(*slot).or_default() += weight * value;
+            }
+        }
+        let filter = search.filter.as_ref();
+        let mut top = TopK::new(want, true);
+        for (slot, score) in scores {
+            if self.matches(slot, filter) {
+                top.push(slot, score);
+            }
+        }
+        Ok(top.finish(search.score_threshold))
+    }
+
+    /// Scores given slots against a query (for re-ranking prefetched candidates).
+    pub fn rescore(&self, search: &Search, slots: &[u32]) -> Result<Vec<(u32, f32)>> {
+        let want = search.want();
+        match &search.query {
+            QueryVector::Dense(query) => {
+                let index = self.dense.get(&search.using).ok_or_else(|| {
+                    VecError::wrong_input(format!(
+                        "Not existing vector name error: {}",
+                        search.using
+                    ))
+                })?;
+                let mut query = query.clone();
+                if index.params.distance == Distance::Cosine {
+                    normalize(&mut query);
+                }
+                let mut top = TopK::new(want, index.params.distance.higher_is_better());
+                for &slot in slots {
+                    if let Some(v) = index.vector(slot)
+                        && self.matches(slot, search.filter.as_ref())
+                    {
+                        top.push(slot, index.params.distance.score(&query, v));
+                    }
+                }
+                Ok(top.finish(search.score_threshold))
+            }
+            QueryVector::Sparse(_) => {
+                let allowed: HashSet<u32> = slots.iter().copied().collect();
+                let all = Search {
+                    limit: usize::MAX / 4,
+                    offset: 0,
+                    ..search.clone()
+                };
+                let mut scored = self.search(&all)?;
+                scored.retain(|(slot, _)| allowed.contains(slot));
+                scored.truncate(want);
+                Ok(scored)
+            }
+        }
+    }
+
+    pub fn higher_is_better(&self, using: &str) -> bool {
+        self.dense
+            .get(using)
+            .is_none_or(|d| d.params.distance.higher_is_better())
+    }
+
+    /// A point's JSON record with the parts asked for.
+    pub fn record(&self, slot: u32, with: &With) -> Option<Map<String, Value>> {
+        let s = self.slot(slot)?;
+        let mut record = Map::new();
+        record.insert("id".into(), s.id.to_json());
+        record.insert("version".into(), json!(s.version));
+        record.insert("payload".into(), with.payload(&s.payload));
+        let vector = match &with.vectors {
+            WithVectors::None => Value::Null,
+            selection => {
+                let wanted = |name: &str| match selection {
+                    WithVectors::All => true,
+                    WithVectors::Named(names) => names.iter().any(|n| n == name),
+                    WithVectors::None => false,
+                };
+                if self.config.unnamed && wanted("") {
+                    self.dense[""]
+                        .vector(slot)
+                        .map_or(Value::Null, |v| json!(v))
+                } else {
+                    let mut named = Map::new();
+                    for (name, index) in &self.dense {
+                        if wanted(name)
+                            && let Some(v) = index.vector(slot)
+                        {
+                            named.insert(name.clone(), json!(v));
+                        }
+                    }
+                    for (name, v) in &s.sparse {
+                        if wanted(name) {
+                            named.insert(name.clone(), v.to_json());
+                        }
+                    }
+                    Value::Object(named)
+                }
+            }
+        };
+        record.insert("vector".into(), vector);
+        Some(record)
+    }
+
+    pub fn slot_of(&self, id: &PointId) -> Option<u32> {
+        self.ids.get(id).copied()
+    }
+
+    pub fn id_of(&self, slot: u32) -> Option<&PointId> {
+        self.slot(slot).map(|s| &s.id)
+    }
+
+    pub fn info(&self) -> Value {
+        let payload_schema: Map<String, Value> = self
+            .indexes
+            .iter()
+            .map(|(key, index)| {
+                (
+                    key.clone(),
+                    json!({"data_type": index.schema, "points": index.points.len()}),
+                )
+            })
+            .collect();
+        let mut params = self.config.to_json();
+        let hnsw = params["hnsw_config"].take();
+        if let Some(object) = params.as_object_mut() {
+            object.remove("hnsw_config");
+            object.insert("shard_number".into(), json!(1));
+            object.insert("replication_factor".into(), json!(1));
+            object.insert("write_consistency_factor".into(), json!(1));
+            object.insert("on_disk_payload".into(), json!(false));
+        }
+        let indexed: usize = self.dense.values().map(|d| d.graph.size()).sum();
+        json!({
+            "status": "green",
+            "optimizer_status": "ok",
+            "indexed_vectors_count": indexed,
+            "points_count": self.len(),
+            "segments_count": 1,
+            "config": {
+                "params": params,
+                "hnsw_config": hnsw,
+                "optimizer_config": {
+                    "deleted_threshold": 0.2,
+                    "vacuum_min_vector_number": 1000,
+                    "default_segment_number": 1,
+                    "flush_interval_sec": 5,
+                },
+                "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
+            },
+            "payload_schema": payload_schema,
+        })
+    }
+}
+
+/// Keeps the best `k` scores seen.
+struct TopK {
+    k: usize,
+    higher_is_better: bool,
+    heap: BinaryHeap<Entry>,
+}
+
+/// Heap entry whose ordering puts the worst kept score on top.
+struct Entry {
+    key: f32,
+    slot: u32,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // `key` is "badness": the max-heap's top is the worst entry kept.
+        self.key
+            .total_cmp(&other.key)
+            .then(self.slot.cmp(&other.slot))
+    }
+}
+
+impl TopK {
+    fn new(k: usize, higher_is_better: bool) -> Self {
+        Self {
+            k,
+            higher_is_better,
+            heap: BinaryHeap::with_capacity(k.min(4096) + 1),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    fn push(&mut self, slot: u32, score: f32) {
+        let key = if self.higher_is_better { -score } else { score };
+        if self.heap.len() < self.k {
+            self.heap.push(Entry { key, slot });
+        } else if let Some(worst) = self.heap.peek()
+            && key < worst.key
+        {
+            self.heap.pop();
+            self.heap.push(Entry { key, slot });
+        }
+    }
+
+    fn finish(self, threshold: Option<f32>) -> Vec<(u32, f32)> {
+        let higher = self.higher_is_better;
+        let mut entries = self.heap.into_sorted_vec();
+        let to_score = |key: f32| if higher { -key } else { key };
+        if let Some(t) = threshold {
+            entries.retain(|e| {
+                let s = to_score(e.key);
+                if higher { s >= t } else { s <= t }
+            });
+        }
+        entries
+            .into_iter()
+            .map(|e| (e.slot, to_score(e.key)))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum QueryVector {
+    Dense(Vec<f32>),
+    Sparse(SparseVector),
+}
+
+impl QueryVector {
+    pub fn parse(value: &Value) -> Result<Self> {
+        match value {
+            Value::Array(_) => Ok(QueryVector::Dense(dense_values(value)?)),
+            Value::Object(o) if o.contains_key("indices") => {
+                Ok(QueryVector::Sparse(SparseVector::parse(value)?))
+            }
+            _ => Err(VecError::bad_request(
+                "Format error in JSON body: a query vector is a list of numbers or a sparse {indices, values}",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Search {
+    pub using: String,
+    pub query: QueryVector,
+    pub filter: Option<Filter>,
+    pub limit: usize,
+    pub offset: usize,
+    pub score_threshold: Option<f32>,
+    pub ef: Option<usize>,
+    pub exact: bool,
+}
+
+impl Search {
+    fn want(&self) -> usize {
+        self.limit.saturating_add(self.offset)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum WithVectors {
+    None,
+    All,
+    Named(Vec<String>),
+}
+
+/// Which parts of a point to return.
+#[derive(Debug, Clone)]
+pub struct With {
+    pub payload: WithPayload,
+    pub vectors: WithVectors,
+}
+
+#[derive(Debug, Clone)]
+pub enum WithPayload {
+    None,
+    All,
+    Include(Vec<String>),
+    Exclude(Vec<String>),
+}
+
+impl With {
+    pub fn parse(payload: &Value, vectors: &Value, payload_default: bool) -> Result<Self> {
+        let bad = |m: &str| VecError::bad_request(format!("Format error in JSON body: {m}"));
+        let names = |v: &Value| -> Result<Vec<String>> {
+            v.as_array()
+                .ok_or_else(|| bad("expected a list of names"))?
+                .iter()
+                .map(|n| {
+                    n.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| bad("names are strings"))
+                })
+                .collect()
+        };
+        let payload = match payload {
+            Value::Null => {
+                if payload_default {
+                    WithPayload::All
+                } else {
+                    WithPayload::None
+                }
+            }
+            Value::Bool(true) => WithPayload::All,
+            Value::Bool(false) => WithPayload::None,
+            Value::Array(_) => WithPayload::Include(names(payload)?),
+            Value::Object(o) if o.contains_key("include") => {
+                WithPayload::Include(names(&o["include"])?)
+            }
+            Value::Object(o) if o.contains_key("exclude") => {
+                WithPayload::Exclude(names(&o["exclude"])?)
+            }
+            _ => {
+                return Err(bad(
+                    "with_payload must be a boolean, a list or {include|exclude}",
+                ));
+            }
+        };
+        let vectors = match vectors {
+            Value::Null | Value::Bool(false) => WithVectors::None,
+            Value::Bool(true) => WithVectors::All,
+            Value::Array(_) => WithVectors::Named(names(vectors)?),
+            _ => return Err(bad("with_vector must be a boolean or a list of names")),
+        };
+        Ok(Self { payload, vectors })
+    }
+
+    fn payload(&self, payload: &Map<String, Value>) -> Value {
+        match &self.payload {
+            WithPayload::None => Value::Null,
+            WithPayload::All => Value::Object(payload.clone()),
+            WithPayload::Include(keys) => Value::Object(
+                payload
+                    .iter()
+                    .filter(|(k, _)| keys.contains(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            WithPayload::Exclude(keys) => Value::Object(
+                payload
+                    .iter()
+                    .filter(|(k, _)| !keys.contains(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, config TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS points (
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    vectors BLOB NOT NULL,
+    PRIMARY KEY (collection, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS payload_indexes (
+    collection TEXT NOT NULL,
+    field TEXT NOT NULL,
+    schema TEXT NOT NULL,
+    PRIMARY KEY (collection, field)
+);
+";
+
+pub type Shared = Arc<RwLock<Collection>>;
+
+/// All collections, and the database they are kept in.
+pub struct Store {
+    db: Mutex<Connection>,
+    collections: RwLock<BTreeMap<String, Shared>>,
+    operation: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn valid_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.chars().any(|c| {
+            matches!(
+                c,
+                '<' | '>' | ':' | '"' | '/' | '\\' | '|' | '?' | '*' | '\0'
+            )
+        })
+    {
+        return Err(VecError::wrong_input(format!(
+            "collection name `{name}` is empty, too long or has one of < > : \" / \\ | ? *"
+        )));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and loads every collection into memory.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        let mut collections = BTreeMap::new();
+        let mut max_version = 0u64;
+        {
+            let mut stmt = conn.prepare("SELECT name, config FROM collections")?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<std::result::Result<_, _>>()?;
+            for (name, config) in rows {
+                let config = Config::parse(&serde_json::from_str(&config)?)
+                    .map_err(|e| anyhow::anyhow!("collection {name}: {}", e.message))?;
+                let mut collection = Collection::new(config)
+                    .map_err(|e| anyhow::anyhow!("collection {name}: {}", e.message))?;
+                let mut indexes = conn
+                    .prepare("SELECT field, schema FROM payload_indexes WHERE collection = ?1")?;
+                for row in indexes.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                    let (field, schema): (String, String) = row?;
+                    collection.indexes.insert(
+                        field,
+                        PayloadIndex {
+                            schema,
+                            values: HashMap::new(),
+                            points: HashSet::new(),
+                        },
+                    );
+                }
+                let mut points = conn.prepare(
+                    "SELECT id, slot, version, payload, vectors FROM points WHERE collection = ?1",
+                )?;
+                let mut batch = Vec::new();
+                let mut rows = points.query([&name])?;
+                while let Some(row) = rows.next()? {
+                    let id: String = row.get(0)?;
+                    let slot: i64 = row.get(1)?;
+                    let version: i64 = row.get(2)?;
+                    let payload: String = row.get(3)?;
+                    let vectors: Vec<u8> = row.get(4)?;
+                    let (Some(id), Some(vectors), Ok(Value::Object(payload))) = (
+                        PointId::from_storage_key(&id),
+                        PointVectors::decode(&vectors),
+                        serde_json::from_str(&payload),
+                    ) else {
+                        anyhow::bail!("collection {name}: point {id} is unreadable");
+                    };
+                    max_version = max_version.max(version as u64);
+                    batch.push((
+                        slot as u32,
+                        version as u64,
+                        NewPoint {
+                            id,
+                            payload,
+                            vectors,
+                        },
+                    ));
+                    if batch.len() >= 10_000 {
+                        collection
+                            .apply_upsert(std::mem::take(&mut batch))
+                            .map_err(|e| anyhow::anyhow!("collection {name}: {}", e.message))?;
+                    }
+                }
+                collection
+                    .apply_upsert(batch)
+                    .map_err(|e| anyhow::anyhow!("collection {name}: {}", e.message))?;
+                tracing::info!(
+                    "vector store: loaded collection {name} ({} points)",
+                    collection.len()
+                );
+                collections.insert(name, Arc::new(RwLock::new(collection)));
+            }
+        }
+        Ok(Self {
+            db: Mutex::new(conn),
+            collections: RwLock::new(collections),
+            operation: AtomicU64::new(max_version),
+        })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn collection(&self, name: &str) -> Result<Shared> {
+        self.collections
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VecError::no_collection(name))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.collections
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn create_collection(&self, name: &str, body: &Value) -> Result<()> {
+        valid_name(name)?;
+        let config = Config::parse(body)?;
+        if config.dense.is_empty() && config.sparse.is_empty() {
+            return Err(VecError::wrong_input(
+                "a collection needs at least one dense or sparse vector",
+            ));
+        }
+        let collection = Collection::new(config.clone())?;
+        let mut collections = self.collections.write().unwrap_or_else(|p| p.into_inner());
+        if collections.contains_key(name) {
+            return Err(VecError {
+                status: 409,
+                message: format!("Wrong input: Collection `{name}` already exists!"),
+            });
+        }
+        self.db().execute(
+            "INSERT INTO collections (name, config) VALUES (?1, ?2)",
+            params![name, config.to_json().to_string()],
+        )?;
+        collections.insert(name.to_string(), Arc::new(RwLock::new(collection)));
+        Ok(())
+    }
+
+    /// Deletes a collection; answers whether it existed.
+    pub fn delete_collection(&self, name: &str) -> Result<bool> {
+        let mut collections = self.collections.write().unwrap_or_else(|p| p.into_inner());
+        if !collections.contains_key(name) {
+            return Ok(false);
+        }
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM points WHERE collection = ?1", [name])?;
+        tx.execute("DELETE FROM payload_indexes WHERE collection = ?1", [name])?;
+        tx.execute("DELETE FROM collections WHERE name = ?1", [name])?;
+        tx.commit()?;
+        collections.remove(name);
+        Ok(true)
+    }
+
+    fn next_operation(&self) -> u64 {
+        self.operation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Inserts or replaces points; committed to disk before it returns. Returns the operation id.
+    pub fn upsert(&self, name: &str, points: Vec<NewPoint>) -> Result<u64> {
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        let operation = self.next_operation();
+        // Later duplicates of an id in one batch win, as if applied in order.
+        let mut seen = HashMap::new();
+        for (i, point) in points.iter().enumerate() {
+            seen.insert(point.id.clone(), i);
+        }
+        let mut next = collection.free_slot();
+        let mut planned = Vec::with_capacity(seen.len());
+        for (i, point) in points.into_iter().enumerate() {
+            if seen[&point.id] != i {
+                continue;
+            }
+            let slot = collection.slot_of(&point.id).unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            });
+            planned.push((slot, operation, point));
+        }
+        {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO points (collection, id, slot, version, payload, vectors)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for (slot, version, point) in &planned {
+                    insert.execute(params![
+                        name,
+                        point.id.storage_key(),
+                        i64::from(*slot),
+                        *version as i64,
+                        Value::Object(point.payload.clone()).to_string(),
+                        point.vectors.encode(),
+                    ])?;
+                }
+            }
+            tx.commit()?;
+        }
+        collection.apply_upsert(planned)?;
+        Ok(operation)
+    }
+
+    /// Deletes the given points (ids that do not exist are ignored). Returns the operation id.
+    pub fn delete_points(&self, name: &str, selector: Selector) -> Result<u64> {
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        let operation = self.next_operation();
+        let slots: Vec<u32> = match selector {
+            Selector::Ids(ids) => ids.iter().filter_map(|id| collection.slot_of(id)).collect(),
+            Selector::Filter(filter) => collection.scan(Some(&filter), None).collect(),
+        };
+        {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            {
+                let mut delete =
+                    tx.prepare_cached("DELETE FROM points WHERE collection = ?1 AND id = ?2")?;
+                for slot in &slots {
+                    if let Some(id) = collection.id_of(*slot) {
+                        delete.execute(params![name, id.storage_key()])?;
+                    }
+                }
+            }
+            tx.commit()?;
+        }
+        for slot in slots {
+            collection.remove_slot(slot);
+        }
+        Ok(operation)
+    }
+
+    pub fn create_index(&self, name: &str, field: &str, schema: &str) -> Result<u64> {
+        const SCHEMAS: [&str; 8] = [
+            "keyword", "integer", "float", "geo", "text", "bool", "datetime", "uuid",
+        ];
+        if !SCHEMAS.contains(&schema) {
+            return Err(VecError::bad_request(format!(
+                "Format error in JSON body: unknown field_schema `{schema}`"
+            )));
+        }
+        if field.is_empty() {
+            return Err(VecError::bad_request(
+                "Format error in JSON body: field_name must not be empty",
+            ));
+        }
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        self.db().execute(
+            "INSERT OR REPLACE INTO payload_indexes (collection, field, schema) VALUES (?1, ?2, ?3)",
+            params![name, field, schema],
+        )?;
+        let mut index = PayloadIndex {
+            schema: schema.to_string(),
+            values: HashMap::new(),
+            points: HashSet::new(),
+        };
+        for (slot, point) in collection.slots.iter().enumerate() {
+            if let Some(point) = point {
+                index.add(slot as u32, field, &point.payload);
+            }
+        }
+        collection.indexes.insert(field.to_string(), index);
+        Ok(self.next_operation())
+    }
+
+    pub fn delete_index(&self, name: &str, field: &str) -> Result<u64> {
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        self.db().execute(
+            "DELETE FROM payload_indexes WHERE collection = ?1 AND field = ?2",
+            params![name, field],
+        )?;
+        collection.indexes.remove(field);
+        Ok(self.next_operation())
+    }
+
+    /// Whether a point exists in storage (for tests that compare memory with disk).
+    pub fn stored_count(&self, name: &str) -> Result<usize> {
+        let count: Option<i64> = self
+            .db()
+            .query_row(
+                "SELECT COUNT(*) FROM points WHERE collection = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(count.unwrap_or(0) as usize)
+    }
+}
+
+/// Which points a delete applies to.
+#[derive(Debug)]
+pub enum Selector {
+    Ids(Vec<PointId>),
+    Filter(Filter),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "edgerag-vec-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("vectors.sqlite")
+    }
+
+    fn point(id: u64, vector: Vec<f32>, project: &str) -> NewPoint {
+        NewPoint {
+            id: PointId::Num(id),
+            payload: json!({"project": project}).as_object().unwrap().clone(),
+            vectors: PointVectors {
+                dense: BTreeMap::from([(String::new(), vector)]),
+                sparse: BTreeMap::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn ids_parse_and_order_like_qdrant() {
+        assert_eq!(PointId::parse(&json!(7)).unwrap(), PointId::Num(7));
+        assert_eq!(
+            PointId::parse(&json!("550E8400E29B41D4A716446655440000")).unwrap(),
+            PointId::Uuid("550e8400-e29b-41d4-a716-446655440000".into())
+        );
+        assert!(PointId::parse(&json!(-1)).is_err());
+        assert!(PointId::parse(&json!("not-a-uuid")).is_err());
+        assert!(PointId::Num(u64::MAX) < PointId::Uuid("0".into()));
+        let key = PointId::Num(42).storage_key();
+        assert_eq!(PointId::from_storage_key(&key), Some(PointId::Num(42)));
+    }
+
+    #[test]
+    fn vectors_round_trip_through_storage_encoding() {
+        let vectors = PointVectors {
+            dense: BTreeMap::from([("a".into(), vec![1.0, -2.5]), (String::new(), vec![0.25])]),
+            sparse: BTreeMap::from([(
+                "s".into(),
+                SparseVector {
+                    indices: vec![3, 9],
+                    values: vec![0.5, 1.5],
+                },
+            )]),
+        };
+        let decoded = PointVectors::decode(&vectors.encode()).unwrap();
+        assert_eq!(decoded.dense, vectors.dense);
+        assert_eq!(decoded.sparse, vectors.sparse);
+        assert!(PointVectors::decode(&[0, 1]).is_none());
+    }
+
+    #[test]
+    fn exact_and_graph_search_agree_and_survive_reopen() {
+        let path = temp_db("search");
+        let store = Store::open(&path).unwrap();
+        store
+            .create_collection(
+                "c",
+                &json!({"vectors": {"size": 8, "distance": "Cosine"},
+                        "hnsw_config": {"full_scan_threshold": 0}}),
+            )
+            .unwrap();
+        let mut state = 7u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 1000) as f32 / 500.0 - 1.0
+        };
+        let points: Vec<NewPoint> = (0..2000)
+            .map(|i| {
+                let v: Vec<f32> = (0..8).map(|_| random()).collect();
+                point(i, v, if i % 4 == 0 { "a" } else { "b" })
+            })
+            .collect();
+        store.upsert("c", points).unwrap();
+        store.create_index("c", "project", "keyword").unwrap();
+        let query: Vec<f32> = (0..8).map(|_| random()).collect();
+        let search = |exact: bool, filter: Option<Filter>| Search {
+            using: String::new(),
+            query: QueryVector::Dense(query.clone()),
+            filter,
+            limit: 10,
+            offset: 0,
+            score_threshold: None,
+            ef: Some(200),
+            exact,
+        };
+        let shared = store.collection("c").unwrap();
+        let collection = shared.read().unwrap();
+        let exact = collection.search(&search(true, None)).unwrap();
+        let graph = collection.search(&search(false, None)).unwrap();
+        let overlap = graph
+            .iter()
+            .filter(|g| exact.iter().any(|e| e.0 == g.0))
+            .count();
+        assert!(
+            overlap >= 9,
+            "graph search found {overlap}/10 of the exact top 10"
+        );
+        assert!(exact.windows(2).all(|w| w[0].1 >= w[1].1));
+
+        let only_a =
+            filter::parse(&json!({"must": [{"key": "project", "match": {"value": "a"}}]})).unwrap();
+        let filtered = collection.search(&search(false, only_a)).unwrap();
+        assert_eq!(filtered.len(), 10);
+        for (slot, _) in &filtered {
+            let PointId::Num(id) = collection.id_of(*slot).unwrap() else {
+                panic!()
+            };
+            assert_eq!(id % 4, 0);
+        }
+        drop(collection);
+        drop(store);
+
+        let reopened = Store::open(&path).unwrap();
+        let shared = reopened.collection("c").unwrap();
+        let collection = shared.read().unwrap();
+        assert_eq!(collection.len(), 2000);
+        assert_eq!(collection.search(&search(true, None)).unwrap(), exact);
+    }
+
+    #[test]
+    fn upserts_replace_and_deletes_remove_everywhere() {
+        let store = Store::open(&temp_db("replace")).unwrap();
+        store
+            .create_collection("c", &json!({"vectors": {"size": 2, "distance": "Dot"}}))
+            .unwrap();
+        store.create_index("c", "project", "keyword").unwrap();
+        store
+            .upsert(
+                "c",
+                vec![point(1, vec![1.0, 0.0], "a"), point(2, vec![0.0, 1.0], "a")],
+            )
+            .unwrap();
+        store
+            .upsert("c", vec![point(1, vec![0.0, 2.0], "b")])
+            .unwrap();
+        let search = Search {
+            using: String::new(),
+            query: QueryVector::Dense(vec![0.0, 1.0]),
+            filter: None,
+            limit: 10,
+            offset: 0,
+            score_threshold: None,
+            ef: None,
+            exact: false,
+        };
+        {
+            let shared = store.collection("c").unwrap();
+            let c = shared.read().unwrap();
+            let hits = c.search(&search).unwrap();
+            assert_eq!(c.id_of(hits[0].0), Some(&PointId::Num(1)));
+            assert_eq!(hits[0].1, 2.0);
+            let in_a = filter::parse(&json!({"must": {"key": "project", "match": {"value": "a"}}}))
+                .unwrap()
+                .unwrap();
+            assert_eq!(c.scan(Some(&in_a), None).count(), 1);
+        }
+        store
+            .delete_points("c", Selector::Ids(vec![PointId::Num(1)]))
+            .unwrap();
+        assert_eq!(store.stored_count("c").unwrap(), 1);
+        let shared = store.collection("c").unwrap();
+        let c = shared.read().unwrap();
+        let hits = c.search(&search).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(c.id_of(hits[0].0), Some(&PointId::Num(2)));
+    }
+}

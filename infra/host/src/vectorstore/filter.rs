@@ -1,0 +1,393 @@
+//! Qdrant's payload filters: parsing from the request JSON and checking a point against them.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use super::engine::{PointId, VecError};
+
+/// A filter: every `must` holds, at least one `should` (when there are any) holds, no `must_not`
+/// holds, and `min_should.min_count` of its conditions hold.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub must: Vec<Condition>,
+    pub should: Vec<Condition>,
+    pub must_not: Vec<Condition>,
+    pub min_should: Option<(Vec<Condition>, usize)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Condition {
+    Field { key: String, check: FieldCheck },
+    HasId(HashSet<PointId>),
+    IsEmpty(String),
+    IsNull(String),
+    Nested(Filter),
+}
+
+#[derive(Debug, Clone)]
+pub enum FieldCheck {
+    /// `match: {value}`: a keyword, integer or boolean equal to the value.
+    Value(Value),
+    /// `match: {any}`: equal to one of the values.
+    Any(Vec<Value>),
+    /// `match: {except}`: equal to none of the values.
+    Except(Vec<Value>),
+    /// `match: {text}`: the field's text contains every word of the query.
+    Text(Vec<String>),
+    /// `range`: a number within the bounds.
+    Range {
+        gt: Option<f64>,
+        gte: Option<f64>,
+        lt: Option<f64>,
+        lte: Option<f64>,
+    },
+}
+
+fn bad(message: impl Into<String>) -> VecError {
+    VecError::bad_request(format!("Format error in JSON body: {}", message.into()))
+}
+
+/// Parses a `filter` object; `null` means no filter.
+pub fn parse(value: &Value) -> Result<Option<Filter>, VecError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Object(object) => parse_filter(object).map(Some),
+        _ => Err(bad("filter must be an object")),
+    }
+}
+
+fn parse_filter(object: &Map<String, Value>) -> Result<Filter, VecError> {
+    let mut filter = Filter::default();
+    for (name, value) in object {
+        match name.as_str() {
+            "must" => filter.must = parse_conditions(value)?,
+            "should" => filter.should = parse_conditions(value)?,
+            "must_not" => filter.must_not = parse_conditions(value)?,
+            "min_should" => {
+                if value.is_null() {
+                    continue;
+                }
+                let conditions = parse_conditions(&value["conditions"])?;
+                let min_count = value["min_count"]
+                    .as_u64()
+                    .ok_or_else(|| bad("min_should.min_count must be a non-negative integer"))?;
+                filter.min_should = Some((conditions, min_count as usize));
+            }
+            other => return Err(bad(format!("unknown field `{other}` in filter"))),
+        }
+    }
+    Ok(filter)
+}
+
+/// A list of conditions, or one condition on its own (Qdrant accepts both).
+fn parse_conditions(value: &Value) -> Result<Vec<Condition>, VecError> {
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items.iter().map(parse_condition).collect(),
+        Value::Object(_) => Ok(vec![parse_condition(value)?]),
+        _ => Err(bad("conditions must be an object or a list of objects")),
+    }
+}
+
+fn parse_condition(value: &Value) -> Result<Condition, VecError> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| bad("a condition must be an object"))?;
+    if let Some(ids) = object.get("has_id") {
+        let ids = ids
+            .as_array()
+            .ok_or_else(|| bad("has_id must be a list of point ids"))?;
+        let ids = ids
+            .iter()
+            .map(PointId::parse)
+            .collect::<Result<HashSet<_>, _>>()?;
+        return Ok(Condition::HasId(ids));
+    }
+    if let Some(is_empty) = object.get("is_empty") {
+        return Ok(Condition::IsEmpty(key_of(is_empty)?));
+    }
+    if let Some(is_null) = object.get("is_null") {
+        return Ok(Condition::IsNull(key_of(is_null)?));
+    }
+    if object.contains_key("must")
+        || object.contains_key("should")
+        || object.contains_key("must_not")
+        || object.contains_key("min_should")
+    {
+        return Ok(Condition::Nested(parse_filter(object)?));
+    }
+    if let Some(filter) = object.get("filter") {
+        let filter = filter
+            .as_object()
+            .ok_or_else(|| bad("nested filter must be an object"))?;
+        return Ok(Condition::Nested(parse_filter(filter)?));
+    }
+    let key = key_of(value)?;
+    if let Some(matching) = object.get("match") {
+        let matching = matching
+            .as_object()
+            .ok_or_else(|| bad("match must be an object"))?;
+        let check = if let Some(value) = matching.get("value") {
+            scalar(value)?;
+            FieldCheck::Value(value.clone())
+        } else if let Some(any) = matching.get("any") {
+            FieldCheck::Any(scalars(any)?)
+        } else if let Some(except) = matching.get("except") {
+            FieldCheck::Except(scalars(except)?)
+        } else if let Some(text) = matching.get("text").or_else(|| matching.get("phrase")) {
+            let text = text
+                .as_str()
+                .ok_or_else(|| bad("match.text must be a string"))?;
+            FieldCheck::Text(words(text))
+        } else {
+            return Err(bad("match needs one of `value`, `any`, `except` or `text`"));
+        };
+        return Ok(Condition::Field { key, check });
+    }
+    if let Some(range) = object.get("range") {
+        let range = range
+            .as_object()
+            .ok_or_else(|| bad("range must be an object"))?;
+        let bound = |name: &str| -> Result<Option<f64>, VecError> {
+            match range.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Number(n)) => Ok(n.as_f64()),
+                Some(_) => Err(bad(format!("range.{name} must be a number"))),
+            }
+        };
+        let check = FieldCheck::Range {
+            gt: bound("gt")?,
+            gte: bound("gte")?,
+            lt: bound("lt")?,
+            lte: bound("lte")?,
+        };
+        return Ok(Condition::Field { key, check });
+    }
+    Err(bad(
+        "a field condition needs `match` or `range` (geo and values_count are not supported)",
+    ))
+}
+
+fn key_of(value: &Value) -> Result<String, VecError> {
+    match value.get("key") {
+        Some(Value::String(key)) if !key.is_empty() => Ok(key.clone()),
+        _ => Err(bad("a condition needs a non-empty string `key`")),
+    }
+}
+
+fn scalar(value: &Value) -> Result<(), VecError> {
+    match value {
+        Value::String(_) | Value::Bool(_) => Ok(()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(()),
+        _ => Err(bad("match values must be strings, integers or booleans")),
+    }
+}
+
+fn scalars(value: &Value) -> Result<Vec<Value>, VecError> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| bad("match.any and match.except take a list"))?;
+    items.iter().try_for_each(scalar)?;
+    Ok(items.clone())
+}
+
+/// Lower-cased words, for full-text matching.
+pub fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The values at `key` in `payload`: a dotted path, where `name[]` (or any array on the way)
+/// fans out over the array's elements; arrays at the end yield their elements.
+pub fn values_at<'a>(payload: &'a Map<String, Value>, key: &str) -> Vec<&'a Value> {
+    let mut current: Vec<&Value> = Vec::new();
+    let mut parts = key.split('.');
+    let Some(first) = parts.next() else {
+        return current;
+    };
+    let first = first.trim_end_matches("[]");
+    if let Some(value) = payload.get(first) {
+        current.push(value);
+    }
+    for part in parts {
+        let part = part.trim_end_matches("[]");
+        let mut next = Vec::new();
+        for value in current {
+            match value {
+                Value::Object(object) => next.extend(object.get(part)),
+                Value::Array(items) => {
+                    next.extend(items.iter().filter_map(|item| item.get(part)));
+                }
+                _ => {}
+            }
+        }
+        current = next;
+    }
+    let mut flat = Vec::new();
+    for value in current {
+        match value {
+            Value::Array(items) => flat.extend(items.iter()),
+            other => flat.push(other),
+        }
+    }
+    flat
+}
+
+impl Filter {
+    pub fn matches(&self, id: &PointId, payload: &Map<String, Value>) -> bool {
+        self.must.iter().all(|c| c.matches(id, payload))
+            && (self.should.is_empty() || self.should.iter().any(|c| c.matches(id, payload)))
+            && !self.must_not.iter().any(|c| c.matches(id, payload))
+            && self.min_should.as_ref().is_none_or(|(conditions, min)| {
+                conditions.iter().filter(|c| c.matches(id, payload)).count() >= *min
+            })
+    }
+}
+
+impl Condition {
+    fn matches(&self, id: &PointId, payload: &Map<String, Value>) -> bool {
+        match self {
+            Condition::HasId(ids) => ids.contains(id),
+            Condition::Nested(filter) => filter.matches(id, payload),
+            Condition::IsEmpty(key) => values_at(payload, key).iter().all(|v| v.is_null()),
+            Condition::IsNull(key) => {
+                let values = values_at(payload, key);
+                !values.is_empty() && values.iter().all(|v| v.is_null())
+            }
+            Condition::Field { key, check } => {
+                let values = values_at(payload, key);
+                match check {
+                    FieldCheck::Value(expected) => values.contains(&expected),
+                    FieldCheck::Any(options) => values.iter().any(|v| options.contains(v)),
+                    FieldCheck::Except(options) => {
+                        !values.is_empty() && values.iter().all(|v| !options.contains(v))
+                    }
+                    FieldCheck::Text(query) => values.iter().any(|v| {
+                        v.as_str().is_some_and(|text| {
+                            let have = words(text);
+                            query.iter().all(|w| have.contains(w))
+                        })
+                    }),
+                    FieldCheck::Range { gt, gte, lt, lte } => values.iter().any(|v| {
+                        v.as_f64().is_some_and(|x| {
+                            gt.is_none_or(|b| x > b)
+                                && gte.is_none_or(|b| x >= b)
+                                && lt.is_none_or(|b| x < b)
+                                && lte.is_none_or(|b| x <= b)
+                        })
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The exact values this condition requires of `key`, when it is an equality on one field: what
+    /// a payload index can answer without looking at the points.
+    pub fn indexable(&self) -> Option<(&str, Vec<&Value>)> {
+        match self {
+            Condition::Field {
+                key,
+                check: FieldCheck::Value(value),
+            } => Some((key, vec![value])),
+            Condition::Field {
+                key,
+                check: FieldCheck::Any(values),
+            } => Some((key, values.iter().collect())),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(filter: Value, payload: Value) -> bool {
+        let filter = parse(&filter).unwrap().unwrap();
+        filter.matches(&PointId::Num(1), payload.as_object().unwrap())
+    }
+
+    #[test]
+    fn must_should_and_must_not_combine() {
+        let payload = json!({"project": "p1", "lang": "en", "year": 2021, "tags": ["a", "b"]});
+        assert!(check(
+            json!({"must": [{"key": "project", "match": {"value": "p1"}}]}),
+            payload.clone()
+        ));
+        assert!(!check(
+            json!({"must": {"key": "project", "match": {"value": "p2"}}}),
+            payload.clone()
+        ));
+        assert!(check(
+            json!({"should": [{"key": "lang", "match": {"value": "fr"}}, {"key": "tags", "match": {"value": "b"}}]}),
+            payload.clone()
+        ));
+        assert!(!check(
+            json!({"must_not": [{"key": "tags", "match": {"any": ["b", "z"]}}]}),
+            payload.clone()
+        ));
+        assert!(check(
+            json!({"must": [{"key": "year", "range": {"gte": 2020, "lt": 2022}}]}),
+            payload.clone()
+        ));
+        assert!(!check(
+            json!({"must": [{"key": "year", "range": {"gt": 2021}}]}),
+            payload.clone()
+        ));
+        assert!(check(
+            json!({"must": [{"key": "lang", "match": {"except": ["fr"]}}]}),
+            payload.clone()
+        ));
+        assert!(check(
+            json!({"must": [{"has_id": [1, 2]}]}),
+            payload.clone()
+        ));
+        assert!(check(
+            json!({"must": [{"is_empty": {"key": "missing"}}]}),
+            payload.clone()
+        ));
+        assert!(check(
+            json!({"must": [{"must_not": [{"key": "project", "match": {"value": "p9"}}]}]}),
+            payload
+        ));
+    }
+
+    #[test]
+    fn nested_keys_and_text_match() {
+        let payload = json!({"meta": {"source": "docs", "sections": [{"title": "Install"}, {"title": "Usage"}]},
+                             "text": "Edge functions scale to zero."});
+        assert!(check(
+            json!({"must": [{"key": "meta.source", "match": {"value": "docs"}}]}),
+            payload.clone()
+        ));
+        assert!(check(
+            json!({"must": [{"key": "meta.sections[].title", "match": {"value": "Usage"}}]}),
+            payload.clone()
+        ));
+        assert!(check(
+            json!({"must": [{"key": "text", "match": {"text": "scale ZERO"}}]}),
+            payload.clone()
+        ));
+        assert!(!check(
+            json!({"must": [{"key": "text", "match": {"text": "scale one"}}]}),
+            payload
+        ));
+    }
+
+    #[test]
+    fn malformed_filters_are_refused() {
+        for bad in [
+            json!({"must": [{"key": "x"}]}),
+            json!({"must": [{"key": "x", "match": {"value": 1.5}}]}),
+            json!({"must": [{"key": "x", "range": {"gt": "a"}}]}),
+            json!({"musts": []}),
+            json!("text"),
+        ] {
+            assert!(parse(&bad).is_err(), "{bad}");
+        }
+    }
+}

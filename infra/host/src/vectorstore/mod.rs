@@ -1,0 +1,692 @@
+//! The embedded vector store: the part of Qdrant's REST API a RAG application uses, on a loopback
+//! port, behind an `api-key` generated on first start.
+//!
+//! Production points the functions at a Qdrant cluster instead; the functions' adapter is the same
+//! code for both. Request and response shapes follow Qdrant's OpenAPI schema, and Qdrant's own Python
+//! client (`qdrant-client`) is the conformance check.
+
+pub mod engine;
+pub mod filter;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{Map, Value, json};
+
+use crate::embedded::{Embedded, constant_time_eq};
+use engine::{Collection, NewPoint, PointId, QueryVector, Search, Selector, Store, VecError, With};
+use filter::{Condition, Filter};
+
+/// Largest request body accepted: Qdrant's default `max_request_size_mb`.
+const MAX_BODY: usize = 32 << 20;
+/// The Qdrant release whose REST API (the schema in shared/data/qdrant) this store follows; clients
+/// compare its major and minor with their own.
+pub const QDRANT_VERSION: &str = "1.20.0";
+/// Default `k` of reciprocal rank fusion: each list adds 1 / (k + rank), ranks counted from 1.
+const RRF_K: f32 = 2.0;
+
+/// Opens the store under `dir` and serves it on `addr`; clients send `api_key`.
+pub async fn start(dir: &Path, addr: SocketAddr, api_key: String) -> anyhow::Result<Embedded> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("vectors.sqlite");
+    let store = tokio::task::spawn_blocking(move || Store::open(&path)).await??;
+    let store = Arc::new(store);
+    let api_key = Arc::new(api_key);
+    crate::embedded::serve("vectorstore", addr, move |request| {
+        let store = store.clone();
+        let api_key = api_key.clone();
+        async move { handle(store, &api_key, request).await }
+    })
+    .await
+}
+
+fn envelope(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn ok(result: Value, started: Instant) -> Response<Full<Bytes>> {
+    envelope(
+        StatusCode::OK,
+        json!({"result": result, "status": "ok", "time": started.elapsed().as_secs_f64()}),
+    )
+}
+
+fn error(error: &VecError, started: Instant) -> Response<Full<Bytes>> {
+    envelope(
+        StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        json!({"status": {"error": error.message}, "time": started.elapsed().as_secs_f64()}),
+    )
+}
+
+fn authorized(headers: &http::HeaderMap, api_key: &str) -> bool {
+    let presented = headers
+        .get("api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        });
+    presented.is_some_and(|key| constant_time_eq(key.trim().as_bytes(), api_key.as_bytes()))
+}
+
+async fn handle(
+    store: Arc<Store>,
+    api_key: &str,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let query: HashMap<String, String> = request
+        .uri()
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+
+    if method == Method::GET {
+        match segments.as_slice() {
+            [] => {
+                return ok_raw(
+                    json!({"title": "qdrant - vector search engine (edgerag embedded)",
+                                     "version": QDRANT_VERSION}),
+                );
+            }
+            [probe] if matches!(probe.as_str(), "healthz" | "livez" | "readyz") => {
+                let mut response =
+                    Response::new(Full::new(Bytes::from_static(b"healthz check passed")));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain"),
+                );
+                return response;
+            }
+            _ => {}
+        }
+    }
+    if !authorized(request.headers(), api_key) {
+        return envelope(
+            StatusCode::UNAUTHORIZED,
+            json!({"status": {"error": "Must provide an API key or an Authorization bearer token"},
+                   "time": started.elapsed().as_secs_f64()}),
+        );
+    }
+
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return envelope(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"status": {"error": format!(
+                    "Payload error: the request body is larger than {} bytes", MAX_BODY)},
+                       "time": started.elapsed().as_secs_f64()}),
+            );
+        }
+    };
+    let outcome =
+        tokio::task::spawn_blocking(move || route(&store, &method, &segments, &query, &body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(VecError {
+                    status: 500,
+                    message: "Service internal error: the request failed".into(),
+                })
+            });
+    match outcome {
+        Ok(result) => ok(result, started),
+        Err(e) => error(&e, started),
+    }
+}
+
+fn ok_raw(body: Value) -> Response<Full<Bytes>> {
+    envelope(StatusCode::OK, body)
+}
+
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = segment.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, VecError> {
+    if body.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| VecError::bad_request(format!("Format error in JSON body: {e}")))?;
+    if !value.is_object() {
+        return Err(VecError::bad_request(
+            "Format error in JSON body: expected a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+fn not_found() -> VecError {
+    VecError {
+        status: 404,
+        message: "Not found: no such endpoint".into(),
+    }
+}
+
+fn completed(operation: u64) -> Value {
+    json!({"operation_id": operation, "status": "completed"})
+}
+
+fn route(
+    store: &Store,
+    method: &Method,
+    segments: &[String],
+    _query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<Value, VecError> {
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["collections"]) => {
+            let names: Vec<Value> = store
+                .names()
+                .into_iter()
+                .map(|n| json!({"name": n}))
+                .collect();
+            Ok(json!({"collections": names}))
+        }
+        (Method::GET, ["collections", name]) => {
+            let shared = store.collection(name)?;
+            let collection = read(&shared);
+            Ok(collection.info())
+        }
+        (Method::GET, ["collections", name, "exists"]) => {
+            Ok(json!({"exists": store.collection(name).is_ok()}))
+        }
+        (Method::PUT, ["collections", name]) => {
+            store.create_collection(name, &parse_body(body)?)?;
+            Ok(json!(true))
+        }
+        (Method::DELETE, ["collections", name]) => Ok(json!(store.delete_collection(name)?)),
+        (Method::PUT, ["collections", name, "index"]) => {
+            let body = parse_body(body)?;
+            let field = body["field_name"].as_str().ok_or_else(|| {
+                VecError::bad_request("Format error in JSON body: field_name is required")
+            })?;
+            let schema = match &body["field_schema"] {
+                Value::String(s) => s.as_str(),
+                Value::Object(o) => o.get("type").and_then(Value::as_str).unwrap_or(""),
+                _ => "",
+            };
+            Ok(completed(store.create_index(name, field, schema)?))
+        }
+        (Method::DELETE, ["collections", name, "index", field]) => {
+            Ok(completed(store.delete_index(name, field)?))
+        }
+        (Method::PUT, ["collections", name, "points"]) => upsert(store, name, &parse_body(body)?),
+        (Method::POST, ["collections", name, "points"]) => {
+            retrieve(store, name, &parse_body(body)?)
+        }
+        (Method::GET, ["collections", name, "points", id]) => {
+            let id = PointId::parse(&Value::String((*id).to_string()))?;
+            let shared = store.collection(name)?;
+            let collection = read(&shared);
+            let with = With::parse(&Value::Bool(true), &Value::Bool(true), true)?;
+            collection
+                .slot_of(&id)
+                .and_then(|slot| collection.record(slot, &with))
+                .map(|r| Value::Object(without_version(r)))
+                .ok_or_else(|| VecError::no_point(&id))
+        }
+        (Method::POST, ["collections", name, "points", "delete"]) => {
+            let body = parse_body(body)?;
+            let selector = if let Some(ids) = body.get("points").filter(|v| !v.is_null()) {
+                Selector::Ids(point_ids(ids)?)
+            } else if let Some(filter) = filter::parse(&body["filter"])? {
+                Selector::Filter(filter)
+            } else {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: expected `points` (a list of ids) or `filter`",
+                ));
+            };
+            Ok(completed(store.delete_points(name, selector)?))
+        }
+        (Method::POST, ["collections", name, "points", "scroll"]) => {
+            scroll(store, name, &parse_body(body)?)
+        }
+        (Method::POST, ["collections", name, "points", "count"]) => {
+            let body = parse_body(body)?;
+            let filter = filter::parse(&body["filter"])?;
+            let shared = store.collection(name)?;
+            let collection = read(&shared);
+            let count = match &filter {
+                None => collection.len(),
+                Some(f) => collection.scan(Some(f), None).count(),
+            };
+            Ok(json!({"count": count}))
+        }
+        (Method::POST, ["collections", name, "points", "query"]) => {
+            let shared = store.collection(name)?;
+            let collection = read(&shared);
+            query(&collection, &parse_body(body)?)
+        }
+        (Method::POST, ["collections", name, "points", "query", "batch"]) => {
+            let body = parse_body(body)?;
+            let searches = body["searches"].as_array().ok_or_else(|| {
+                VecError::bad_request("Format error in JSON body: `searches` must be a list")
+            })?;
+            let shared = store.collection(name)?;
+            let collection = read(&shared);
+            let results = searches
+                .iter()
+                .map(|s| query(&collection, s))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Value::Array(results))
+        }
+        (Method::POST, ["collections", name, "points", "search"]) => {
+            let shared = store.collection(name)?;
+            let collection = read(&shared);
+            legacy_search(&collection, &parse_body(body)?)
+        }
+        _ => Err(not_found()),
+    }
+}
+
+fn read(shared: &engine::Shared) -> std::sync::RwLockReadGuard<'_, Collection> {
+    shared.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn without_version(mut record: Map<String, Value>) -> Map<String, Value> {
+    record.remove("version");
+    record
+}
+
+fn point_ids(value: &Value) -> Result<Vec<PointId>, VecError> {
+    value
+        .as_array()
+        .ok_or_else(|| VecError::bad_request("Format error in JSON body: ids must be a list"))?
+        .iter()
+        .map(PointId::parse)
+        .collect()
+}
+
+fn payload_object(value: &Value) -> Result<Map<String, Value>, VecError> {
+    match value {
+        Value::Null => Ok(Map::new()),
+        Value::Object(o) => Ok(o.clone()),
+        _ => Err(VecError::bad_request(
+            "Format error in JSON body: payload must be an object",
+        )),
+    }
+}
+
+fn upsert(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
+    let shared = store.collection(name)?;
+    let points = {
+        let collection = read(&shared);
+        let mut points = Vec::new();
+        if let Some(list) = body.get("points") {
+            let list = list.as_array().ok_or_else(|| {
+                VecError::bad_request("Format error in JSON body: `points` must be a list")
+            })?;
+            for point in list {
+                let id = PointId::parse(&point["id"])?;
+                let vectors = collection.parse_vectors(&point["vector"])?;
+                points.push(NewPoint {
+                    id,
+                    payload: payload_object(&point["payload"])?,
+                    vectors,
+                });
+            }
+        } else if let Some(batch) = body.get("batch") {
+            let ids = point_ids(&batch["ids"])?;
+            let nth_vector = |i: usize| -> Value {
+                match &batch["vectors"] {
+                    Value::Array(list) => list.get(i).cloned().unwrap_or(Value::Null),
+                    Value::Object(named) => Value::Object(
+                        named
+                            .iter()
+                            .filter_map(|(n, list)| Some((n.clone(), list.get(i)?.clone())))
+                            .collect(),
+                    ),
+                    _ => Value::Null,
+                }
+            };
+            for (i, id) in ids.into_iter().enumerate() {
+                let payload = batch["payloads"].get(i).cloned().unwrap_or(Value::Null);
+                points.push(NewPoint {
+                    id,
+                    payload: payload_object(&payload)?,
+                    vectors: collection.parse_vectors(&nth_vector(i))?,
+                });
+            }
+        } else {
+            return Err(VecError::bad_request(
+                "Format error in JSON body: expected `points` or `batch`",
+            ));
+        }
+        points
+    };
+    Ok(completed(store.upsert(name, points)?))
+}
+
+fn retrieve(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
+    let ids = point_ids(&body["ids"])?;
+    let with = With::parse(&body["with_payload"], &body["with_vector"], true)?;
+    let shared = store.collection(name)?;
+    let collection = read(&shared);
+    let records: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| collection.slot_of(id))
+        .filter_map(|slot| collection.record(slot, &with))
+        .map(|r| Value::Object(without_version(r)))
+        .collect();
+    Ok(Value::Array(records))
+}
+
+fn limit_of(value: &Value, default: usize) -> Result<usize, VecError> {
+    match value {
+        Value::Null => Ok(default),
+        v => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+            VecError::bad_request(
+                "Format error in JSON body: limits and offsets are non-negative integers",
+            )
+        }),
+    }
+}
+
+fn scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
+    if body.get("order_by").is_some_and(|v| !v.is_null()) {
+        return Err(VecError::bad_request(
+            "Wrong input: order_by is not supported by this store; points scroll in id order",
+        ));
+    }
+    let filter = filter::parse(&body["filter"])?;
+    let limit = limit_of(&body["limit"], 10)?;
+    let from = match &body["offset"] {
+        Value::Null => None,
+        id => Some(PointId::parse(id)?),
+    };
+    let with = With::parse(&body["with_payload"], &body["with_vector"], true)?;
+    let shared = store.collection(name)?;
+    let collection = read(&shared);
+    let mut slots = collection.scan(filter.as_ref(), from.as_ref());
+    let page: Vec<u32> = slots.by_ref().take(limit).collect();
+    let next = slots
+        .next()
+        .and_then(|slot| collection.id_of(slot))
+        .map_or(Value::Null, PointId::to_json);
+    let points: Vec<Value> = page
+        .into_iter()
+        .filter_map(|slot| collection.record(slot, &with))
+        .map(|r| Value::Object(without_version(r)))
+        .collect();
+    Ok(json!({"points": points, "next_page_offset": next}))
+}
+
+/// What a query or prefetch asks for.
+enum Ask {
+    Nothing,
+    Vector(QueryVector),
+    Fusion(f32),
+}
+
+fn parse_ask(collection: &Collection, value: &Value, using: &str) -> Result<Ask, VecError> {
+    match value {
+        Value::Null => Ok(Ask::Nothing),
+        Value::Array(_) => Ok(Ask::Vector(QueryVector::parse(value)?)),
+        Value::Number(_) | Value::String(_) => {
+            // A point id: search with that point's own vector.
+            let id = PointId::parse(value)?;
+            let slot = collection
+                .slot_of(&id)
+                .ok_or_else(|| VecError::no_point(&id))?;
+            let with = With {
+                payload: engine::WithPayload::None,
+                vectors: engine::WithVectors::Named(vec![using.to_string()]),
+            };
+            let record = collection.record(slot, &with).unwrap_or_default();
+            let vector = match &record["vector"] {
+                Value::Object(named) => named.get(using).cloned().unwrap_or(Value::Null),
+                other => other.clone(),
+            };
+            if vector.is_null() {
+                return Err(VecError::bad_request(format!(
+                    "Wrong input: point {} has no vector `{using}`",
+                    id.to_json()
+                )));
+            }
+            Ok(Ask::Vector(QueryVector::parse(&vector)?))
+        }
+        Value::Object(o) => {
+            if let Some(nearest) = o.get("nearest") {
+                return Ok(Ask::Vector(QueryVector::parse(nearest)?));
+            }
+            if o.contains_key("indices") {
+                return Ok(Ask::Vector(QueryVector::parse(value)?));
+            }
+            if let Some(fusion) = o.get("fusion") {
+                return match fusion.as_str() {
+                    Some("rrf") => Ok(Ask::Fusion(RRF_K)),
+                    _ => Err(VecError::bad_request(
+                        "Wrong input: only `rrf` fusion is supported by this store",
+                    )),
+                };
+            }
+            if let Some(rrf) = o.get("rrf") {
+                let k = match rrf.get("k") {
+                    None | Some(Value::Null) => RRF_K,
+                    Some(k) => k.as_f64().filter(|k| *k >= 0.0).ok_or_else(|| {
+                        VecError::bad_request("Format error in JSON body: rrf.k must be a number")
+                    })? as f32,
+                };
+                return Ok(Ask::Fusion(k));
+            }
+            Err(VecError::bad_request(
+                "Wrong input: this query kind is not supported (use a vector, nearest, or fusion rrf)",
+            ))
+        }
+        _ => Err(VecError::bad_request(
+            "Format error in JSON body: query must be a vector, an object or a point id",
+        )),
+    }
+}
+
+fn both(parent: Option<&Filter>, own: Option<Filter>) -> Option<Filter> {
+    match (parent, own) {
+        (None, own) => own,
+        (Some(p), None) => Some(p.clone()),
+        (Some(p), Some(o)) => Some(Filter {
+            must: vec![Condition::Nested(p.clone()), Condition::Nested(o)],
+            ..Filter::default()
+        }),
+    }
+}
+
+/// Runs one level of a query (the top, or a prefetch): the best `limit + offset` points.
+fn run(
+    collection: &Collection,
+    body: &Value,
+    parent: Option<&Filter>,
+    default_limit: usize,
+    offset: usize,
+) -> Result<Vec<(u32, f32)>, VecError> {
+    let using = match &body["using"] {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        _ => {
+            return Err(VecError::bad_request(
+                "Format error in JSON body: using must be a vector name",
+            ));
+        }
+    };
+    let filter = both(parent, filter::parse(&body["filter"])?);
+    let limit = limit_of(&body["limit"], default_limit)?;
+    let score_threshold = match &body["score_threshold"] {
+        Value::Null => None,
+        v => Some(v.as_f64().ok_or_else(|| {
+            VecError::bad_request("Format error in JSON body: score_threshold must be a number")
+        })? as f32),
+    };
+    let params = &body["params"];
+    let ef = params["hnsw_ef"].as_u64().map(|n| n as usize);
+    let exact = params["exact"].as_bool().unwrap_or(false);
+    let prefetches: Vec<&Value> = match &body["prefetch"] {
+        Value::Null => Vec::new(),
+        Value::Array(list) => list.iter().collect(),
+        one @ Value::Object(_) => vec![one],
+        _ => {
+            return Err(VecError::bad_request(
+                "Format error in JSON body: prefetch must be an object or a list",
+            ));
+        }
+    };
+    let ask = parse_ask(collection, &body["query"], &using)?;
+    let want = limit.saturating_add(offset);
+    let search = |query: QueryVector| Search {
+        using: using.clone(),
+        query,
+        filter: filter.clone(),
+        limit,
+        offset,
+        score_threshold,
+        ef,
+        exact,
+    };
+    let lists = prefetches
+        .iter()
+        .map(|p| run(collection, p, filter.as_ref(), 10, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    match ask {
+        Ask::Fusion(k) => {
+            if lists.is_empty() {
+                return Err(VecError::bad_request(
+                    "Wrong input: fusion needs prefetch queries to fuse",
+                ));
+            }
+            let mut fused: HashMap<u32, f32> = HashMap::new();
+            for list in &lists {
+                for (rank, (slot, _)) in list.iter().enumerate() {
+                    *fused.entry(*slot).or_default() += 1.0 / (k + rank as f32 + 1.0);
+                }
+            }
+            let mut fused: Vec<(u32, f32)> = fused.into_iter().collect();
+            fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            if let Some(t) = score_threshold {
+                fused.retain(|(_, s)| *s >= t);
+            }
+            fused.truncate(want);
+            Ok(fused)
+        }
+        Ask::Vector(query) if !lists.is_empty() => {
+            let mut candidates: Vec<u32> = lists.iter().flatten().map(|(slot, _)| *slot).collect();
+            candidates.sort_unstable();
+            candidates.dedup();
+            collection.rescore(&search(query), &candidates)
+        }
+        Ask::Vector(query) => collection.search(&search(query)),
+        Ask::Nothing => {
+            if let Some(first) = lists.into_iter().next() {
+                let mut first = first;
+                first.truncate(want);
+                return Ok(first);
+            }
+            Ok(collection
+                .scan(filter.as_ref(), None)
+                .take(want)
+                .map(|slot| (slot, 0.0))
+                .collect())
+        }
+    }
+}
+
+fn scored(
+    collection: &Collection,
+    hits: Vec<(u32, f32)>,
+    offset: usize,
+    with: &With,
+) -> Vec<Value> {
+    hits.into_iter()
+        .skip(offset)
+        .filter_map(|(slot, score)| {
+            let mut record = collection.record(slot, with)?;
+            record.insert("score".into(), json!(score));
+            Some(Value::Object(record))
+        })
+        .collect()
+}
+
+fn query(collection: &Collection, body: &Value) -> Result<Value, VecError> {
+    if !body.is_object() {
+        return Err(VecError::bad_request(
+            "Format error in JSON body: a query is an object",
+        ));
+    }
+    let offset = limit_of(&body["offset"], 0)?;
+    let with = With::parse(&body["with_payload"], &body["with_vector"], false)?;
+    let hits = run(collection, body, None, 10, offset)?;
+    Ok(json!({"points": scored(collection, hits, offset, &with)}))
+}
+
+/// `POST /points/search`, the older search endpoint many integrations still call.
+fn legacy_search(collection: &Collection, body: &Value) -> Result<Value, VecError> {
+    let (using, vector) = match &body["vector"] {
+        Value::Object(o) if o.contains_key("name") => (
+            o["name"].clone(),
+            o.get("vector").cloned().unwrap_or(Value::Null),
+        ),
+        other => (Value::Null, other.clone()),
+    };
+    if vector.is_null() {
+        return Err(VecError::bad_request(
+            "Format error in JSON body: `vector` is required",
+        ));
+    }
+    let mut request = body.clone();
+    if let Some(object) = request.as_object_mut() {
+        object.insert("query".into(), vector);
+        object.insert("using".into(), using);
+        object.remove("vector");
+        if !object.contains_key("limit")
+            && let Some(top) = object.remove("top")
+        {
+            object.insert("limit".into(), top);
+        }
+    }
+    let offset = limit_of(&body["offset"], 0)?;
+    let with = With::parse(&body["with_payload"], &body["with_vector"], false)?;
+    let hits = run(collection, &request, None, 10, offset)?;
+    Ok(Value::Array(scored(collection, hits, offset, &with)))
+}
