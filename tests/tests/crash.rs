@@ -1,5 +1,5 @@
-//! Durability: `kill -9` of a real `edgerag up` while writes stream into its document store; after a
-//! restart every acknowledged write is there and the store answers consistently.
+//! Durability: `kill -9` of a real `edgerag up` while writes stream into its embedded stores; after a
+//! restart every acknowledged write is there and each store answers consistently.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,12 +31,12 @@ fn spawn(data_dir: &Path) -> Process {
     Process(child)
 }
 
-async fn docstore_url(data_dir: &Path) -> String {
+async fn endpoint(data_dir: &Path, service: &str) -> String {
     let started = Instant::now();
     loop {
         if let Ok(text) = std::fs::read_to_string(data_dir.join("endpoints.json"))
             && let Ok(endpoints) = serde_json::from_str::<Value>(&text)
-            && let Some(url) = endpoints["docstore"].as_str()
+            && let Some(url) = endpoints[service].as_str()
         {
             return url.to_string();
         }
@@ -48,6 +48,19 @@ async fn docstore_url(data_dir: &Path) -> String {
     }
 }
 
+fn secret(data_dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(data_dir.join("secrets").join(name))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgerag-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 #[derive(Clone)]
 struct Client {
     addr: std::net::SocketAddr,
@@ -56,10 +69,14 @@ struct Client {
 
 impl Client {
     fn new(url: &str, data_dir: &Path) -> Self {
-        let secret = std::fs::read_to_string(data_dir.join("secrets/docstore")).unwrap();
+        let secret = secret(data_dir, "docstore");
+        Self::with_authorization(url, tests::basic_auth("admin", &secret))
+    }
+
+    fn with_authorization(url: &str, authorization: String) -> Self {
         Self {
             addr: url.trim_start_matches("http://").parse().unwrap(),
-            authorization: tests::basic_auth("admin", secret.trim()),
+            authorization,
         }
     }
 
@@ -82,12 +99,10 @@ impl Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
-    let data_dir: PathBuf =
-        std::env::temp_dir().join(format!("edgerag-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data_dir);
+    let data_dir = fresh_dir("crash");
 
     let mut process = spawn(&data_dir);
-    let client = Client::new(&docstore_url(&data_dir).await, &data_dir);
+    let client = Client::new(&endpoint(&data_dir, "docstore").await, &data_dir);
     assert_eq!(client.call("PUT", "/crash", None).await.unwrap().0, 201);
 
     // Writers stream documents (and updates of earlier ones) until the process dies under them.
@@ -143,7 +158,7 @@ async fn acknowledged_writes_survive_kill_9() {
     );
 
     let _process = spawn(&data_dir);
-    let client = Client::new(&docstore_url(&data_dir).await, &data_dir);
+    let client = Client::new(&endpoint(&data_dir, "docstore").await, &data_dir);
     for (id, (rev, n)) in &latest {
         let (status, doc) = client
             .call("GET", &format!("/crash/{id}"), None)
@@ -183,4 +198,164 @@ async fn acknowledged_writes_survive_kill_9() {
             .0,
         201
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_vectors_survive_kill_9() {
+    let data_dir = fresh_dir("crash-vectors");
+    let mut process = spawn(&data_dir);
+    let url = endpoint(&data_dir, "vectorstore").await;
+    let client =
+        Client::with_authorization(&url, format!("Bearer {}", secret(&data_dir, "vectorstore")));
+    let config = json!({"vectors": {"size": 8, "distance": "Cosine"}});
+    let (status, reply) = client
+        .call("PUT", "/collections/crash", Some(config))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{reply}");
+
+    // Writers upsert batches (some rewriting earlier ids) until the process dies under them.
+    let acknowledged: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for writer in 0..3u64 {
+        let client = client.clone();
+        let acknowledged = acknowledged.clone();
+        writers.push(tokio::spawn(async move {
+            for round in 0u64.. {
+                let ids: Vec<u64> = (0..20).map(|i| writer * 1_000_000 + (round * 20 + i) % 5_000).collect();
+                let points: Vec<Value> = ids
+                    .iter()
+                    .map(|id| {
+                        let vector: Vec<f32> = (0..8).map(|d| ((id + d + round) % 13) as f32 + 1.0).collect();
+                        json!({"id": id, "vector": vector, "payload": {"round": round, "writer": writer}})
+                    })
+                    .collect();
+                match client
+                    .call("PUT", "/collections/crash/points?wait=true", Some(json!({"points": points})))
+                    .await
+                {
+                    Ok((200, _)) => acknowledged.lock().unwrap().extend(ids.iter().map(|id| (*id, round))),
+                    Ok((status, reply)) => panic!("upsert refused: {status} {reply}"),
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    process.0.kill().unwrap();
+    process.0.wait().unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    drop(process);
+
+    let mut latest = std::collections::BTreeMap::new();
+    for (id, round) in acknowledged.lock().unwrap().iter() {
+        latest.insert(*id, *round);
+    }
+    assert!(
+        latest.len() > 100,
+        "too few writes before the kill: {}",
+        latest.len()
+    );
+
+    let _process = spawn(&data_dir);
+    let client = Client::with_authorization(
+        &endpoint(&data_dir, "vectorstore").await,
+        format!("Bearer {}", secret(&data_dir, "vectorstore")),
+    );
+    let ids: Vec<u64> = latest.keys().copied().collect();
+    let (status, reply) = client
+        .call(
+            "POST",
+            "/collections/crash/points",
+            Some(json!({"ids": ids, "with_payload": true})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{reply}");
+    let records = reply["result"].as_array().unwrap();
+    assert_eq!(
+        records.len(),
+        latest.len(),
+        "acknowledged points lost after kill -9"
+    );
+    for record in records {
+        let id = record["id"].as_u64().unwrap();
+        // A batch may have committed without its answer arriving: the stored round is the
+        // acknowledged one or a later one.
+        let round = record["payload"]["round"].as_u64().unwrap();
+        assert!(
+            round >= latest[&id],
+            "point {id}: round {round} older than acknowledged {}",
+            latest[&id]
+        );
+    }
+    let (_, count) = client
+        .call("POST", "/collections/crash/points/count", Some(json!({})))
+        .await
+        .unwrap();
+    let (_, info) = client
+        .call("GET", "/collections/crash", None)
+        .await
+        .unwrap();
+    assert_eq!(count["result"]["count"], info["result"]["points_count"]);
+    // The graph was rebuilt from what was stored: a stored vector finds itself first.
+    let probe = ids[ids.len() / 2];
+    let (_, stored) = client
+        .call(
+            "POST",
+            "/collections/crash/points",
+            Some(json!({"ids": [probe], "with_vector": true})),
+        )
+        .await
+        .unwrap();
+    let vector = stored["result"][0]["vector"].clone();
+    let (status, found) = client
+        .call(
+            "POST",
+            "/collections/crash/points/query",
+            Some(json!({"query": vector, "limit": 1, "params": {"exact": false}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{found}");
+    let top = &found["result"]["points"][0];
+    assert!(
+        (top["score"].as_f64().unwrap() - 1.0).abs() < 1e-5,
+        "{found}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_objects_survive_kill_9() {
+    let data_dir = fresh_dir("crash-objects");
+    let mut process = spawn(&data_dir);
+    let url = endpoint(&data_dir, "objectstore").await;
+    let key = secret(&data_dir, "objectstore");
+    let log = data_dir.join("acknowledged.log");
+    // boto3 writes objects and logs each acknowledged key until the store dies under it.
+    let writer = Command::new(tests::workspace_root().join(".venv/bin/python"))
+        .arg(tests::workspace_root().join("tests/python/s3_crash.py"))
+        .args(["write", &url, "edgerag", &key])
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut writer = Process(writer);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    process.0.kill().unwrap();
+    process.0.wait().unwrap();
+    let _ = writer.0.wait();
+    drop(process);
+
+    let _process = spawn(&data_dir);
+    let url = endpoint(&data_dir, "objectstore").await;
+    let verified = tests::run_python(
+        "s3_crash.py",
+        &["verify", &url, "edgerag", &key, log.to_str().unwrap()],
+    );
+    let output = verified.unwrap_or_else(|e| panic!("{e}"));
+    assert!(output.contains("objects intact"), "{output}");
 }
