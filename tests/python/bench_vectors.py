@@ -1,0 +1,150 @@
+"""Vector store benchmark: edgerag's embedded store (through qdrant-client) against Chroma (through
+chromadb's HTTP client), same data, same queries, same run.
+
+Usage: bench_vectors.py --n 100000 --edgerag URL --api-key KEY [--chroma URL] [--queries 300]
+
+Data: clustered synthetic 384-dim vectors (random centres, Gaussian spread), each tagged with one of
+100 projects. Queries: a perturbed data vector each, top-10 within one project (the filter a RAG
+application always sends). Recall@10 is against exact search computed here with numpy.
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+DIM = 384
+PROJECTS = 100
+
+
+def make_data(n, seed=7):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(1000, DIM)).astype(np.float32)
+    assignment = rng.integers(0, len(centres), size=n)
+    data = centres[assignment] + 0.35 * rng.normal(size=(n, DIM)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    projects = rng.integers(0, PROJECTS, size=n)
+    return data, projects
+
+
+def make_queries(data, projects, count, seed=11):
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(data), size=count)
+    queries = data[picks] + 0.2 * rng.normal(size=(count, DIM)).astype(np.float32) / np.sqrt(DIM)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return queries, projects[picks]
+
+
+def exact_top10(data, projects, queries, query_projects):
+    truth = []
+    for q, p in zip(queries, query_projects):
+        members = np.flatnonzero(projects == p)
+        scores = data[members] @ q
+        truth.append(set(members[np.argsort(-scores)[:10]].tolist()))
+    return truth
+
+
+def summarize(name, latencies, found, truth, build_s, n):
+    lat = np.array(latencies) * 1000
+    recall = np.mean([len(f & t) / 10 for f, t in zip(found, truth)])
+    print(f"{name}: n={n} build {build_s:.1f} s ({n / build_s:,.0f} vectors/s); "
+          f"filtered top-10 p50 {np.percentile(lat, 50):.2f} ms p99 {np.percentile(lat, 99):.2f} ms; "
+          f"recall@10 {recall:.3f}", flush=True)
+
+
+def bench_edgerag(url, api_key, data, projects, queries, query_projects, truth):
+    import warnings
+
+    from qdrant_client import QdrantClient, models
+
+    warnings.filterwarnings("ignore")
+    client = QdrantClient(url=url, api_key=api_key, https=False, timeout=600)
+    name = "bench"
+    if client.collection_exists(name):
+        client.delete_collection(name)
+    client.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
+    client.create_payload_index(name, "project", models.PayloadSchemaType.KEYWORD)
+    started = time.perf_counter()
+    batch = 2000
+    for start in range(0, len(data), batch):
+        end = min(start + batch, len(data))
+        client.upsert(name, wait=True, points=models.Batch(
+            ids=list(range(start, end)),
+            vectors=data[start:end].tolist(),
+            payloads=[{"project": f"p{p}"} for p in projects[start:end]],
+        ))
+    build = time.perf_counter() - started
+    latencies, found = [], []
+    for i, (q, p) in enumerate(zip(queries, query_projects)):
+        flt = models.Filter(must=[models.FieldCondition(key="project", match=models.MatchValue(value=f"p{p}"))])
+        t = time.perf_counter()
+        hits = client.query_points(name, query=q.tolist(), query_filter=flt, limit=10, with_payload=False).points
+        if i >= 10:
+            latencies.append(time.perf_counter() - t)
+            found.append({h.id for h in hits})
+    summarize("edgerag", latencies, found, truth[10:], build, len(data))
+    # Unfiltered top-10 too, to show the graph itself (no filter, so the HNSW path).
+    exact_all = []
+    for q in queries[:50]:
+        exact_all.append(set(np.argsort(-(data @ q))[:10].tolist()))
+    lat, got = [], []
+    for q in queries[:50]:
+        t = time.perf_counter()
+        hits = client.query_points(name, query=q.tolist(), limit=10, with_payload=False).points
+        lat.append(time.perf_counter() - t)
+        got.append({h.id for h in hits})
+    lat = np.array(lat) * 1000
+    recall = np.mean([len(a & b) / 10 for a, b in zip(got, exact_all)])
+    print(f"edgerag unfiltered (HNSW): p50 {np.percentile(lat, 50):.2f} ms p99 {np.percentile(lat, 99):.2f} ms; "
+          f"recall@10 {recall:.3f}", flush=True)
+
+
+def bench_chroma(url, data, projects, queries, query_projects, truth):
+    import chromadb
+
+    host, port = url.replace("http://", "").split(":")
+    client = chromadb.HttpClient(host=host, port=int(port))
+    try:
+        client.delete_collection("bench")
+    except Exception:
+        pass
+    collection = client.create_collection("bench", metadata={"hnsw:space": "cosine"})
+    started = time.perf_counter()
+    batch = 2000
+    for start in range(0, len(data), batch):
+        end = min(start + batch, len(data))
+        collection.add(
+            ids=[str(i) for i in range(start, end)],
+            embeddings=data[start:end],
+            metadatas=[{"project": f"p{p}"} for p in projects[start:end]],
+        )
+    build = time.perf_counter() - started
+    latencies, found = [], []
+    for i, (q, p) in enumerate(zip(queries, query_projects)):
+        t = time.perf_counter()
+        result = collection.query(query_embeddings=[q], n_results=10, where={"project": f"p{p}"}, include=[])
+        if i >= 10:
+            latencies.append(time.perf_counter() - t)
+            found.append({int(x) for x in result["ids"][0]})
+    summarize("chroma", latencies, found, truth[10:], build, len(data))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=310)
+    parser.add_argument("--edgerag")
+    parser.add_argument("--api-key")
+    parser.add_argument("--chroma")
+    args = parser.parse_args()
+    data, projects = make_data(args.n)
+    queries, query_projects = make_queries(data, projects, args.queries)
+    truth = exact_top10(data, projects, queries, query_projects)
+    if args.edgerag:
+        bench_edgerag(args.edgerag, args.api_key, data, projects, queries, query_projects, truth)
+    if args.chroma:
+        bench_chroma(args.chroma, data, projects, queries, query_projects, truth)
+
+
+if __name__ == "__main__":
+    main()
