@@ -61,6 +61,17 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Lets the writers run for a while, kills the process under them with SIGKILL, and waits for every
+/// writer to notice (a writer stops at its first failed request).
+async fn kill_under_writers(mut process: Process, writers: Vec<tokio::task::JoinHandle<()>>) {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    process.0.kill().unwrap();
+    process.0.wait().unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
 #[derive(Clone)]
 struct Client {
     addr: std::net::SocketAddr,
@@ -101,7 +112,7 @@ impl Client {
 async fn acknowledged_writes_survive_kill_9() {
     let data_dir = fresh_dir("crash");
 
-    let mut process = spawn(&data_dir);
+    let process = spawn(&data_dir);
     let client = Client::new(&endpoint(&data_dir, "docstore").await, &data_dir);
     assert_eq!(client.call("PUT", "/crash", None).await.unwrap().0, 201);
 
@@ -138,13 +149,7 @@ async fn acknowledged_writes_survive_kill_9() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    process.0.kill().unwrap();
-    process.0.wait().unwrap();
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    drop(process);
+    kill_under_writers(process, writers).await;
 
     // The latest acknowledged revision of every document, and the value it carried.
     let mut latest = std::collections::BTreeMap::new();
@@ -203,7 +208,7 @@ async fn acknowledged_writes_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_vectors_survive_kill_9() {
     let data_dir = fresh_dir("crash-vectors");
-    let mut process = spawn(&data_dir);
+    let process = spawn(&data_dir);
     let url = endpoint(&data_dir, "vectorstore").await;
     let client =
         Client::with_authorization(&url, format!("Bearer {}", secret(&data_dir, "vectorstore")));
@@ -241,13 +246,7 @@ async fn acknowledged_vectors_survive_kill_9() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    process.0.kill().unwrap();
-    process.0.wait().unwrap();
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    drop(process);
+    kill_under_writers(process, writers).await;
 
     let mut latest = std::collections::BTreeMap::new();
     for (id, round) in acknowledged.lock().unwrap().iter() {

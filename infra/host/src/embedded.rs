@@ -53,6 +53,27 @@ impl Credentials {
     }
 }
 
+/// Decodes `%XX` escapes in a URL path segment or query part; `None` when the result is not UTF-8.
+/// A `%` not followed by two hex digits is kept as it is.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Reads the secret named `name` from `<data_dir>/secrets/`, creating a random one (readable by the
 /// owner only) on first use.
 pub fn load_or_create_secret(data_dir: &Path, name: &str) -> anyhow::Result<String> {

@@ -85,22 +85,8 @@ async fn handle(
 }
 
 fn decode(segment: &str) -> Result<String, DocError> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| DocError::bad_request("invalid UTF-8 in the URL"))
+    crate::embedded::percent_decode(segment)
+        .ok_or_else(|| DocError::bad_request("invalid UTF-8 in the URL"))
 }
 
 fn query_params(request: &Request<Incoming>) -> Result<Vec<(String, String)>, DocError> {

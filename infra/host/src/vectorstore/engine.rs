@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde_json::{Map, Value, json};
 
 use super::filter::{self, Filter};
@@ -1701,17 +1701,14 @@ impl Store {
         Ok(self.next_operation())
     }
 
-    /// Whether a point exists in storage (for tests that compare memory with disk).
+    /// How many points of collection `name` are on disk (tests compare it with memory).
     pub fn stored_count(&self, name: &str) -> Result<usize> {
-        let count: Option<i64> = self
-            .db()
-            .query_row(
-                "SELECT COUNT(*) FROM points WHERE collection = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(count.unwrap_or(0) as usize)
+        let count: i64 = self.db().query_row(
+            "SELECT COUNT(*) FROM points WHERE collection = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        Ok(count as usize)
     }
 }
 

@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
-use crate::embedded::{Embedded, constant_time_eq};
+use crate::embedded::{Embedded, constant_time_eq, percent_decode};
 use engine::{Collection, NewPoint, PointId, QueryVector, Search, Selector, Store, VecError, With};
 use filter::{Condition, Filter};
 
@@ -92,20 +92,10 @@ async fn handle(
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let query: HashMap<String, String> = request
-        .uri()
-        .query()
-        .map(|q| {
-            q.split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
     let segments: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(percent_decode)
+        .map(|s| percent_decode(s).unwrap_or_else(|| s.to_string()))
         .collect();
 
     if method == Method::GET {
@@ -147,15 +137,14 @@ async fn handle(
             );
         }
     };
-    let outcome =
-        tokio::task::spawn_blocking(move || route(&store, &method, &segments, &query, &body))
-            .await
-            .unwrap_or_else(|_| {
-                Err(VecError {
-                    status: 500,
-                    message: "Service internal error: the request failed".into(),
-                })
-            });
+    let outcome = tokio::task::spawn_blocking(move || route(&store, &method, &segments, &body))
+        .await
+        .unwrap_or_else(|_| {
+            Err(VecError {
+                status: 500,
+                message: "Service internal error: the request failed".into(),
+            })
+        });
     match outcome {
         Ok(result) => ok(result, started),
         Err(e) => error(&e, started),
@@ -164,25 +153,6 @@ async fn handle(
 
 fn ok_raw(body: Value) -> Response<Full<Bytes>> {
     envelope(StatusCode::OK, body)
-}
-
-fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = segment.get(i + 1..i + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, VecError> {
@@ -214,7 +184,6 @@ fn route(
     store: &Store,
     method: &Method,
     segments: &[String],
-    _query: &HashMap<String, String>,
     body: &[u8],
 ) -> Result<Value, VecError> {
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
