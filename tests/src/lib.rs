@@ -148,6 +148,11 @@ pub fn run_python(script: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Where `scripts/install` unpacks the embedded models.
+pub fn models_dir() -> PathBuf {
+    workspace_root().join(".edgerag/models")
+}
+
 /// The probe fixture's path, for manifests.
 pub fn probe_source() -> String {
     wasm_path("probe").display().to_string()
@@ -186,6 +191,8 @@ pub async fn start(manifest: &Path, options: Options) -> anyhow::Result<host::Ru
     config.max_body_bytes = options.max_body_bytes;
     if options.embedded {
         config.data_dir = Some(write_manifest("").with_file_name("data"));
+        // Loaded on first use, so that tests which never ask a model do not pay for loading it.
+        config.models_dir = Some(models_dir());
     }
     host::start(config).await
 }
@@ -228,6 +235,22 @@ pub async fn send(
         status: parts.status.as_u16(),
         headers: parts.headers,
         body,
+    })
+}
+
+/// Sends a prepared request (headers and all) on a new connection and reads the whole answer.
+pub async fn exchange(addr: SocketAddr, request: http::Request<String>) -> anyhow::Result<Reply> {
+    let (mut parts, body) = request.into_parts();
+    parts
+        .headers
+        .entry(http::header::HOST)
+        .or_insert(addr.to_string().parse()?);
+    let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
+    let (parts, body) = send_request(addr, request).await?.into_parts();
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await?.to_bytes(),
     })
 }
 

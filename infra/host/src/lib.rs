@@ -11,6 +11,7 @@ pub mod docstore;
 pub mod embedded;
 pub mod manifest;
 pub mod metrics;
+pub mod models;
 pub mod objectstore;
 pub mod outbound;
 pub mod router;
@@ -52,6 +53,10 @@ pub struct UpConfig {
     pub env: EnvLookup,
     /// Where the embedded default services keep their data and secrets; `None` starts none of them.
     pub data_dir: Option<PathBuf>,
+    /// Where the embedded models are (the unpacked wheels); `None` starts no model server.
+    pub models_dir: Option<PathBuf>,
+    /// Load the embedded models at start rather than on first use.
+    pub preload_models: bool,
 }
 
 impl std::fmt::Debug for UpConfig {
@@ -62,6 +67,7 @@ impl std::fmt::Debug for UpConfig {
             .field("runtime", &self.runtime)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("data_dir", &self.data_dir)
+            .field("models_dir", &self.models_dir)
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +83,8 @@ impl UpConfig {
             provided_variables: BTreeMap::new(),
             env: Arc::new(|name| std::env::var(name).ok()),
             data_dir: None,
+            models_dir: None,
+            preload_models: false,
         }
     }
 }
@@ -113,10 +121,22 @@ pub struct Defaults {
     pub variables: BTreeMap<String, String>,
 }
 
+/// Where `start_defaults` finds the embedded models.
+#[derive(Debug, Clone)]
+pub struct ModelSource {
+    pub dir: PathBuf,
+    pub preload: bool,
+}
+
 /// Starts each embedded default service whose URL variable is not set in the environment (a set
 /// `SPIN_VARIABLE_DOCSTORE_URL` means an external store is used instead), each on a loopback port
-/// with a secret generated on first start and kept under `data_dir`.
-pub async fn start_defaults(data_dir: &Path, env: &EnvLookup) -> anyhow::Result<Defaults> {
+/// with a secret generated on first start and kept under `data_dir`. The model server starts when
+/// `models` is given and the embeddings or LLM URL is not set.
+pub async fn start_defaults(
+    data_dir: &Path,
+    models: Option<&ModelSource>,
+    env: &EnvLookup,
+) -> anyhow::Result<Defaults> {
     create_private_dir(data_dir)?;
     let mut defaults = Defaults::default();
     let loopback: std::net::SocketAddr = "127.0.0.1:0".parse()?;
@@ -164,6 +184,31 @@ pub async fn start_defaults(data_dir: &Path, env: &EnvLookup) -> anyhow::Result<
         defaults.provide("vectorstore_url", store.url());
         defaults.provide("vectorstore_api_key", api_key);
         defaults.services.push(store);
+    }
+
+    if let Some(source) = models {
+        let which = models::Which {
+            embeddings: !external(env, "embeddings_url", "embedding model"),
+            chat: !external(env, "llm_url", "chat model"),
+            preload: source.preload,
+        };
+        if which.embeddings || which.chat {
+            let api_key = embedded::load_or_create_secret(data_dir, "models")?;
+            let server = models::start(&source.dir, loopback, api_key.clone(), which).await?;
+            tracing::info!("models (OpenAI API) on {}/v1", server.url());
+            let base = format!("{}/v1", server.url());
+            if which.embeddings {
+                defaults.provide("embeddings_url", base.clone());
+                defaults.provide("embeddings_api_key", api_key.clone());
+                defaults.provide("embeddings_model", models::EMBEDDING_MODEL.into());
+            }
+            if which.chat {
+                defaults.provide("llm_url", base);
+                defaults.provide("llm_api_key", api_key);
+                defaults.provide("llm_model", models::CHAT_MODEL.into());
+            }
+            defaults.services.push(server);
+        }
     }
 
     write_endpoints(data_dir, &defaults.services)?;
@@ -221,8 +266,12 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 pub async fn start(config: UpConfig) -> anyhow::Result<RunningHost> {
     let started = Instant::now();
     let app = App::load(&config.manifest)?;
+    let models = config.models_dir.clone().map(|dir| ModelSource {
+        dir,
+        preload: config.preload_models,
+    });
     let defaults = match &config.data_dir {
-        Some(dir) => start_defaults(dir, &config.env).await?,
+        Some(dir) => start_defaults(dir, models.as_ref(), &config.env).await?,
         None => Defaults::default(),
     };
     match serve_app(&config, &app, &defaults.variables).await {

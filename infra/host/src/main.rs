@@ -55,6 +55,12 @@ enum Command {
         /// Do not use wasmtime's compilation cache.
         #[arg(long)]
         no_cache: bool,
+        /// Where the embedded models are (scripts/install unpacks them); default <data-dir>/models.
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+        /// Load the embedded models on first use instead of at start.
+        #[arg(long)]
+        lazy_models: bool,
     },
 }
 
@@ -92,6 +98,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_body_bytes,
             max_instances,
             no_cache,
+            models_dir,
+            lazy_models,
         } => runtime.block_on(async {
             let mut config = UpConfig::new(manifest, listen);
             config.max_body_bytes = max_body_bytes;
@@ -100,6 +108,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !no_cache {
                 config.runtime.cache_dir = Some(data_dir.join("wasmtime-cache"));
             }
+            config.models_dir = Some(models_dir.unwrap_or_else(|| data_dir.join("models")));
+            config.preload_models = !lazy_models;
             config.data_dir = Some(data_dir);
             let host = host::start(config).await?;
             for (route, component) in host.frontend.router.describe() {

@@ -174,6 +174,8 @@ async fn spawn_host(
         .arg(addr.to_string())
         .arg("--data-dir")
         .arg(data_dir)
+        .arg("--models-dir")
+        .arg(tests::models_dir())
         .env("EDGERAG_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -1,0 +1,400 @@
+//! The embedded chat model: SmolLM2-135M-Instruct from a GGUF file, on candle's quantized llama.
+//!
+//! The file ships Q4_1 weights, for which candle has no x86 SIMD kernel; they are requantised to Q8_0
+//! (which has AVX2 and AVX-512 VNNI kernels chosen at run time) when the model loads, so one portable
+//! binary decodes at full speed on CPUs that have those instructions. Q8_0 holds every Q4_1 value
+//! almost exactly, so nothing the model learned is lost twice.
+//!
+//! One worker thread owns the model and interleaves the active conversations a token at a time, so
+//! a long answer does not hold a short one back. Each conversation has its own key-value cache
+//! (cloning the model clones only `Arc`s to the weights).
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::mpsc;
+
+use anyhow::Context as _;
+use candle_core::quantized::tokenizer::TokenizerFromGguf as _;
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use tokenizers::Tokenizer;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// The longest conversation (prompt and answer, in tokens) the embedded model accepts; its KV cache
+/// then takes about 90 MiB.
+pub const CONTEXT_TOKENS: usize = 2048;
+
+/// A chat message after validation.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// What a request asks of the generation.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub max_tokens: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: u64,
+    pub stop: Vec<String>,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+}
+
+/// What the worker tells a request, in order: text as it is decoded, then one `Done` (or `Failed`).
+#[derive(Debug)]
+pub enum Event {
+    Text(String),
+    Done {
+        finish_reason: &'static str,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
+    /// The request cannot be answered as asked (a 400, not a fault).
+    Rejected(String),
+    Failed(String),
+}
+
+/// A conversation waiting for the worker.
+#[derive(Debug)]
+pub struct Job {
+    pub messages: Vec<Message>,
+    pub params: Params,
+    pub events: UnboundedSender<Event>,
+}
+
+/// The model and its tokenizer, loaded once.
+#[derive(Debug)]
+pub struct Chat {
+    model: ModelWeights,
+    pub tokenizer: Tokenizer,
+    end_of_turn: u32,
+    end_of_text: u32,
+}
+
+impl Chat {
+    /// Reads the GGUF file, requantises Q4_1 tensors to Q8_0 and builds the tokenizer.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let content = gguf_file::Content::read(&mut file)
+            .with_context(|| format!("{} is not a GGUF file", path.display()))?;
+        let mut tensors = Vec::with_capacity(content.tensor_infos.len());
+        for name in content.tensor_infos.keys() {
+            let tensor = content.tensor(&mut file, name, &Device::Cpu)?;
+            let tensor = if tensor.dtype() == GgmlDType::Q4_1 {
+                QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
+            } else {
+                tensor
+            };
+            tensors.push((name.clone(), tensor));
+        }
+        let metadata: Vec<(&str, &gguf_file::Value)> = content
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut requantised = Cursor::new(Vec::new());
+        gguf_file::write(&mut requantised, &metadata, &refs)?;
+        drop(tensors);
+        requantised.set_position(0);
+        let content2 = gguf_file::Content::read(&mut requantised)?;
+        let model = ModelWeights::from_gguf(content2, &mut requantised, &Device::Cpu)?;
+        let tokenizer = tokenizer(&content)?;
+        let id = |token: &str| {
+            tokenizer
+                .token_to_id(token)
+                .with_context(|| format!("the tokenizer has no {token}"))
+        };
+        Ok(Self {
+            model,
+            end_of_turn: id("<|im_end|>")?,
+            end_of_text: id("<|endoftext|>")?,
+            tokenizer,
+        })
+    }
+
+    /// The prompt in SmolLM2's chat template (ChatML, with the model's own default system message
+    /// when the conversation brings none), ending where the assistant's answer begins.
+    pub fn prompt(&self, messages: &[Message]) -> anyhow::Result<Vec<u32>> {
+        let mut text = String::new();
+        if messages.first().is_none_or(|m| m.role != "system") {
+            text.push_str(
+                "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n",
+            );
+        }
+        for message in messages {
+            text.push_str("<|im_start|>");
+            text.push_str(&message.role);
+            text.push('\n');
+            text.push_str(&message.content);
+            text.push_str("<|im_end|>\n");
+        }
+        text.push_str("<|im_start|>assistant\n");
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+}
+
+/// SmolLM2's tokenizer from the GGUF metadata. candle's reader maps the `smollm` pre-tokenizer to
+/// GPT-2's, which adds a space before the text; SmolLM2 splits digits one by one and adds none.
+fn tokenizer(content: &gguf_file::Content) -> anyhow::Result<Tokenizer> {
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::digits::Digits;
+    use tokenizers::pre_tokenizers::sequence::Sequence;
+    let mut tokenizer = Tokenizer::from_gguf(content)?;
+    tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+        Digits::new(true).into(),
+        ByteLevel::new(false, true, true).into(),
+    ])));
+    tokenizer.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
+    Ok(tokenizer)
+}
+
+/// One conversation being answered.
+struct Active {
+    model: ModelWeights,
+    sampler: LogitsProcessor,
+    params: Params,
+    events: UnboundedSender<Event>,
+    prompt_tokens: usize,
+    position: usize,
+    next: u32,
+    answer: Vec<u32>,
+    counts: std::collections::HashMap<u32, u32>,
+    /// How much of the decoded answer has been sent.
+    sent: usize,
+}
+
+/// How many conversations the worker interleaves; the rest wait in the queue.
+pub const MAX_ACTIVE: usize = 4;
+
+/// Runs the worker: loads the model, then answers jobs until the queue closes.
+pub fn run(
+    path: &Path,
+    preload: bool,
+    jobs: mpsc::Receiver<Job>,
+    ready: std::sync::Arc<super::Ready>,
+) {
+    let mut waiting = None;
+    if !preload {
+        match jobs.recv() {
+            Ok(job) => waiting = Some(job),
+            Err(_) => return,
+        }
+    }
+    let started = std::time::Instant::now();
+    let chat = match Chat::load(path) {
+        Ok(chat) => {
+            ready.set(Ok(started.elapsed().as_millis()));
+            chat
+        }
+        Err(error) => {
+            let message = format!("the chat model did not load: {error:#}");
+            tracing::error!("{message}");
+            ready.set(Err(message.clone()));
+            for job in waiting.into_iter().chain(jobs) {
+                let _ = job.events.send(Event::Failed(message.clone()));
+            }
+            return;
+        }
+    };
+    let mut active: Vec<Active> = Vec::new();
+    if let Some(job) = waiting {
+        admit(&chat, job, &mut active);
+    }
+    ready.set_active(active.len());
+    loop {
+        if active.is_empty() {
+            match jobs.recv() {
+                Ok(job) => admit(&chat, job, &mut active),
+                Err(_) => return,
+            }
+        }
+        while active.len() < MAX_ACTIVE {
+            match jobs.try_recv() {
+                Ok(job) => admit(&chat, job, &mut active),
+                Err(_) => break,
+            }
+        }
+        active.retain_mut(|conversation| step(&chat, conversation));
+        ready.set_active(active.len());
+    }
+}
+
+/// Reads the prompt into a fresh cache and picks the first token.
+fn admit(chat: &Chat, job: Job, active: &mut Vec<Active>) {
+    if job.events.is_closed() {
+        return;
+    }
+    let prompt = match chat.prompt(&job.messages) {
+        Ok(prompt) if prompt.len() < CONTEXT_TOKENS => prompt,
+        Ok(prompt) => {
+            let _ = job.events.send(Event::Rejected(format!(
+                "this model's maximum context length is {CONTEXT_TOKENS} tokens; the messages take {}",
+                prompt.len()
+            )));
+            return;
+        }
+        Err(error) => {
+            let _ = job.events.send(Event::Rejected(format!("{error:#}")));
+            return;
+        }
+    };
+    let sampling = if job.params.temperature <= 0.0 {
+        Sampling::ArgMax
+    } else if job.params.top_p < 1.0 {
+        Sampling::TopP {
+            p: job.params.top_p,
+            temperature: job.params.temperature,
+        }
+    } else {
+        Sampling::All {
+            temperature: job.params.temperature,
+        }
+    };
+    let mut conversation = Active {
+        model: chat.model.clone(),
+        sampler: LogitsProcessor::from_sampling(job.params.seed, sampling),
+        prompt_tokens: prompt.len(),
+        position: 0,
+        next: 0,
+        answer: Vec::new(),
+        counts: Default::default(),
+        sent: 0,
+        params: job.params,
+        events: job.events,
+    };
+    let first = Tensor::new(prompt.as_slice(), &Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .and_then(|input| conversation.model.forward(&input, 0));
+    match first.and_then(|logits| sample(&mut conversation, &logits)) {
+        Ok(token) => {
+            conversation.position = prompt.len();
+            conversation.next = token;
+            active.push(conversation);
+        }
+        Err(error) => {
+            let _ = conversation
+                .events
+                .send(Event::Failed(format!("generation failed: {error}")));
+        }
+    }
+}
+
+fn sample(conversation: &mut Active, logits: &Tensor) -> candle_core::Result<u32> {
+    let logits = logits.squeeze(0)?;
+    let (frequency, presence) = (
+        conversation.params.frequency_penalty,
+        conversation.params.presence_penalty,
+    );
+    let counts = &conversation.counts;
+    conversation.sampler.sample_f(&logits, |values| {
+        if frequency == 0.0 && presence == 0.0 {
+            return;
+        }
+        for (&token, &count) in counts {
+            if let Some(value) = values.get_mut(token as usize) {
+                *value -= frequency * count as f32 + presence;
+            }
+        }
+    })
+}
+
+/// Takes the pending token, sends what it adds to the text, and computes the next one; `false` when
+/// the conversation is over (finished, failed, or its client went away).
+fn step(chat: &Chat, conversation: &mut Active) -> bool {
+    if conversation.events.is_closed() {
+        return false;
+    }
+    let token = conversation.next;
+    let finish = |conversation: &Active, reason: &'static str| {
+        let _ = conversation.events.send(Event::Done {
+            finish_reason: reason,
+            prompt_tokens: conversation.prompt_tokens,
+            completion_tokens: conversation.answer.len(),
+        });
+        false
+    };
+    if token == chat.end_of_turn || token == chat.end_of_text {
+        flush(chat, conversation, true);
+        return finish(conversation, "stop");
+    }
+    conversation.answer.push(token);
+    *conversation.counts.entry(token).or_default() += 1;
+    if flush(chat, conversation, false) {
+        return finish(conversation, "stop");
+    }
+    if conversation.answer.len() >= conversation.params.max_tokens
+        || conversation.position + 1 >= CONTEXT_TOKENS
+    {
+        flush(chat, conversation, true);
+        return finish(conversation, "length");
+    }
+    let input = Tensor::new(&[token], &Device::Cpu).and_then(|t| t.unsqueeze(0));
+    let logits = input.and_then(|input| conversation.model.forward(&input, conversation.position));
+    match logits.and_then(|logits| sample(conversation, &logits)) {
+        Ok(next) => {
+            conversation.position += 1;
+            conversation.next = next;
+            true
+        }
+        Err(error) => {
+            let _ = conversation
+                .events
+                .send(Event::Failed(format!("generation failed: {error}")));
+            false
+        }
+    }
+}
+
+/// Sends the decoded text not yet sent. Text that could be the start of a stop sequence is held back
+/// until it is known not to be one; `true` when a stop sequence appeared (the text before it is sent).
+fn flush(chat: &Chat, conversation: &mut Active, last: bool) -> bool {
+    let Ok(text) = chat.tokenizer.decode(&conversation.answer, true) else {
+        return false;
+    };
+    // A token that ends inside a multi-byte character decodes to U+FFFD until the rest arrives.
+    if !last && text.ends_with('\u{FFFD}') {
+        return false;
+    }
+    let stop = conversation
+        .params
+        .stop
+        .iter()
+        .filter_map(|s| text.get(conversation.sent..)?.find(s.as_str()))
+        .min()
+        .map(|at| conversation.sent + at);
+    let mut end = match stop {
+        Some(at) => at,
+        None if last => text.len(),
+        None => {
+            let hold = conversation
+                .params
+                .stop
+                .iter()
+                .map(|s| s.len().saturating_sub(1))
+                .max()
+                .unwrap_or(0);
+            text.len().saturating_sub(hold)
+        }
+    };
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end > conversation.sent {
+        let _ = conversation
+            .events
+            .send(Event::Text(text[conversation.sent..end].to_string()));
+        conversation.sent = end;
+    }
+    stop.is_some()
+}
