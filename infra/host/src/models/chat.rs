@@ -225,6 +225,8 @@ pub fn run(
                 Err(_) => break,
             }
         }
+        // Counted before any answer is sent, so /health never lags what a client already sees.
+        ready.set_active(active.len());
         active.retain_mut(|conversation| step(&chat, conversation));
         ready.set_active(active.len());
     }
