@@ -184,28 +184,17 @@ pub fn run(
     jobs: mpsc::Receiver<Job>,
     ready: std::sync::Arc<super::Ready>,
 ) {
-    let mut waiting = None;
-    if !preload {
-        match jobs.recv() {
-            Ok(job) => waiting = Some(job),
-            Err(_) => return,
-        }
-    }
-    let started = std::time::Instant::now();
-    let chat = match Chat::load(path) {
-        Ok(chat) => {
-            ready.set(Ok(started.elapsed().as_millis()));
-            chat
-        }
-        Err(error) => {
-            let message = format!("the chat model did not load: {error:#}");
-            tracing::error!("{message}");
-            ready.set(Err(message.clone()));
-            for job in waiting.into_iter().chain(jobs) {
-                let _ = job.events.send(Event::Failed(message.clone()));
-            }
-            return;
-        }
+    let Some((chat, waiting)) = super::load_model(
+        "chat model",
+        preload,
+        &jobs,
+        &ready,
+        || Chat::load(path),
+        |job: Job, message| {
+            let _ = job.events.send(Event::Failed(message));
+        },
+    ) else {
+        return;
     };
     let mut active: Vec<Active> = Vec::new();
     if let Some(job) = waiting {

@@ -138,28 +138,17 @@ pub fn run(
     jobs: mpsc::Receiver<Job>,
     ready: std::sync::Arc<super::Ready>,
 ) {
-    let mut waiting = None;
-    if !preload {
-        match jobs.recv() {
-            Ok(job) => waiting = Some(job),
-            Err(_) => return,
-        }
-    }
-    let started = std::time::Instant::now();
-    let embedder = match Embedder::load(dir) {
-        Ok(embedder) => {
-            ready.set(Ok(started.elapsed().as_millis()));
-            embedder
-        }
-        Err(error) => {
-            let message = format!("the embedding model did not load: {error:#}");
-            tracing::error!("{message}");
-            ready.set(Err(message.clone()));
-            for job in waiting.into_iter().chain(jobs) {
-                let _ = job.reply.send(Err(message.clone()));
-            }
-            return;
-        }
+    let Some((embedder, mut waiting)) = super::load_model(
+        "embedding model",
+        preload,
+        &jobs,
+        &ready,
+        || Embedder::load(dir),
+        |job: Job, message| {
+            let _ = job.reply.send(Err(message));
+        },
+    ) else {
+        return;
     };
     while let Some(first) = waiting.take().or_else(|| jobs.recv().ok()) {
         let mut batch = vec![first];

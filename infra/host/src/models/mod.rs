@@ -124,28 +124,22 @@ pub async fn start(
     which: Which,
 ) -> anyhow::Result<Embedded> {
     let (embedding_dir, chat_file) = check_files(dir, which)?;
-    let embed = if which.embeddings {
-        let (sender, receiver) = mpsc::sync_channel(EMBED_QUEUE);
-        let ready = Arc::new(Ready::default());
-        let state = ready.clone();
-        std::thread::Builder::new()
-            .name("embeddings".into())
-            .spawn(move || embed::run(&embedding_dir, which.preload, receiver, state))?;
-        Some((sender, ready))
-    } else {
-        None
-    };
-    let chat = if which.chat {
-        let (sender, receiver) = mpsc::sync_channel(CHAT_QUEUE);
-        let ready = Arc::new(Ready::default());
-        let state = ready.clone();
-        std::thread::Builder::new()
-            .name("chat".into())
-            .spawn(move || chat::run(&chat_file, which.preload, receiver, state))?;
-        Some((sender, ready))
-    } else {
-        None
-    };
+    let embed = which
+        .embeddings
+        .then(|| {
+            spawn_worker("embeddings", EMBED_QUEUE, move |jobs, ready| {
+                embed::run(&embedding_dir, which.preload, jobs, ready)
+            })
+        })
+        .transpose()?;
+    let chat = which
+        .chat
+        .then(|| {
+            spawn_worker("chat", CHAT_QUEUE, move |jobs, ready| {
+                chat::run(&chat_file, which.preload, jobs, ready)
+            })
+        })
+        .transpose()?;
     let server = Arc::new(Server {
         api_key,
         embed,
@@ -156,6 +150,57 @@ pub async fn start(
         async move { handle(&server, request).await }
     })
     .await
+}
+
+/// Starts a model's worker thread with a queue of `capacity` requests and its `/health` state.
+fn spawn_worker<J: Send + 'static>(
+    name: &str,
+    capacity: usize,
+    run: impl FnOnce(mpsc::Receiver<J>, Arc<Ready>) + Send + 'static,
+) -> anyhow::Result<(mpsc::SyncSender<J>, Arc<Ready>)> {
+    let (sender, receiver) = mpsc::sync_channel(capacity);
+    let ready = Arc::new(Ready::default());
+    let state = ready.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || run(receiver, state))?;
+    Ok((sender, ready))
+}
+
+/// A worker's start: loads its model (at once, or when the first job arrives unless `preload`) and
+/// records the outcome in `ready`. On failure every job, queued now or later, gets the reason through
+/// `refuse`, and the result is `None`. Otherwise the model and the job that triggered the load.
+fn load_model<M, J>(
+    what: &str,
+    preload: bool,
+    jobs: &mpsc::Receiver<J>,
+    ready: &Ready,
+    load: impl FnOnce() -> anyhow::Result<M>,
+    refuse: impl Fn(J, String),
+) -> Option<(M, Option<J>)> {
+    let waiting = if preload {
+        None
+    } else {
+        Some(jobs.recv().ok()?)
+    };
+    let started = std::time::Instant::now();
+    match load() {
+        Ok(model) => {
+            let ms = started.elapsed().as_millis();
+            tracing::info!("{what} loaded in {ms} ms");
+            ready.set(Ok(ms));
+            Some((model, waiting))
+        }
+        Err(error) => {
+            let message = format!("the {what} did not load: {error:#}");
+            tracing::error!("{message}");
+            ready.set(Err(message.clone()));
+            for job in waiting.into_iter().chain(jobs.iter()) {
+                refuse(job, message.clone());
+            }
+            None
+        }
+    }
 }
 
 type Body = BoxBody<Bytes, Infallible>;
