@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod error;
 pub mod reply;
+pub mod request;
 pub mod route;
 pub mod service;
 

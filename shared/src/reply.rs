@@ -57,6 +57,34 @@ impl Reply {
         response
     }
 
+    /// The answer to a browser's CORS preflight from `origin`. It is public (browsers send no credential
+    /// with it) and grants nothing by itself: the real request is still checked, widget keys against their
+    /// listed origins.
+    pub fn preflight(origin: &str) -> Self {
+        Self {
+            status: 204,
+            headers: vec![
+                ("access-control-allow-origin", origin.to_string()),
+                ("access-control-allow-methods", "GET, POST, OPTIONS".into()),
+                (
+                    "access-control-allow-headers",
+                    "authorization, content-type".into(),
+                ),
+                ("access-control-max-age", "600".into()),
+                ("vary", "origin".into()),
+            ],
+            body: Vec::new(),
+        }
+    }
+
+    /// Lets a page on `origin` read this answer.
+    pub fn allow_origin(mut self, origin: &str) -> Self {
+        self.headers
+            .push(("access-control-allow-origin", origin.to_string()));
+        self.headers.push(("vary", "origin".into()));
+        self
+    }
+
     /// `Ok` as a 200 JSON answer, `Err` as its error answer.
     pub fn from_result(result: Result<impl Serialize, ApiError>) -> Self {
         match result {

@@ -166,6 +166,9 @@ pub struct Options {
     pub max_body_bytes: u64,
     /// Start the embedded default services in a fresh data directory, as `edgerag up` does.
     pub embedded: bool,
+    /// The data directory for the embedded services, when a test needs to read it (its secrets);
+    /// `None` is a fresh one nobody else knows.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -175,6 +178,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(10),
             max_body_bytes: 10 << 20,
             embedded: true,
+            data_dir: None,
         }
     }
 }
@@ -190,7 +194,11 @@ pub async fn start(manifest: &Path, options: Options) -> anyhow::Result<host::Ru
     config.runtime.request_timeout = options.request_timeout;
     config.max_body_bytes = options.max_body_bytes;
     if options.embedded {
-        config.data_dir = Some(write_manifest("").with_file_name("data"));
+        config.data_dir = Some(
+            options
+                .data_dir
+                .unwrap_or_else(|| write_manifest("").with_file_name("data")),
+        );
         // Loaded on first use, so that tests which never ask a model do not pay for loading it.
         config.models_dir = Some(models_dir());
     }

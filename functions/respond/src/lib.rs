@@ -31,18 +31,34 @@ const ROUTES: &[Route<Endpoint>] = &[
 
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
+    let origin = request
+        .headers()
+        .get("origin")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if request.method() == spin_sdk::http::Method::OPTIONS
+        && let Some(origin) = &origin
+    {
+        return Reply::preflight(origin).into_http();
+    }
     let reply = match route::resolve(ROUTES, request.method().as_str(), request.uri().path()) {
         Ok(found) => match found.endpoint {
             Endpoint::Health => Reply::json(200, &Service::Respond.health()),
             // Whether the caller's credential may use this function on the project.
-            Endpoint::Access => Reply::from_result(
-                guest::authorize(
+            Endpoint::Access => {
+                let principal = guest::authorize(
                     request.headers(),
                     found.param("project").unwrap_or_default(),
                     Action::Respond,
                 )
-                .await,
-            ),
+                .await;
+                // Widget keys are used from web pages: let the page whose origin was accepted read the answer.
+                let widget = principal.as_ref().is_ok_and(|p| p.kind == "widget_key");
+                match (Reply::from_result(principal), &origin) {
+                    (reply, Some(origin)) if widget => reply.allow_origin(origin),
+                    (reply, _) => reply,
+                }
+            }
         },
         Err(error) => Reply::error(&error),
     };

@@ -141,6 +141,15 @@ pub async fn start_defaults(
     let mut defaults = Defaults::default();
     let loopback: std::net::SocketAddr = "127.0.0.1:0".parse()?;
 
+    // The functions' own secrets, kept with the stores': the key access tokens are signed with, and the
+    // operator key for the auth admin routes (the mail outbox). `SPIN_VARIABLE_*` still overrides both.
+    let signing = embedded::load_or_create_secret(data_dir, "auth-signing")?;
+    defaults.provide("auth_signing_keys", format!("local:{signing}"));
+    defaults.provide(
+        "auth_operator_key",
+        embedded::load_or_create_secret(data_dir, "operator")?,
+    );
+
     if !external(env, "docstore_url", "document store") {
         let credentials = Credentials {
             user: "admin".into(),
@@ -360,7 +369,11 @@ fn grants(variables: &AppVariables, component: &manifest::Component) -> anyhow::
         .allowed_outbound_hosts
         .iter()
         .map(|entry| variables.expand(entry))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        // An optional endpoint left empty (`mail_url = ""`) grants nothing rather than failing start-up.
+        .filter(|host| !host.trim().is_empty())
+        .collect::<Vec<_>>();
     Ok(Grants {
         variables: variables.for_component(&component.variables)?,
         allowed_hosts: AllowedHosts::parse(&hosts)?,

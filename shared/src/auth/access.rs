@@ -1,0 +1,238 @@
+//! The per-request decision behind the `edgerag:platform/auth` interface: who is calling, and may they
+//! do this to this project. One batched store read per request (plus one write for key usage).
+
+use serde::Serialize;
+
+use super::records::{
+    Key, KeyKind, Project, Role, Session, Usage, key_id, role_needed, session_id, usage_id,
+};
+use super::secret::{SecretKind, digest, secret_id, secret_kind};
+use super::service::{Auth, COUNTER_TRIES, rate_limited};
+use super::store::{DocumentStore, Mailer, StoreError, Stored, save};
+use super::{Action, Credential, parse_credential, validate_id};
+use crate::ApiError;
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PrincipalKind {
+    AccessToken { role: Role },
+    ApiKey { actions: Vec<Action> },
+    WidgetKey { origins: Vec<String> },
+}
+
+/// An authenticated caller allowed to act on a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    /// The user id, or the key id for keys.
+    pub subject: String,
+    pub organisation: String,
+    #[serde(flatten)]
+    pub kind: PrincipalKind,
+}
+
+fn no_access(project: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "this credential has no access to project {project}"
+    ))
+}
+
+impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
+    /// Authenticates `header` (`authorization`'s value) and checks that it may perform `action` on
+    /// `project`. `origin` is the browser's `origin` header, required for widget keys.
+    pub async fn authorize(
+        &self,
+        header: &str,
+        project: &str,
+        action: Action,
+        origin: Option<&str>,
+    ) -> Result<Principal, ApiError> {
+        validate_id(project, "project")?;
+        let (value, key_scheme) = match parse_credential(header)? {
+            Credential::Bearer(value) => (value, false),
+            Credential::ApiKey(value) => (value, true),
+        };
+        // Keys are accepted as bearer tokens too, as OpenAI-style clients send them.
+        match secret_kind(value) {
+            Some(SecretKind::ApiKey | SecretKind::WidgetKey) => {
+                self.authorize_key(value, project, action, origin).await
+            }
+            Some(SecretKind::RefreshToken) => Err(ApiError::Unauthenticated(
+                "a refresh token is not an access token; trade it at /v1/auth/token/refresh".into(),
+            )),
+            None if key_scheme => Err(ApiError::Unauthenticated("the API key is not valid".into())),
+            None => self.authorize_user(value, project, action).await,
+        }
+    }
+
+    async fn authorize_user(
+        &self,
+        token: &str,
+        project: &str,
+        action: Action,
+    ) -> Result<Principal, ApiError> {
+        let claims = self.verify_access_token(token)?;
+        let ids = [session_id(&claims.sid)];
+        let session = self
+            .store
+            .get_many(&ids)
+            .await?
+            .pop()
+            .flatten()
+            .and_then(Stored::<Session>::from_doc);
+        if !session.is_some_and(|s| s.record.revoked.is_none() && s.record.user == claims.sub) {
+            return Err(ApiError::Unauthenticated(
+                "the sign-in has ended; sign in again".into(),
+            ));
+        }
+        let (stored, role) = self.project_role(&claims.sub, project).await?;
+        let (Some(stored), Some(role)) = (stored, role) else {
+            return Err(no_access(project));
+        };
+        if stored.record.deleted.is_some() {
+            return Err(ApiError::NotFound(format!(
+                "project {project} is in the trash"
+            )));
+        }
+        let needed = role_needed(action);
+        if role < needed {
+            return Err(ApiError::Forbidden(format!(
+                "{} needs the {} role on the project",
+                action_name(action),
+                serde_json::to_value(needed)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(Principal {
+            subject: claims.sub,
+            organisation: stored.record.org,
+            kind: PrincipalKind::AccessToken { role },
+        })
+    }
+
+    async fn authorize_key(
+        &self,
+        secret: &str,
+        project: &str,
+        action: Action,
+        origin: Option<&str>,
+    ) -> Result<Principal, ApiError> {
+        let invalid = || ApiError::Unauthenticated("the API key is not valid".into());
+        let kid = secret_id(secret, SecretKind::ApiKey)
+            .or_else(|| secret_id(secret, SecretKind::WidgetKey))
+            .ok_or_else(invalid)?;
+        let ids = [
+            key_id(kid),
+            super::records::project_id(project),
+            usage_id(kid),
+        ];
+        let mut docs = self.store.get_many(&ids).await?.into_iter();
+        let key = docs
+            .next()
+            .flatten()
+            .and_then(Stored::<Key>::from_doc)
+            .ok_or_else(invalid)?;
+        let stored_project = docs.next().flatten().and_then(Stored::<Project>::from_doc);
+        let usage = docs.next().flatten().and_then(Stored::<Usage>::from_doc);
+        if !super::password::constant_time_eq(digest(secret).as_bytes(), key.record.hash.as_bytes())
+        {
+            return Err(invalid());
+        }
+        let now = self.now();
+        if key.record.revoked.is_some() {
+            return Err(ApiError::Unauthenticated("the API key was revoked".into()));
+        }
+        if key.record.expires.is_some_and(|e| e <= now) {
+            return Err(ApiError::Unauthenticated("the API key has expired".into()));
+        }
+        if key.record.project != project {
+            return Err(no_access(project));
+        }
+        let Some(stored_project) = stored_project else {
+            return Err(no_access(project));
+        };
+        if stored_project.record.deleted.is_some() {
+            return Err(ApiError::NotFound(format!(
+                "project {project} is in the trash"
+            )));
+        }
+        if !key.record.actions.contains(&action) {
+            return Err(ApiError::Forbidden(format!(
+                "this key may not {}",
+                action_name(action)
+            )));
+        }
+        let kind = match key.record.kind {
+            KeyKind::Api => PrincipalKind::ApiKey {
+                actions: key.record.actions.clone(),
+            },
+            KeyKind::Widget => {
+                let origin = origin.map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase());
+                if !origin.is_some_and(|o| key.record.origins.contains(&o)) {
+                    return Err(ApiError::Forbidden(
+                        "this widget key does not work from this origin".into(),
+                    ));
+                }
+                PrincipalKind::WidgetKey {
+                    origins: key.record.origins.clone(),
+                }
+            }
+        };
+        self.count_key_use(kid, usage, now).await?;
+        Ok(Principal {
+            subject: kid.to_string(),
+            organisation: key.record.org,
+            kind,
+        })
+    }
+
+    /// Counts a request against the key's per-minute limit and notes when it was last used.
+    async fn count_key_use(
+        &self,
+        kid: &str,
+        mut usage: Option<Stored<Usage>>,
+        now: u64,
+    ) -> Result<(), ApiError> {
+        let window = now / 60;
+        for _ in 0..COUNTER_TRIES {
+            let mut stored = usage.take().unwrap_or_else(|| {
+                Stored::new(
+                    usage_id(kid),
+                    Usage {
+                        window,
+                        count: 0,
+                        last_used: now,
+                    },
+                )
+            });
+            if stored.record.window != window {
+                stored.record.window = window;
+                stored.record.count = 0;
+            }
+            if stored.record.count >= self.config.key_per_minute {
+                return Err(rate_limited(60 - now % 60));
+            }
+            stored.record.count += 1;
+            stored.record.last_used = now;
+            match save(self.store, &mut stored).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict) => {
+                    usage = super::store::load::<Usage>(self.store, &usage_id(kid)).await?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(rate_limited(1))
+    }
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Ingest => "ingest",
+        Action::Search => "search",
+        Action::Respond => "respond",
+        Action::Admin => "administer the project",
+    }
+}
