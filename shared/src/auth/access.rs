@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use super::records::{
-    Key, KeyKind, Project, Role, Session, Usage, key_id, role_needed, session_id, usage_id,
+    Key, KeyKind, Project, Role, Session, USAGE_SHARDS, Usage, key_id, role_needed, session_id,
+    usage_id, usage_ids,
 };
 use super::secret::{SecretKind, digest, secret_id, secret_kind};
 use super::service::{Auth, COUNTER_TRIES, rate_limited};
@@ -123,11 +124,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         let kid = secret_id(secret, SecretKind::ApiKey)
             .or_else(|| secret_id(secret, SecretKind::WidgetKey))
             .ok_or_else(invalid)?;
-        let ids = [
-            key_id(kid),
-            super::records::project_id(project),
-            usage_id(kid),
-        ];
+        let mut ids = vec![key_id(kid), super::records::project_id(project)];
+        ids.extend(usage_ids(kid));
         let mut docs = self.store.get_many(&ids).await?.into_iter();
         let key = docs
             .next()
@@ -135,7 +133,9 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             .and_then(Stored::<Key>::from_doc)
             .ok_or_else(invalid)?;
         let stored_project = docs.next().flatten().and_then(Stored::<Project>::from_doc);
-        let usage = docs.next().flatten().and_then(Stored::<Usage>::from_doc);
+        let usage: Vec<Option<Stored<Usage>>> = docs
+            .map(|doc| doc.and_then(Stored::<Usage>::from_doc))
+            .collect();
         if !super::password::constant_time_eq(digest(secret).as_bytes(), key.record.hash.as_bytes())
         {
             return Err(invalid());
@@ -188,18 +188,33 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         })
     }
 
-    /// Counts a request against the key's per-minute limit and notes when it was last used.
+    /// Counts a request against the key's per-minute limit and notes when it was last used. The count
+    /// is spread over `USAGE_SHARDS` documents: the request adds to a random one, and on a conflict
+    /// re-reads and tries the next.
     async fn count_key_use(
         &self,
         kid: &str,
-        mut usage: Option<Stored<Usage>>,
+        mut shards: Vec<Option<Stored<Usage>>>,
         now: u64,
     ) -> Result<(), ApiError> {
         let window = now / 60;
+        let total: u32 = shards
+            .iter()
+            .flatten()
+            .filter(|u| u.record.window == window)
+            .map(|u| u.record.count)
+            .sum();
+        if total >= self.config.key_per_minute {
+            return Err(rate_limited(60 - now % 60));
+        }
+        shards.resize(USAGE_SHARDS, None);
+        let mut pick = [0u8; 1];
+        self.entropy.fill(&mut pick);
+        let mut shard = usize::from(pick[0]) % USAGE_SHARDS;
         for _ in 0..COUNTER_TRIES {
-            let mut stored = usage.take().unwrap_or_else(|| {
+            let mut stored = shards[shard].take().unwrap_or_else(|| {
                 Stored::new(
-                    usage_id(kid),
+                    usage_id(kid, shard),
                     Usage {
                         window,
                         count: 0,
@@ -211,15 +226,14 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
                 stored.record.window = window;
                 stored.record.count = 0;
             }
-            if stored.record.count >= self.config.key_per_minute {
-                return Err(rate_limited(60 - now % 60));
-            }
             stored.record.count += 1;
             stored.record.last_used = now;
             match save(self.store, &mut stored).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict) => {
-                    usage = super::store::load::<Usage>(self.store, &usage_id(kid)).await?;
+                    shard = (shard + 1) % USAGE_SHARDS;
+                    shards[shard] =
+                        super::store::load::<Usage>(self.store, &usage_id(kid, shard)).await?;
                 }
                 Err(error) => return Err(error.into()),
             }

@@ -199,7 +199,11 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         stored.record.hash = digest(&format!("{user}:{code}"));
         stored.record.expires = self.now() + CODE_TTL;
         stored.record.attempts = 0;
-        save(self.store, &mut stored).await?;
+        match save(self.store, &mut stored).await {
+            // A registration racing this one issued a code at the same moment; that one is on its way.
+            Err(StoreError::Conflict) => return Ok(()),
+            other => other?,
+        }
         let (subject, what) = match purpose {
             CodePurpose::Verify => ("Your edgerag verification code", "confirm your address"),
             CodePurpose::Reset => ("Your edgerag password reset code", "choose a new password"),

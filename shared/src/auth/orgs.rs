@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use super::account::{delete_doc, normalize_email};
 use super::records::{
     EmailClaim, Key, KeyKind, Org, OrgMember, OrgRole, Project, ProjectMember, ProjectSettings,
-    Role, Usage, User, email_id, key_id, org_id, org_member_id, project_id, project_member_id,
-    usage_id, user_id,
+    Role, USAGE_SHARDS, Usage, User, email_id, key_id, org_id, org_member_id, project_id,
+    project_member_id, usage_ids, user_id,
 };
 use super::secret::{SecretKind, digest, new_id, new_secret};
 use super::service::{Auth, Page, PageQuery, TRASH_TTL, page_limit};
@@ -215,7 +215,7 @@ fn project_view(project: &Stored<Project>, role: Option<Role>) -> Value {
     })
 }
 
-fn key_view(key: &Stored<Key>, usage: Option<&Usage>) -> Value {
+fn key_view(key: &Stored<Key>, last_used: Option<u64>) -> Value {
     let id = strip(&key.id, "key:");
     let k = &key.record;
     let prefix = match k.kind {
@@ -234,7 +234,7 @@ fn key_view(key: &Stored<Key>, usage: Option<&Usage>) -> Value {
         "created_by": k.created_by,
         "expires": k.expires,
         "revoked": k.revoked,
-        "last_used": usage.map(|u| u.last_used),
+        "last_used": last_used,
     })
 }
 
@@ -819,8 +819,14 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
                 .await?,
         ) {
             let kid = strip(&key.id, "key:").to_string();
-            if let Some(usage) = load::<Usage>(self.store, &usage_id(&kid)).await? {
-                remove(self.store, &usage).await?;
+            for doc in self
+                .store
+                .get_many(&usage_ids(&kid))
+                .await?
+                .into_iter()
+                .flatten()
+            {
+                delete_doc(self.store, &doc).await?;
             }
             remove(self.store, &key).await?;
         }
@@ -1018,19 +1024,20 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         );
         let ids: Vec<String> = keys
             .iter()
-            .map(|k| usage_id(strip(&k.id, "key:")))
+            .flat_map(|k| usage_ids(strip(&k.id, "key:")))
             .collect();
         let usage = self.store.get_many(&ids).await?;
         let items: Vec<Value> = keys
             .iter()
-            .zip(usage)
-            .map(|(k, u)| {
-                key_view(
-                    k,
-                    u.and_then(Stored::<Usage>::from_doc)
-                        .as_ref()
-                        .map(|u| &u.record),
-                )
+            .zip(usage.chunks(USAGE_SHARDS))
+            .map(|(k, shards)| {
+                let last_used = shards
+                    .iter()
+                    .flatten()
+                    .filter_map(|doc| Stored::<Usage>::from_doc(doc.clone()))
+                    .map(|u| u.record.last_used)
+                    .max();
+                key_view(k, last_used)
             })
             .collect();
         Ok(json!({"items": items}))

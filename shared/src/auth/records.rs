@@ -61,8 +61,19 @@ pub fn project_member_id(project: &str, user: &str) -> String {
 pub fn key_id(key: &str) -> String {
     format!("key:{key}")
 }
-pub fn usage_id(key: &str) -> String {
-    format!("usage:{key}")
+/// How many counter documents a key's usage is spread over, so that concurrent requests with one
+/// key rarely write the same document.
+pub const USAGE_SHARDS: usize = 8;
+
+pub fn usage_id(key: &str, shard: usize) -> String {
+    format!("usage:{key}:{shard}")
+}
+
+/// Every usage shard of a key.
+pub fn usage_ids(key: &str) -> Vec<String> {
+    (0..USAGE_SHARDS)
+        .map(|shard| usage_id(key, shard))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,8 +235,9 @@ pub struct Key {
     pub revoked: Option<u64>,
 }
 
-/// A key's request count in the current minute and when it was last used: one small document per key,
-/// written on each use, kept apart from the key so that counting never races with revocation.
+/// One shard of a key's request count in the current minute, and when it was last used: small documents
+/// written on each use, kept apart from the key so that counting never races with revocation. The
+/// count is the sum over the shards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "usage")]
 pub struct Usage {
