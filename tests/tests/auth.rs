@@ -1370,3 +1370,214 @@ async fn bad_input_gets_a_clear_json_error() {
     assert_eq!(orgs["items"], json!([]));
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_go_to_the_configured_mail_endpoint() {
+    // A loopback mail endpoint that keeps what it is sent, with the headers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mail_addr = listener.local_addr().unwrap();
+    let received: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>> =
+        Default::default();
+    let inbox = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let inbox = inbox.clone();
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let inbox = inbox.clone();
+                    async move {
+                        use http_body_util::BodyExt;
+                        let authorization = request
+                            .headers()
+                            .get("authorization")
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default();
+                        let path = request.uri().path().to_string();
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        inbox.lock().unwrap().push((
+                            authorization,
+                            path,
+                            serde_json::from_slice(&body).unwrap_or_default(),
+                        ));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"{}")),
+                        ))
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    let url = format!("http://{mail_addr}");
+    let (host, _data) = host_with(&[
+        ("SPIN_VARIABLE_MAIL_URL", &url),
+        ("SPIN_VARIABLE_MAIL_PATH", "/v1/send"),
+        ("SPIN_VARIABLE_MAIL_API_KEY", "mail-secret"),
+    ])
+    .await;
+    let addr = host.addr;
+    let credentials = json!({"email": "mailed@example.com", "password": "a long enough password"});
+    assert_eq!(
+        call(
+            addr,
+            "POST",
+            "/v1/auth/register",
+            None,
+            Some(credentials.clone())
+        )
+        .await
+        .status,
+        202
+    );
+    let (authorization, path, mail) = received
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("the endpoint got the mail");
+    assert_eq!(authorization, "Bearer mail-secret");
+    assert_eq!(path, "/v1/send");
+    assert_eq!(mail["to"], "mailed@example.com");
+    let text = mail["text"].as_str().unwrap();
+    let code = &text["Your code is ".len().."Your code is ".len() + 6];
+    // Nothing went to the outbox.
+    let outbox = call(
+        addr,
+        "GET",
+        "/v1/auth/admin/outbox",
+        Some(&bearer(OPERATOR)),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(outbox["items"], json!([]));
+    let verified = call(
+        addr,
+        "POST",
+        "/v1/auth/verify",
+        None,
+        Some(json!({"email": "mailed@example.com", "code": code})),
+    )
+    .await;
+    assert_eq!(verified.status, 200, "{}", verified.text());
+    assert_eq!(
+        call(addr, "POST", "/v1/auth/login", None, Some(credentials))
+            .await
+            .status,
+        200
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trash_empties_itself_after_30_days_and_keys_show_their_last_use() {
+    let (host, data_dir) = host_with(&[]).await;
+    let w = world(&host, &data_dir).await;
+    let (addr, p, org) = (w.addr, w.project.clone(), w.org.clone());
+    let search = format!("/v1/search/projects/{p}/access");
+    assert_eq!(
+        call(
+            addr,
+            "GET",
+            &search,
+            Some(&format!("ApiKey {}", w.search_key)),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    let keys = call(
+        addr,
+        "GET",
+        &format!("/v1/auth/projects/{p}/keys"),
+        Some(&bearer(&w.owner)),
+        None,
+    )
+    .await
+    .json();
+    let used: Vec<&Value> = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| !k["last_used"].is_null())
+        .collect();
+    assert_eq!(
+        used.len(),
+        1,
+        "only the key just used has a last use: {keys}"
+    );
+    assert!(used[0]["last_used"].as_u64().unwrap() + 60 >= now());
+    assert!(
+        !keys.to_string().contains(&w.search_key),
+        "listings never show secrets"
+    );
+
+    assert_eq!(
+        call(
+            addr,
+            "DELETE",
+            &format!("/v1/auth/projects/{p}"),
+            Some(&bearer(&w.owner)),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    // 29 days in the trash: still restorable.
+    let path = format!("/edgerag_auth/project%3A{p}");
+    let mut doc = docstore(&host, &data_dir, "GET", &path, None).await;
+    doc["deleted"] = json!(now() - 29 * 86_400);
+    docstore(&host, &data_dir, "PUT", &path, Some(doc)).await;
+    let trash = call(
+        addr,
+        "GET",
+        &format!("/v1/auth/orgs/{org}/trash"),
+        Some(&bearer(&w.owner)),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(trash["items"].as_array().unwrap().len(), 1);
+    // 31 days: purged, with its keys.
+    let mut doc = docstore(&host, &data_dir, "GET", &path, None).await;
+    doc["deleted"] = json!(now() - 31 * 86_400);
+    docstore(&host, &data_dir, "PUT", &path, Some(doc)).await;
+    let trash = call(
+        addr,
+        "GET",
+        &format!("/v1/auth/orgs/{org}/trash"),
+        Some(&bearer(&w.owner)),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(trash["items"], json!([]));
+    let restore = call(
+        addr,
+        "POST",
+        &format!("/v1/auth/projects/{p}/restore"),
+        Some(&bearer(&w.owner)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        restore.status,
+        403,
+        "a purged project is gone: {}",
+        restore.text()
+    );
+    let keys = docstore(
+        &host,
+        &data_dir,
+        "POST",
+        "/edgerag_auth/_find",
+        Some(json!({"selector": {"type": "key", "project": &p}})),
+    )
+    .await;
+    assert_eq!(keys["docs"], json!([]));
+    host.stop().await;
+}

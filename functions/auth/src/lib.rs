@@ -113,6 +113,13 @@ impl Context {
             mailer,
         };
         if let Some(mailer) = &mut context.mailer {
+            let path = optional("mail_path").await;
+            let path = path.trim();
+            mailer.url = format!(
+                "{}/{}",
+                mailer.url.trim_end_matches('/'),
+                path.trim_start_matches('/')
+            );
             mailer.api_key = optional("mail_api_key").await;
         }
         Ok(context)
