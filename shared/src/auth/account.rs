@@ -242,9 +242,11 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             return Err(invalid_code());
         }
         // Deleting at the read revision makes the code single-use even under concurrent tries.
-        remove(self.store, &stored)
-            .await
-            .map_err(|_| invalid_code())?;
+        remove(self.store, &stored).await.map_err(|e| match e {
+            // Another request spent the code first.
+            StoreError::Conflict => invalid_code(),
+            other => other.into(),
+        })?;
         Ok(user)
     }
 
