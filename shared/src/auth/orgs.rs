@@ -296,14 +296,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             &mut Stored::new(org_member_id(&oid, &claims.sub), member),
         )
         .await?;
-        self.audit(
-            &oid,
-            Some(&oid),
-            Some(&claims.sub),
-            "organisation_created",
-            Some(&oid),
-        )
-        .await?;
+        self.org_event(&oid, &claims.sub, "organisation_created", Some(&oid))
+            .await?;
         Ok(json!({"id": oid, "name": name, "created": now, "role": OrgRole::Owner}))
     }
 
@@ -390,10 +384,9 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             }
             other => other?,
         }
-        self.audit(
+        self.org_event(
             org,
-            Some(org),
-            Some(&claims.sub),
+            &claims.sub,
             &format!("member_added:{}", role_name(body.role)),
             Some(&uid),
         )
@@ -425,10 +418,9 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         }
         member.record.role = role;
         save(self.store, &mut member).await?;
-        self.audit(
+        self.org_event(
             org,
-            Some(org),
-            Some(&claims.sub),
+            &claims.sub,
             &format!("role_changed:{}", role_name(role)),
             Some(user),
         )
@@ -493,14 +485,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             delete_doc(self.store, &doc).await?;
         }
         remove(self.store, &member).await?;
-        self.audit(
-            org,
-            Some(org),
-            Some(&claims.sub),
-            "member_removed",
-            Some(user),
-        )
-        .await?;
+        self.org_event(org, &claims.sub, "member_removed", Some(user))
+            .await?;
         Ok(json!({"status": "removed"}))
     }
 
@@ -639,14 +625,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             },
         );
         save(self.store, &mut stored).await?;
-        self.audit(
-            org,
-            Some(org),
-            Some(&claims.sub),
-            "project_created",
-            Some(&pid),
-        )
-        .await?;
+        self.org_event(org, &claims.sub, "project_created", Some(&pid))
+            .await?;
         Ok(project_view(&stored, Some(Role::Owner)))
     }
 
@@ -724,14 +704,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         stored.record.deleted = Some(self.now());
         save(self.store, &mut stored).await?;
         let org = stored.record.org.clone();
-        self.audit(
-            &org,
-            Some(&org),
-            Some(&claims.sub),
-            "project_deleted",
-            Some(project),
-        )
-        .await?;
+        self.org_event(&org, &claims.sub, "project_deleted", Some(project))
+            .await?;
         Ok(project_view(&stored, Some(role)))
     }
 
@@ -743,14 +717,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         stored.record.deleted = None;
         save(self.store, &mut stored).await?;
         let org = stored.record.org.clone();
-        self.audit(
-            &org,
-            Some(&org),
-            Some(&claims.sub),
-            "project_restored",
-            Some(project),
-        )
-        .await?;
+        self.org_event(&org, &claims.sub, "project_restored", Some(project))
+            .await?;
         Ok(project_view(&stored, Some(role)))
     }
 
@@ -764,14 +732,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         }
         self.purge_project_records(&stored).await?;
         let org = stored.record.org.clone();
-        self.audit(
-            &org,
-            Some(&org),
-            Some(&claims.sub),
-            "project_purged",
-            Some(project),
-        )
-        .await?;
+        self.org_event(&org, &claims.sub, "project_purged", Some(project))
+            .await?;
         Ok(json!({"status": "purged"}))
     }
 
@@ -891,10 +853,9 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             });
         member.record.role = role;
         save(self.store, &mut member).await?;
-        self.audit(
+        self.org_event(
             &org,
-            Some(&org),
-            Some(&claims.sub),
+            &claims.sub,
             &format!("project_role_changed:{}", role_name(role)),
             Some(&format!("{project}/{user}")),
         )
@@ -917,10 +878,9 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             .ok_or_else(|| ApiError::NotFound("that user has no role on the project".into()))?;
         remove(self.store, &member).await?;
         let org = stored.record.org.clone();
-        self.audit(
+        self.org_event(
             &org,
-            Some(&org),
-            Some(&claims.sub),
+            &claims.sub,
             "project_role_removed",
             Some(&format!("{project}/{user}")),
         )
@@ -1001,14 +961,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             },
         );
         save(self.store, &mut key).await?;
-        self.audit(
-            &org,
-            Some(&org),
-            Some(&claims.sub),
-            "key_created",
-            Some(&kid),
-        )
-        .await?;
+        self.org_event(&org, &claims.sub, "key_created", Some(&kid))
+            .await?;
         let mut view = key_view(&key, None);
         view["key"] = Value::String(secret);
         Ok(view)
@@ -1060,14 +1014,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             stored.record.revoked = Some(self.now());
             save(self.store, &mut stored).await?;
             let org = stored.record.org.clone();
-            self.audit(
-                &org,
-                Some(&org),
-                Some(&claims.sub),
-                "key_revoked",
-                Some(key),
-            )
-            .await?;
+            self.org_event(&org, &claims.sub, "key_revoked", Some(key))
+                .await?;
         }
         Ok(key_view(&stored, None))
     }

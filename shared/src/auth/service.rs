@@ -148,6 +148,18 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         save(self.store, &mut stored).await.map_err(ApiError::from)
     }
 
+    /// Appends an event a signed-in user caused to an organisation's log.
+    pub(crate) async fn org_event(
+        &self,
+        org: &str,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+    ) -> Result<(), ApiError> {
+        self.audit(org, Some(org), Some(actor), action, target)
+            .await
+    }
+
     /// The mail waiting in the outbox (operator only), oldest first, optionally for one address.
     pub async fn outbox(
         &self,
