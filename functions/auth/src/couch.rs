@@ -54,31 +54,14 @@ impl Couch {
     ) -> Result<Answer, StoreError> {
         let unavailable =
             |e: String| StoreError::Unavailable(format!("document store {method} {path}: {e}"));
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("authorization", &self.authorization)
-            .header("accept", "application/json");
-        let bytes = match body {
-            Some(value) => {
-                request = request.header("content-type", "application/json");
-                Bytes::from(serde_json::to_vec(value).map_err(|e| unavailable(e.to_string()))?)
-            }
-            None => Bytes::new(),
-        };
-        let request = request
-            .body(Full::new(bytes))
-            .map_err(|e| unavailable(e.to_string()))?;
-        let response = spin_sdk::http::send(request)
-            .await
-            .map_err(|e| unavailable(format!("{e:?}")))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unavailable(format!("{e:?}")))?
-            .to_bytes();
+        let (status, body) = send_json(
+            method,
+            &format!("{}{path}", self.base),
+            Some(&self.authorization),
+            body,
+        )
+        .await
+        .map_err(unavailable)?;
         let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
         match status {
             409 => Err(StoreError::Conflict),
@@ -275,24 +258,52 @@ pub struct HttpMailer {
 
 impl Mailer for HttpMailer {
     async fn send(&self, mail: &Mail) -> Result<(), StoreError> {
-        let unavailable = |e: String| StoreError::Unavailable(format!("mail endpoint: {e}"));
-        let body = serde_json::to_vec(mail).map_err(|e| unavailable(e.to_string()))?;
-        let mut request = http::Request::builder()
-            .method("POST")
-            .uri(&self.url)
-            .header("content-type", "application/json");
-        if !self.api_key.is_empty() {
-            request = request.header("authorization", format!("Bearer {}", self.api_key));
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| unavailable(e.to_string()))?;
-        let response = spin_sdk::http::send(request)
+        let body = serde_json::to_value(mail)
+            .map_err(|e| StoreError::Unavailable(format!("mail endpoint: {e}")))?;
+        let authorization = (!self.api_key.is_empty()).then(|| format!("Bearer {}", self.api_key));
+        let (status, _) = send_json("POST", &self.url, authorization.as_deref(), Some(&body))
             .await
-            .map_err(|e| unavailable(format!("{e:?}")))?;
-        match response.status().as_u16() {
+            .map_err(|e| StoreError::Unavailable(format!("mail endpoint: {e}")))?;
+        match status {
             200..=299 => Ok(()),
-            status => Err(unavailable(format!("answered {status}"))),
+            status => Err(StoreError::Unavailable(format!(
+                "mail endpoint answered {status}"
+            ))),
         }
     }
+}
+
+/// One outbound JSON request through Spin's HTTP client: the status and the whole body.
+async fn send_json(
+    method: &str,
+    url: &str,
+    authorization: Option<&str>,
+    body: Option<&Value>,
+) -> Result<(u16, Bytes), String> {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("accept", "application/json");
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let bytes = match body {
+        Some(value) => {
+            request = request.header("content-type", "application/json");
+            Bytes::from(serde_json::to_vec(value).map_err(|e| e.to_string())?)
+        }
+        None => Bytes::new(),
+    };
+    let request = request.body(Full::new(bytes)).map_err(|e| e.to_string())?;
+    let response = spin_sdk::http::send(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .to_bytes();
+    Ok((status, body))
 }

@@ -390,7 +390,6 @@ struct PasswordConfirmation {
 /// Runs one endpoint and renders its result.
 async fn dispatch(input: &Input, auth: &Auth<'_, Couch, HttpMailer>) -> Result<Reply, ApiError> {
     match input.endpoint.endpoint {
-        E::Health => Ok(Reply::json(200, &Service::Auth.health())),
         E::Register => Ok(Reply::json(
             202,
             &auth.register(input.json::<Credentials>()?).await?,
@@ -517,7 +516,7 @@ async fn dispatch(input: &Input, auth: &Auth<'_, Couch, HttpMailer>) -> Result<R
                 | E::RequestReset
                 | E::ConfirmReset
                 | E::Token
-                | E::Outbox => unreachable!("answered above"),
+                | E::Outbox => unreachable!("health is answered in `answer`, the others above"),
             }
         }
     }

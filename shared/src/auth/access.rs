@@ -1,5 +1,6 @@
 //! The per-request decision behind the `edgerag:platform/auth` interface: who is calling, and may they
-//! do this to this project. One batched store read per request (plus one write for key usage).
+//! do this to this project. A key costs one batched store read and one usage write; a signed-in user one batched
+//! read (sign-in, project, project role) and one read of their organisation membership.
 
 use serde::Serialize;
 
@@ -73,20 +74,17 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         action: Action,
     ) -> Result<Principal, ApiError> {
         let claims = self.verify_access_token(token)?;
-        let ids = [session_id(&claims.sid)];
-        let session = self
-            .store
-            .get_many(&ids)
-            .await?
-            .pop()
-            .flatten()
-            .and_then(Stored::<Session>::from_doc);
+        // The sign-in is read in the same batch as the project and the caller's role on it.
+        let sid = session_id(&claims.sid);
+        let (stored, role, session) = self
+            .project_role_with(&claims.sub, project, Some(&sid))
+            .await?;
+        let session = session.and_then(Stored::<Session>::from_doc);
         if !session.is_some_and(|s| s.record.revoked.is_none() && s.record.user == claims.sub) {
             return Err(ApiError::Unauthenticated(
                 "the sign-in has ended; sign in again".into(),
             ));
         }
-        let (stored, role) = self.project_role(&claims.sub, project).await?;
         let (Some(stored), Some(role)) = (stored, role) else {
             return Err(no_access(project));
         };
@@ -100,10 +98,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             return Err(ApiError::Forbidden(format!(
                 "{} needs the {} role on the project",
                 action_name(action),
-                serde_json::to_value(needed)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
+                super::orgs::role_name(needed)
             )));
         }
         Ok(Principal {

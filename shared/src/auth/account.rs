@@ -227,7 +227,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         purpose: CodePurpose,
     ) -> Result<Stored<User>, ApiError> {
         let user = self.user_by_email(email).await?.ok_or_else(invalid_code)?;
-        let user_key = user.id.trim_start_matches("user:").to_string();
+        let user_key = user.key().to_string();
         let Some(mut stored) = load::<Code>(self.store, &code_id(purpose, &user_key)).await? else {
             return Err(invalid_code());
         };
@@ -287,7 +287,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             self.record_failure(&account_throttle).await?;
             match &user {
                 Some(user) => {
-                    let uid = user.id.trim_start_matches("user:");
+                    let uid = user.key();
                     self.audit_user_event(uid, "login_failed").await?;
                 }
                 None => {
@@ -311,7 +311,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             user.record.password = password::hash(&body.password, &self.salt());
             save(self.store, &mut user).await?;
         }
-        let uid = user.id.trim_start_matches("user:").to_string();
+        let uid = user.key().to_string();
         let tokens = self.start_session(&uid, &user.record.email).await?;
         self.audit_user_event(&uid, "login").await?;
         Ok(tokens)
@@ -530,7 +530,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         if let Some(user) = self.user_by_email(&email).await?
             && user.record.verified
         {
-            let uid = user.id.trim_start_matches("user:").to_string();
+            let uid = user.key().to_string();
             self.send_code(&uid, &email, CodePurpose::Reset).await?;
         }
         Ok(Self::accepted())
@@ -549,7 +549,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             .await?;
         user.record.password = password::hash(new, &self.salt());
         save(self.store, &mut user).await?;
-        let uid = user.id.trim_start_matches("user:").to_string();
+        let uid = user.key().to_string();
         self.revoke_sessions(&uid).await?;
         self.audit_user_event(&uid, "password_reset").await?;
         Ok(json!({"status": "password_changed"}))
@@ -579,7 +579,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         let uid = &claims.sub;
         let sessions: Vec<Value> = typed::<Session>(self.store.find(json!({"type": "session", "user": uid}), 10_000).await?)
             .into_iter()
-            .map(|s| json!({"id": s.id.trim_start_matches("session:"), "created": s.record.created, "expires": s.record.expires, "revoked": s.record.revoked, "client": s.record.client}))
+            .map(|s| json!({"id": s.key(), "created": s.record.created, "expires": s.record.expires, "revoked": s.record.revoked, "client": s.record.client}))
             .collect();
         let orgs: Vec<Value> = self
             .memberships(uid)
@@ -593,7 +593,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             .collect();
         let keys: Vec<Value> = typed::<Key>(self.store.find(json!({"type": "key", "created_by": uid}), 10_000).await?)
             .into_iter()
-            .map(|k| json!({"id": k.id.trim_start_matches("key:"), "kind": k.record.kind, "project": k.record.project, "name": k.record.name, "created": k.record.created, "revoked": k.record.revoked}))
+            .map(|k| json!({"id": k.key(), "kind": k.record.kind, "project": k.record.project, "name": k.record.name, "created": k.record.created, "revoked": k.record.revoked}))
             .collect();
         let audit: Vec<Value> = self
             .store

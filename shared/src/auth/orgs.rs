@@ -196,14 +196,10 @@ fn not_member() -> ApiError {
     ApiError::NotFound("no such organisation, or you are not a member".into())
 }
 
-fn strip<'a>(id: &'a str, prefix: &str) -> &'a str {
-    id.strip_prefix(prefix).unwrap_or(id)
-}
-
 fn project_view(project: &Stored<Project>, role: Option<Role>) -> Value {
     let p = &project.record;
     json!({
-        "id": strip(&project.id, "project:"),
+        "id": project.key(),
         "organisation": p.org,
         "name": p.name,
         "settings": p.settings,
@@ -216,7 +212,7 @@ fn project_view(project: &Stored<Project>, role: Option<Role>) -> Value {
 }
 
 fn key_view(key: &Stored<Key>, last_used: Option<u64>) -> Value {
-    let id = strip(&key.id, "key:");
+    let id = key.key();
     let k = &key.record;
     let prefix = match k.kind {
         KeyKind::Api => SecretKind::ApiKey.prefix(),
@@ -261,10 +257,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         if member.record.role < min {
             return Err(ApiError::Forbidden(format!(
                 "this needs the {} role in the organisation",
-                serde_json::to_value(min)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or_default()
+                role_name(min)
             )));
         }
         Ok(member)
@@ -547,15 +540,28 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         user: &str,
         project: &str,
     ) -> Result<(Option<Stored<Project>>, Option<Role>), ApiError> {
-        let ids = [project_id(project), project_member_id(project, user)];
+        let (stored, role, _) = self.project_role_with(user, project, None).await?;
+        Ok((stored, role))
+    }
+
+    /// `project_role`, reading one more document (`also`, e.g. the caller's sign-in) in the same batch.
+    pub(crate) async fn project_role_with(
+        &self,
+        user: &str,
+        project: &str,
+        also: Option<&str>,
+    ) -> Result<(Option<Stored<Project>>, Option<Role>, Option<Value>), ApiError> {
+        let mut ids = vec![project_id(project), project_member_id(project, user)];
+        ids.extend(also.map(str::to_string));
         let mut docs = self.store.get_many(&ids).await?.into_iter();
         let stored = docs.next().flatten().and_then(Stored::<Project>::from_doc);
         let member = docs
             .next()
             .flatten()
             .and_then(Stored::<ProjectMember>::from_doc);
+        let extra = docs.next().flatten();
         let Some(stored) = stored else {
-            return Ok((None, None));
+            return Ok((None, None, extra));
         };
         let org_role = load::<OrgMember>(self.store, &org_member_id(&stored.record.org, user))
             .await?
@@ -566,7 +572,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             // A project role without organisation membership is stale: membership was revoked.
             None => None,
         };
-        Ok((Some(stored), role))
+        Ok((Some(stored), role, extra))
     }
 
     /// The project if the signed-in caller has at least `min` on it. No role reads as 403 whether or not
@@ -654,7 +660,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             .iter()
             .filter(|p| p.record.deleted.is_none())
             .filter_map(|p| {
-                let pid = strip(&p.id, "project:");
+                let pid = p.key();
                 let role = if member.record.role >= OrgRole::Admin {
                     Some(Role::Owner)
                 } else {
@@ -750,14 +756,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             match project.record.deleted {
                 Some(deleted) if deleted + TRASH_TTL <= now => {
                     self.purge_project_records(&project).await?;
-                    self.audit(
-                        org,
-                        Some(org),
-                        None,
-                        "project_purged",
-                        Some(strip(&project.id, "project:")),
-                    )
-                    .await?;
+                    self.audit(org, Some(org), None, "project_purged", Some(project.key()))
+                        .await?;
                 }
                 Some(_) => items.push(project_view(&project, None)),
                 None => {}
@@ -767,7 +767,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
     }
 
     async fn purge_project_records(&self, project: &Stored<Project>) -> Result<(), ApiError> {
-        let pid = strip(&project.id, "project:").to_string();
+        let pid = project.key().to_string();
         for doc in self
             .store
             .prefix(&format!("projmember:{pid}:"), None, 10_000)
@@ -780,7 +780,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
                 .find(json!({"type": "key", "project": &pid}), 10_000)
                 .await?,
         ) {
-            let kid = strip(&key.id, "key:").to_string();
+            let kid = key.key().to_string();
             for doc in self
                 .store
                 .get_many(&usage_ids(&kid))
@@ -976,10 +976,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
                 .find(json!({"type": "key", "project": project}), 10_000)
                 .await?,
         );
-        let ids: Vec<String> = keys
-            .iter()
-            .flat_map(|k| usage_ids(strip(&k.id, "key:")))
-            .collect();
+        let ids: Vec<String> = keys.iter().flat_map(|k| usage_ids(k.key())).collect();
         let usage = self.store.get_many(&ids).await?;
         let items: Vec<Value> = keys
             .iter()
@@ -1021,7 +1018,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
     }
 }
 
-fn role_name<R: serde::Serialize>(role: R) -> String {
+/// A role's (or action's) name as clients write it.
+pub(crate) fn role_name<R: serde::Serialize>(role: R) -> String {
     serde_json::to_value(role)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

@@ -92,6 +92,13 @@ impl<T: Serialize + DeserializeOwned> Stored<T> {
         }
     }
 
+    /// The record's own id: its document id without the kind prefix (`user:abc` -> `abc`).
+    pub fn key(&self) -> &str {
+        self.id
+            .split_once(':')
+            .map_or(self.id.as_str(), |(_, key)| key)
+    }
+
     /// Reads the document as a `T`; a document of another shape counts as missing.
     pub fn from_doc(doc: Value) -> Option<Self> {
         let id = doc.get("_id")?.as_str()?.to_string();
