@@ -1555,7 +1555,7 @@ async fn the_trash_empties_itself_after_30_days_and_keys_show_their_last_use() {
     )
     .await
     .json();
-    assert_eq!(trash["items"], json!([]));
+    assert_eq!(trash["items"], json!([]), "{trash}");
     let restore = call(
         addr,
         "POST",

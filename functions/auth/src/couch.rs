@@ -294,7 +294,13 @@ async fn send_json(
         }
         None => Bytes::new(),
     };
-    let request = request.body(Full::new(bytes)).map_err(|e| e.to_string())?;
+    // Spin streams every outgoing body with an unknown length, which goes out chunked. A server that
+    // answers a DELETE without reading its (empty) chunked body may close the connection under the
+    // client's feet (seen as HttpProtocolError under load); a declared length avoids the body framing.
+    let request = request
+        .header("content-length", bytes.len())
+        .body(Full::new(bytes))
+        .map_err(|e| e.to_string())?;
     let response = spin_sdk::http::send(request)
         .await
         .map_err(|e| format!("{e:?}"))?;

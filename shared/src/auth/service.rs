@@ -52,7 +52,8 @@ pub const TRASH_TTL: u64 = 30 * 24 * 3600;
 /// Failed sign-ins allowed before back-off starts, per account and per client address.
 pub const ACCOUNT_FREE_FAILURES: u32 = 5;
 pub const CLIENT_FREE_FAILURES: u32 = 20;
-/// The longest back-off, seconds.
+/// The first back-off after the free failures, and the longest, seconds.
+pub const FIRST_BACKOFF: u64 = 30;
 pub const MAX_BACKOFF: u64 = 15 * 60;
 /// How often a counter update that lost a race re-reads and tries again. Each round at least one of
 /// the racing requests wins, so this many requests arriving at the same instant all get counted; a
@@ -244,8 +245,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         Err(rate_limited(1))
     }
 
-    /// `Err(429)` while the throttle record `id` is backing off after `free` failures: 1 s after the
-    /// next failure, doubling each time, at most `MAX_BACKOFF`.
+    /// `Err(429)` while the throttle record `id` is backing off after `free` failures: `FIRST_BACKOFF`
+    /// after the next failure, doubling each time, at most `MAX_BACKOFF`.
     pub(crate) async fn check_backoff(&self, id: &str, free: u32) -> Result<(), ApiError> {
         if let Some(stored) = load::<Throttle>(self.store, id).await? {
             let wait = backoff(stored.record.failures, free);
@@ -296,7 +297,7 @@ pub fn backoff(failures: u32, free: u32) -> u64 {
         return 0;
     }
     let doublings = (failures - free).min(20);
-    (1u64 << doublings).min(MAX_BACKOFF)
+    (FIRST_BACKOFF << doublings).min(MAX_BACKOFF)
 }
 
 pub(crate) fn rate_limited(retry_after_secs: u64) -> ApiError {
@@ -331,7 +332,7 @@ mod tests {
     #[test]
     fn backoff_doubles_after_the_free_failures_and_is_capped() {
         let got: Vec<u64> = (0..8).map(|f| backoff(f, 5)).collect();
-        assert_eq!(got, vec![0, 0, 0, 0, 0, 1, 2, 4]);
+        assert_eq!(got, vec![0, 0, 0, 0, 0, 30, 60, 120]);
         assert_eq!(backoff(40, 5), MAX_BACKOFF);
     }
 
