@@ -2,10 +2,15 @@
 chromadb's HTTP client), same data, same queries, same run.
 
 Usage: bench_vectors.py --n 100000 --edgerag URL --api-key KEY [--chroma URL] [--queries 300]
+       bench_vectors.py --scifact DIR --models URL --models-key KEY --cache FILE --edgerag ... [--chroma ...]
 
 Data: clustered synthetic 384-dim vectors (random centres, Gaussian spread), each tagged with one of
 100 projects. Queries: a perturbed data vector each, top-10 within one project (the filter a RAG
 application always sends). Recall@10 is against exact search computed here with numpy.
+
+With --scifact: the SciFact corpus (title and abstract of each of its 5,183 documents) and its queries
+embedded with all-MiniLM-L6-v2 by edgerag's embedded model server (cached in FILE after the first
+run), the documents spread over 10 projects.
 """
 
 import argparse
@@ -33,6 +38,41 @@ def make_queries(data, projects, count, seed=11):
     queries = data[picks] + 0.2 * rng.normal(size=(count, DIM)).astype(np.float32) / np.sqrt(DIM)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     return queries, projects[picks]
+
+
+def embed_scifact(directory, models_url, models_key, cache):
+    """SciFact's documents and queries as unit vectors, from the embeddings endpoint (or the cache)."""
+    import json
+    import os
+    import urllib.request
+
+    if cache and os.path.exists(cache):
+        saved = np.load(cache)
+        return saved["docs"], saved["queries"]
+
+    def read(name):
+        with open(os.path.join(directory, name)) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def embed(texts):
+        out = []
+        for start in range(0, len(texts), 64):
+            body = json.dumps({"model": "all-MiniLM-L6-v2", "input": texts[start:start + 64]}).encode()
+            request = urllib.request.Request(
+                models_url.rstrip("/") + "/v1/embeddings", data=body,
+                headers={"content-type": "application/json", "authorization": f"Bearer {models_key}"})
+            with urllib.request.urlopen(request, timeout=600) as reply:
+                out.extend(item["embedding"] for item in json.load(reply)["data"])
+        return np.array(out, dtype=np.float32)
+
+    started = time.perf_counter()
+    docs = embed([(d.get("title", "") + " " + d.get("text", "")).strip() for d in read("corpus.jsonl")])
+    queries = embed([q["text"] for q in read("queries.jsonl")])
+    print(f"embedded SciFact: {len(docs)} documents and {len(queries)} queries in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
+    if cache:
+        np.savez(cache, docs=docs, queries=queries)
+    return docs, queries
 
 
 def exact_top10(data, projects, queries, query_projects):
@@ -136,9 +176,20 @@ def main():
     parser.add_argument("--edgerag")
     parser.add_argument("--api-key")
     parser.add_argument("--chroma")
+    parser.add_argument("--scifact", help="SciFact directory: embed it instead of synthetic data")
+    parser.add_argument("--models", help="edgerag's model server, for --scifact")
+    parser.add_argument("--models-key")
+    parser.add_argument("--cache", help="where to keep SciFact's vectors between runs")
     args = parser.parse_args()
-    data, projects = make_data(args.n)
-    queries, query_projects = make_queries(data, projects, args.queries)
+    if args.scifact:
+        data, all_queries = embed_scifact(args.scifact, args.models, args.models_key, args.cache)
+        rng = np.random.default_rng(5)
+        projects = rng.integers(0, 10, size=len(data))
+        queries = all_queries[:args.queries]
+        query_projects = rng.integers(0, 10, size=len(queries))
+    else:
+        data, projects = make_data(args.n)
+        queries, query_projects = make_queries(data, projects, args.queries)
     truth = exact_top10(data, projects, queries, query_projects)
     if args.edgerag:
         bench_edgerag(args.edgerag, args.api_key, data, projects, queries, query_projects, truth)

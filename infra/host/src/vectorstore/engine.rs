@@ -3,7 +3,7 @@
 //! served from memory: an HNSW graph (usearch) per dense vector, an inverted index per sparse
 //! vector, and keyword indexes on payload fields for filtered search.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -172,12 +172,80 @@ impl Distance {
     }
 }
 
-/// Dot product with independent accumulators, which the compiler turns into SIMD.
+/// Dot product, with the widest SIMD this CPU has (the portable build only assumes SSE2).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8 * 8;
-    for (x, y) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
-        for i in 0..8 {
+    simd::<DotKernel>(a, b)
+}
+
+fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
+    simd::<SquaredL2Kernel>(a, b)
+}
+
+/// `query . codes`, for a vector stored as 8-bit codes (see [`DenseIndex::rough_score`]).
+fn dot_codes(query: &[f32], codes: &[u8]) -> f32 {
+    simd::<CodesKernel>(query, codes)
+}
+
+/// A loop over two slices that the compiler vectorises for whatever instruction set it is
+/// compiled for; [`simd`] compiles it for the best one this CPU has, detected once.
+trait Kernel {
+    type Item;
+    fn run(a: &[f32], b: &[Self::Item]) -> f32;
+}
+
+struct DotKernel;
+struct SquaredL2Kernel;
+struct CodesKernel;
+
+impl Kernel for DotKernel {
+    type Item = f32;
+    #[inline(always)]
+    fn run(a: &[f32], b: &[f32]) -> f32 {
+        dot_portable(a, b)
+    }
+}
+
+impl Kernel for SquaredL2Kernel {
+    type Item = f32;
+    #[inline(always)]
+    fn run(a: &[f32], b: &[f32]) -> f32 {
+        squared_l2_portable(a, b)
+    }
+}
+
+impl Kernel for CodesKernel {
+    type Item = u8;
+    #[inline(always)]
+    fn run(a: &[f32], b: &[u8]) -> f32 {
+        dot_codes_portable(a, b)
+    }
+}
+
+struct Vectorised<'a, K: Kernel>(&'a [f32], &'a [K::Item]);
+
+impl<K: Kernel> pulp::WithSimd for Vectorised<'_, K> {
+    type Output = f32;
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> f32 {
+        K::run(self.0, self.1)
+    }
+}
+
+fn simd<K: Kernel>(a: &[f32], b: &[K::Item]) -> f32 {
+    static ARCH: std::sync::LazyLock<pulp::Arch> = std::sync::LazyLock::new(pulp::Arch::new);
+    ARCH.dispatch(Vectorised::<K>(a, b))
+}
+
+/// Dot product with independent accumulators, which the compiler turns into SIMD.
+#[inline(always)]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = a.len() / 16 * 16;
+    for (x, y) in a[..chunks]
+        .chunks_exact(16)
+        .zip(b[..chunks].chunks_exact(16))
+    {
+        for i in 0..16 {
             acc[i] += x[i] * y[i];
         }
     }
@@ -189,11 +257,15 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8 * 8;
-    for (x, y) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
-        for i in 0..8 {
+#[inline(always)]
+fn squared_l2_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = a.len() / 16 * 16;
+    for (x, y) in a[..chunks]
+        .chunks_exact(16)
+        .zip(b[..chunks].chunks_exact(16))
+    {
+        for i in 0..16 {
             let d = x[i] - y[i];
             acc[i] += d * d;
         }
@@ -206,12 +278,38 @@ fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+#[inline(always)]
+fn dot_codes_portable(query: &[f32], codes: &[u8]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = query.len() / 16 * 16;
+    for (x, c) in query[..chunks]
+        .chunks_exact(16)
+        .zip(codes[..chunks].chunks_exact(16))
+    {
+        for i in 0..16 {
+            acc[i] += x[i] * f32::from(c[i] as i8);
+        }
+    }
+    let tail: f32 = query[chunks..]
+        .iter()
+        .zip(&codes[chunks..])
+        .map(|(x, c)| x * f32::from(*c as i8))
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 fn normalize(vector: &mut [f32]) {
     let norm = dot(vector, vector).sqrt();
     if norm > 0.0 {
         vector.iter_mut().for_each(|x| *x /= norm);
     }
 }
+
+/// A scan ranked by 8-bit codes rescores `want * RESCORE_FACTOR + RESCORE_EXTRA` points exactly.
+const RESCORE_FACTOR: usize = 4;
+const RESCORE_EXTRA: usize = 32;
+/// Candidate scans at least this long are split over two threads.
+const PARALLEL_SCAN: usize = 4096;
 
 /// HNSW settings (Qdrant's names and defaults).
 #[derive(Debug, Clone, Copy)]
@@ -538,9 +636,16 @@ struct Slot {
 }
 
 /// A dense vector's storage and graph. Vectors live in `data` at `slot * size`.
+///
+/// For dot-product distances each vector is also kept as 8-bit codes: a quarter of the bytes, which
+/// is what a scan over scattered candidates is bound by. A slot's row in `codes` holds its `size`
+/// codes and then its scale (4 bytes, little-endian; 0 when the slot has no vector), so ranking one
+/// candidate touches one stretch of memory. A scan ranks by the codes, then rescores the best few
+/// with the full vectors.
 struct DenseIndex {
     params: DenseParams,
     data: Vec<f32>,
+    codes: Vec<u8>,
     present: Vec<bool>,
     graph: usearch::Index,
 }
@@ -566,6 +671,7 @@ impl DenseIndex {
         Ok(Self {
             params,
             data: Vec::new(),
+            codes: Vec::new(),
             present: Vec::new(),
             graph,
         })
@@ -587,6 +693,35 @@ impl DenseIndex {
         }
         self.data[slot * size..(slot + 1) * size].copy_from_slice(vector);
         self.present[slot] = true;
+        if self.coded() {
+            let row = size + 4;
+            if self.codes.len() < (slot + 1) * row {
+                self.codes.resize((slot + 1) * row, 0);
+            }
+            let largest = vector.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
+            let (codes, tail) = self.codes[slot * row..(slot + 1) * row].split_at_mut(size);
+            for (code, x) in codes.iter_mut().zip(vector) {
+                *code = (x / scale).round().clamp(-127.0, 127.0) as i8 as u8;
+            }
+            tail.copy_from_slice(&scale.to_le_bytes());
+        }
+    }
+
+    /// Whether vectors are also kept as codes: for the dot-product distances, whose score the codes
+    /// approximate directly.
+    fn coded(&self) -> bool {
+        self.params.distance != Distance::Euclid
+    }
+
+    /// `query . vector` estimated from the vector's codes, within about `|query| * scale` of the
+    /// exact score; `None` when the slot has no vector. Only for a [`DenseIndex::coded`] index.
+    fn rough_score(&self, slot: u32, query: &[f32]) -> Option<f32> {
+        let (slot, size) = (slot as usize, self.params.size);
+        let row = self.codes.get(slot * (size + 4)..(slot + 1) * (size + 4))?;
+        let (codes, tail) = row.split_at(size);
+        let scale = f32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        (scale > 0.0).then(|| scale * dot_codes(query, codes))
     }
 
     fn remove(&mut self, slot: u32) {
@@ -595,6 +730,13 @@ impl DenseIndex {
         {
             *p = false;
             let _ = self.graph.remove(u64::from(slot));
+            let row = self.params.size + 4;
+            if let Some(scale) = self
+                .codes
+                .get_mut((slot as usize + 1) * row - 4..(slot as usize + 1) * row)
+            {
+                scale.fill(0);
+            }
         }
     }
 
@@ -673,10 +815,36 @@ impl SparseIndex {
     }
 }
 
+/// The values in both ascending lists, ascending.
+fn intersect_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// What the payload indexes narrowed a filter to.
+struct Candidates {
+    /// Slots that may match, in slot order.
+    slots: Vec<u32>,
+    /// True when the indexes decided every condition, so each slot does match.
+    complete: bool,
+}
+
 /// A keyword-style payload index: for each value (as its JSON text), the slots that hold it.
 struct PayloadIndex {
     schema: String,
-    values: HashMap<String, HashSet<u32>>,
+    /// Kept ordered, so a query's candidates come out in slot (memory) order without sorting.
+    values: HashMap<String, BTreeSet<u32>>,
     points: HashSet<u32>,
 }
 
@@ -883,32 +1051,54 @@ impl Collection {
         }
     }
 
+    /// Whether scoring `estimate` candidates one by one costs less than walking the graph.
+    ///
+    /// Below Qdrant's full-scan threshold the scan always wins. Above it, a graph walk that keeps
+    /// only a fraction `estimate / len` of what it visits needs about `ef * m * len / estimate`
+    /// distance computations to collect `ef` matches, against `estimate` for the scan: a selective
+    /// filter (one project among a hundred) is cheaper to scan even when it leaves many points.
+    fn prefer_exact(&self, size: usize, estimate: usize, want: usize) -> bool {
+        let hnsw = self.config.hnsw;
+        let scan_limit = hnsw.full_scan_threshold_kb * 1024 / (size * 4);
+        let estimate = estimate.max(1);
+        let walk = hnsw.ef_construct.max(want) * hnsw.m * (self.len() / estimate);
+        estimate <= scan_limit.max(1) || estimate <= walk
+    }
+
     /// The slots an index can narrow `filter`'s `must` equality conditions to, when any is indexed.
-    fn candidates(&self, filter: &Filter) -> Option<Vec<u32>> {
-        let mut best: Option<HashSet<u32>> = None;
+    fn candidates(&self, filter: &Filter) -> Option<Candidates> {
+        let mut best: Option<Vec<u32>> = None;
+        let mut complete =
+            filter.should.is_empty() && filter.must_not.is_empty() && filter.min_should.is_none();
         for condition in &filter.must {
             let Some((key, values)) = condition.indexable() else {
+                complete = false;
                 continue;
             };
             let Some(index) = self.indexes.get(key) else {
+                complete = false;
                 continue;
             };
-            let mut set = HashSet::new();
-            for value in values {
-                if let Some(slots) = index.values.get(&value.to_string()) {
-                    set.extend(slots.iter().copied());
+            let sets: Vec<&BTreeSet<u32>> = values
+                .iter()
+                .filter_map(|value| index.values.get(&value.to_string()))
+                .collect();
+            let slots: Vec<u32> = match sets.as_slice() {
+                [one] => one.iter().copied().collect(),
+                several => {
+                    let mut all: Vec<u32> =
+                        several.iter().flat_map(|s| s.iter().copied()).collect();
+                    all.sort_unstable();
+                    all.dedup();
+                    all
                 }
-            }
+            };
             best = Some(match best {
-                None => set,
-                Some(previous) => previous.intersection(&set).copied().collect(),
+                None => slots,
+                Some(previous) => intersect_sorted(&previous, &slots),
             });
         }
-        best.map(|set| {
-            let mut slots: Vec<u32> = set.into_iter().collect();
-            slots.sort_unstable();
-            slots
-        })
+        best.map(|slots| Candidates { slots, complete })
     }
 
     /// Points matching `filter`, in id order, starting at `from`.
@@ -956,22 +1146,69 @@ impl Collection {
         let distance = index.params.distance;
         let filter = search.filter.as_ref();
         let candidates = filter.and_then(|f| self.candidates(f));
+        // When the indexes answered every condition, the candidates are exactly the matches.
+        let covered = candidates.as_ref().is_some_and(|c| c.complete);
+        let candidates = candidates.map(|c| c.slots);
         let estimate = candidates.as_ref().map_or(self.len(), Vec::len);
-        let scan_limit = self.config.hnsw.full_scan_threshold_kb * 1024 / (index.params.size * 4);
-        let exact = search.exact || estimate <= scan_limit.max(1);
+        let exact = search.exact || self.prefer_exact(index.params.size, estimate, want);
         let mut top = TopK::new(want, distance.higher_is_better());
-        if exact {
-            let mut consider = |slot: u32| {
+        let for_each_candidate = |consider: &mut dyn FnMut(u32)| match &candidates {
+            Some(slots) => slots.iter().copied().for_each(consider),
+            None => (0..self.slots.len() as u32).for_each(consider),
+        };
+        // A scan the store chose (not one the request asked to be exact) over many candidates ranks
+        // them by their codes and rescores the best `keep` exactly.
+        let keep = want
+            .saturating_mul(RESCORE_FACTOR)
+            .saturating_add(RESCORE_EXTRA);
+        if exact && !search.exact && index.coded() && estimate > keep {
+            let rank = |slots: &mut dyn Iterator<Item = u32>| {
+                let mut rough = TopK::new(keep, true);
+                for slot in slots {
+                    if (covered || self.matches(slot, filter))
+                        && let Some(score) = index.rough_score(slot, &query)
+                    {
+                        rough.push(slot, score);
+                    }
+                }
+                rough.finish(None)
+            };
+            let rough = match &candidates {
+                // Reading scattered vectors waits on memory more than it computes; two threads
+                // keep twice as many reads in flight.
+                Some(slots) if slots.len() >= PARALLEL_SCAN => {
+                    let (first, second) = slots.split_at(slots.len() / 2);
+                    let (mut a, b) = std::thread::scope(|scope| {
+                        let other = scope.spawn(|| rank(&mut second.iter().copied()));
+                        let mine = rank(&mut first.iter().copied());
+                        (mine, other.join())
+                    });
+                    match b {
+                        Ok(b) => a.extend(b),
+                        Err(_) => {
+                            return Err(VecError::bad_request(
+                                "Service internal error: search failed",
+                            ));
+                        }
+                    }
+                    a
+                }
+                Some(slots) => rank(&mut slots.iter().copied()),
+                None => rank(&mut (0..self.slots.len() as u32)),
+            };
+            for (slot, _) in rough {
+                if let Some(v) = index.vector(slot) {
+                    top.push(slot, distance.score(&query, v));
+                }
+            }
+        } else if exact {
+            for_each_candidate(&mut |slot| {
                 if let Some(v) = index.vector(slot)
-                    && self.matches(slot, filter)
+                    && (covered || self.matches(slot, filter))
                 {
                     top.push(slot, distance.score(&query, v));
                 }
-            };
-            match &candidates {
-                Some(slots) => slots.iter().copied().for_each(&mut consider),
-                None => (0..self.slots.len() as u32).for_each(consider),
-            }
+            });
         } else {
             let ef = search.ef.unwrap_or(self.config.hnsw.ef_construct).max(want);
             index.graph.change_expansion_search(ef);
@@ -1837,6 +2074,32 @@ mod tests {
             };
             assert_eq!(id % 4, 0);
         }
+        // The index decides this filter alone; with a condition it cannot answer, every candidate
+        // is checked against the payload. Both must give the same answer.
+        let checked = filter::parse(&json!({
+            "must": [{"key": "project", "match": {"value": "a"}}],
+            "must_not": [{"key": "project", "match": {"value": "none"}}]
+        }))
+        .unwrap();
+        assert_eq!(
+            collection.search(&search(false, checked)).unwrap(),
+            filtered
+        );
+        // The scan ranked by codes and rescored finds what the scan over full vectors finds.
+        let only_a =
+            filter::parse(&json!({"must": [{"key": "project", "match": {"value": "a"}}]})).unwrap();
+        assert_eq!(collection.search(&search(true, only_a)).unwrap(), filtered);
+        // Two indexed conditions narrow to the slots both allow.
+        let both = filter::parse(&json!({"must": [
+            {"key": "project", "match": {"any": ["a", "b"]}},
+            {"key": "project", "match": {"value": "a"}}
+        ]}))
+        .unwrap();
+        assert_eq!(collection.search(&search(false, both)).unwrap(), filtered);
+        assert_eq!(intersect_sorted(&[1, 3, 5, 9], &[2, 3, 9, 11]), vec![3, 9]);
+        // A filter keeping a quarter of 2,000 points is scanned; no filter walks the graph.
+        assert!(collection.prefer_exact(8, 500, 10));
+        assert!(!collection.prefer_exact(8, 2000, 10));
         drop(collection);
         drop(store);
 
