@@ -77,27 +77,41 @@ pub struct Chat {
 }
 
 impl Chat {
-    /// Reads the GGUF file, requantises Q4_1 tensors to Q8_0 and builds the tokenizer.
+    /// Reads the GGUF file, requantises Q4_1 tensors to Q8_0 (padded for the VNNI kernels when the
+    /// CPU has them, see [`Padding`]) and builds the tokenizer.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Self::load_with(path, vnni())
+    }
+
+    /// [`Chat::load`], choosing whether to pad (tests compare both).
+    pub fn load_with(path: &Path, pad: bool) -> anyhow::Result<Self> {
         let mut file =
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let content = gguf_file::Content::read(&mut file)
             .with_context(|| format!("{} is not a GGUF file", path.display()))?;
+        let padding = if pad {
+            Padding::for_model(&content)?
+        } else {
+            None
+        };
         let mut tensors = Vec::with_capacity(content.tensor_infos.len());
         for name in content.tensor_infos.keys() {
             let tensor = content.tensor(&mut file, name, &Device::Cpu)?;
-            let tensor = if tensor.dtype() == GgmlDType::Q4_1 {
-                QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
-            } else {
-                tensor
+            let tensor = match &padding {
+                Some(padding) => padding.tensor(name, tensor)?,
+                None if tensor.dtype() == GgmlDType::Q4_1 => {
+                    QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
+                }
+                None => tensor,
             };
             tensors.push((name.clone(), tensor));
         }
-        let metadata: Vec<(&str, &gguf_file::Value)> = content
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.as_str(), v))
-            .collect();
+        let mut metadata = content.metadata.clone();
+        if let Some(padding) = &padding {
+            padding.metadata(&mut metadata)?;
+        }
+        let metadata: Vec<(&str, &gguf_file::Value)> =
+            metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut requantised = Cursor::new(Vec::new());
         gguf_file::write(&mut requantised, &metadata, &refs)?;
@@ -105,6 +119,12 @@ impl Chat {
         requantised.set_position(0);
         let content2 = gguf_file::Content::read(&mut requantised)?;
         let model = ModelWeights::from_gguf(content2, &mut requantised, &Device::Cpu)?;
+        if padding.is_some() {
+            // candle lays the weights out for the VNNI kernels on first use; do it now, not in the
+            // first request (about 150 ms here).
+            let input = Tensor::new(&[0u32, 1], &Device::Cpu)?.unsqueeze(0)?;
+            model.clone().forward(&input, 0)?;
+        }
         let tokenizer = tokenizer(&content)?;
         let id = |token: &str| {
             tokenizer
@@ -142,6 +162,149 @@ impl Chat {
             .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?;
         Ok(encoding.get_ids().to_vec())
     }
+}
+
+/// Whether candle's repacked int8 kernels (AVX-512 VNNI or AVX-VNNI) can run here. They multiply a
+/// whole block of prompt tokens per weight load, where the generic Q8_0 path takes one row at a time.
+fn vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni"))
+            || (std::arch::is_x86_feature_detected!("avxvnni")
+                && std::arch::is_x86_feature_detected!("avx2"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Zero-padding that gives a llama model the shapes candle's repacked kernels need: every matrix's
+/// inner dimension a multiple of 256. SmolLM2's hidden size is 576, so its prompt would otherwise be
+/// read on the slow path (1.7 s for 300 tokens here).
+///
+/// The padding adds attention heads and hidden units whose weights are zero, so the model computes
+/// the same function: the new hidden units stay exactly zero through every layer (their embedding
+/// columns, output rows and norm weights are zero), the new query heads score every key equally but
+/// read values that are zero, and their output columns are zero anyway. Only RMS normalisation
+/// sees the width: it divides by the number of units, so its weights are scaled by
+/// `sqrt(hidden / padded)` and its epsilon by `hidden / padded`, which leaves
+/// `x / sqrt(mean(x^2) + eps) * w` unchanged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Padding {
+    hidden: usize,
+    padded: usize,
+    kv: usize,
+    padded_kv: usize,
+    padded_heads: usize,
+    padded_kv_heads: usize,
+}
+
+impl Padding {
+    /// The padding `content` needs, or `None` when its shapes already suit the kernels.
+    fn for_model(content: &gguf_file::Content) -> anyhow::Result<Option<Self>> {
+        let get = |key: &str| -> anyhow::Result<usize> {
+            let value = content
+                .metadata
+                .get(key)
+                .with_context(|| format!("the model has no {key}"))?;
+            Ok(value.to_u32()? as usize)
+        };
+        let hidden = get("llama.embedding_length")?;
+        let heads = get("llama.attention.head_count")?;
+        let kv_heads = get("llama.attention.head_count_kv")?;
+        Ok(Self::for_shape(hidden, heads, kv_heads))
+    }
+
+    fn for_shape(hidden: usize, heads: usize, kv_heads: usize) -> Option<Self> {
+        const BLOCK: usize = 256;
+        if hidden.is_multiple_of(BLOCK) || heads == 0 || kv_heads == 0 {
+            return None;
+        }
+        if !hidden.is_multiple_of(heads) || !heads.is_multiple_of(kv_heads) {
+            return None;
+        }
+        let head_dim = hidden / heads;
+        let group = heads / kv_heads;
+        // The width must hold whole groups of heads (each key-value head serves `group` query heads)
+        // and be a multiple of the kernels' block.
+        let unit = num_lcm(BLOCK, head_dim * group);
+        let padded = hidden.div_ceil(unit) * unit;
+        let padded_heads = padded / head_dim;
+        let padded_kv_heads = padded_heads / group;
+        Some(Self {
+            hidden,
+            padded,
+            kv: kv_heads * head_dim,
+            padded_kv: padded_kv_heads * head_dim,
+            padded_heads,
+            padded_kv_heads,
+        })
+    }
+
+    /// `tensor` padded with zeros along each dimension that is the hidden or key-value width, as
+    /// Q8_0 when it was quantised; norm weights are scaled as described above.
+    fn tensor(&self, name: &str, tensor: QTensor) -> anyhow::Result<QTensor> {
+        let quantised = !matches!(tensor.dtype(), GgmlDType::F32 | GgmlDType::F16);
+        let mut values = tensor.dequantize(&Device::Cpu)?;
+        for (dim, size) in tensor.shape().dims().to_vec().into_iter().enumerate() {
+            let target = if size == self.hidden {
+                self.padded
+            } else if size == self.kv {
+                self.padded_kv
+            } else {
+                continue;
+            };
+            values = values.pad_with_zeros(dim, 0, target - size)?;
+        }
+        if name.ends_with("_norm.weight") {
+            values = (values * (self.hidden as f64 / self.padded as f64).sqrt())?;
+        }
+        let dtype = if quantised {
+            GgmlDType::Q8_0
+        } else {
+            GgmlDType::F32
+        };
+        Ok(QTensor::quantize(&values, dtype)?)
+    }
+
+    /// The metadata of the padded model.
+    fn metadata(
+        &self,
+        metadata: &mut std::collections::HashMap<String, gguf_file::Value>,
+    ) -> anyhow::Result<()> {
+        let set = |metadata: &mut std::collections::HashMap<String, gguf_file::Value>,
+                   key: &str,
+                   value: usize| {
+            metadata.insert(key.to_string(), gguf_file::Value::U32(value as u32));
+        };
+        set(metadata, "llama.embedding_length", self.padded);
+        set(metadata, "llama.attention.head_count", self.padded_heads);
+        set(
+            metadata,
+            "llama.attention.head_count_kv",
+            self.padded_kv_heads,
+        );
+        let key = "llama.attention.layer_norm_rms_epsilon";
+        let eps = metadata
+            .get(key)
+            .with_context(|| format!("the model has no {key}"))?
+            .to_f32()?;
+        let scaled = eps * (self.hidden as f32 / self.padded as f32);
+        metadata.insert(key.to_string(), gguf_file::Value::F32(scaled));
+        Ok(())
+    }
+}
+
+fn num_lcm(a: usize, b: usize) -> usize {
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    a / gcd(a, b) * b
 }
 
 /// SmolLM2's tokenizer from the GGUF metadata. candle's reader maps the `smollm` pre-tokenizer to
@@ -388,4 +551,64 @@ fn flush(chat: &Chat, conversation: &mut Active, last: bool) -> bool {
         conversation.sent = end;
     }
     stop.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_fits_the_kernels_and_keeps_whole_head_groups() {
+        let smollm = Padding::for_shape(576, 9, 3).unwrap();
+        assert_eq!(
+            (
+                smollm.padded,
+                smollm.padded_heads,
+                smollm.padded_kv,
+                smollm.padded_kv_heads
+            ),
+            (768, 12, 256, 4)
+        );
+        assert_eq!(Padding::for_shape(768, 12, 4), None);
+        assert_eq!(Padding::for_shape(2048, 32, 8), None);
+        let odd = Padding::for_shape(960, 15, 5).unwrap();
+        assert!(odd.padded.is_multiple_of(256) && odd.padded_heads.is_multiple_of(3));
+    }
+
+    /// The padded model must be the same model: same next-token scores for a real prompt.
+    #[test]
+    fn the_padded_model_computes_what_the_original_does() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.edgerag/models")
+            .join(super::super::CHAT_FILE);
+        let plain = Chat::load_with(&path, false).unwrap();
+        let padded = Chat::load_with(&path, true).unwrap();
+        let messages = [Message {
+            role: "user".into(),
+            content: "Which planet is closest to the sun, and how long is its year?".into(),
+        }];
+        let prompt = plain.prompt(&messages).unwrap();
+        let logits = |chat: &Chat| -> Vec<f32> {
+            let input = Tensor::new(prompt.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let mut model = chat.model.clone();
+            let out = model.forward(&input, 0).unwrap();
+            out.squeeze(0).unwrap().to_vec1::<f32>().unwrap()
+        };
+        let (a, b) = (logits(&plain), logits(&padded));
+        assert_eq!(a.len(), b.len());
+        let argmax = |v: &[f32]| {
+            v.iter()
+                .enumerate()
+                .max_by(|x, y| x.1.total_cmp(y.1))
+                .map(|(i, _)| i)
+        };
+        assert_eq!(argmax(&a), argmax(&b));
+        let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let cosine = dot / (norm(&a) * norm(&b));
+        assert!(cosine > 0.999, "cosine of the logits {cosine}");
+    }
 }
