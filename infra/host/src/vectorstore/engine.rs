@@ -236,9 +236,9 @@ fn simd<K: Kernel>(a: &[f32], b: &[K::Item]) -> f32 {
     ARCH.dispatch(Vectorised::<K>(a, b))
 }
 
-/// Dot product with independent accumulators, which the compiler turns into SIMD.
+/// Sums `term(a[i], b[i])` in sixteen independent accumulators, which the compiler turns into SIMD.
 #[inline(always)]
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+fn sum_terms<T: Copy>(a: &[f32], b: &[T], term: impl Fn(f32, T) -> f32) -> f32 {
     let mut acc = [0f32; 16];
     let chunks = a.len() / 16 * 16;
     for (x, y) in a[..chunks]
@@ -246,56 +246,30 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
         .zip(b[..chunks].chunks_exact(16))
     {
         for i in 0..16 {
-            acc[i] += x[i] * y[i];
+            acc[i] += term(x[i], y[i]);
         }
     }
     let tail: f32 = a[chunks..]
         .iter()
         .zip(&b[chunks..])
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| term(*x, *y))
         .sum();
     acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    sum_terms(a, b, |x, y| x * y)
 }
 
 #[inline(always)]
 fn squared_l2_portable(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let chunks = a.len() / 16 * 16;
-    for (x, y) in a[..chunks]
-        .chunks_exact(16)
-        .zip(b[..chunks].chunks_exact(16))
-    {
-        for i in 0..16 {
-            let d = x[i] - y[i];
-            acc[i] += d * d;
-        }
-    }
-    let tail: f32 = a[chunks..]
-        .iter()
-        .zip(&b[chunks..])
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
-    acc.iter().sum::<f32>() + tail
+    sum_terms(a, b, |x, y| (x - y) * (x - y))
 }
 
 #[inline(always)]
 fn dot_codes_portable(query: &[f32], codes: &[u8]) -> f32 {
-    let mut acc = [0f32; 16];
-    let chunks = query.len() / 16 * 16;
-    for (x, c) in query[..chunks]
-        .chunks_exact(16)
-        .zip(codes[..chunks].chunks_exact(16))
-    {
-        for i in 0..16 {
-            acc[i] += x[i] * f32::from(c[i] as i8);
-        }
-    }
-    let tail: f32 = query[chunks..]
-        .iter()
-        .zip(&codes[chunks..])
-        .map(|(x, c)| x * f32::from(*c as i8))
-        .sum();
-    acc.iter().sum::<f32>() + tail
+    sum_terms(query, codes, |x, c| x * f32::from(c as i8))
 }
 
 fn normalize(vector: &mut [f32]) {
