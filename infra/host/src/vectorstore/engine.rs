@@ -668,18 +668,24 @@ impl DenseIndex {
         self.data[slot * size..(slot + 1) * size].copy_from_slice(vector);
         self.present[slot] = true;
         if self.coded() {
-            let row = size + 4;
-            if self.codes.len() < (slot + 1) * row {
-                self.codes.resize((slot + 1) * row, 0);
+            let row = self.code_row(slot as u32);
+            if self.codes.len() < row.end {
+                self.codes.resize(row.end, 0);
             }
             let largest = vector.iter().fold(0f32, |m, x| m.max(x.abs()));
             let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
-            let (codes, tail) = self.codes[slot * row..(slot + 1) * row].split_at_mut(size);
+            let (codes, tail) = self.codes[row].split_at_mut(size);
             for (code, x) in codes.iter_mut().zip(vector) {
                 *code = (x / scale).round().clamp(-127.0, 127.0) as i8 as u8;
             }
             tail.copy_from_slice(&scale.to_le_bytes());
         }
+    }
+
+    /// Where `slot`'s row (its codes, then its scale) lies in `codes`.
+    fn code_row(&self, slot: u32) -> std::ops::Range<usize> {
+        let row = self.params.size + 4;
+        slot as usize * row..(slot as usize + 1) * row
     }
 
     /// Whether vectors are also kept as codes: for the dot-product distances, whose score the codes
@@ -691,9 +697,8 @@ impl DenseIndex {
     /// `query . vector` estimated from the vector's codes, within about `|query| * scale` of the
     /// exact score; `None` when the slot has no vector. Only for a [`DenseIndex::coded`] index.
     fn rough_score(&self, slot: u32, query: &[f32]) -> Option<f32> {
-        let (slot, size) = (slot as usize, self.params.size);
-        let row = self.codes.get(slot * (size + 4)..(slot + 1) * (size + 4))?;
-        let (codes, tail) = row.split_at(size);
+        let row = self.codes.get(self.code_row(slot))?;
+        let (codes, tail) = row.split_at(self.params.size);
         let scale = f32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
         (scale > 0.0).then(|| scale * dot_codes(query, codes))
     }
@@ -704,11 +709,8 @@ impl DenseIndex {
         {
             *p = false;
             let _ = self.graph.remove(u64::from(slot));
-            let row = self.params.size + 4;
-            if let Some(scale) = self
-                .codes
-                .get_mut((slot as usize + 1) * row - 4..(slot as usize + 1) * row)
-            {
+            let row = self.code_row(slot);
+            if let Some(scale) = self.codes.get_mut(row.end - 4..row.end) {
                 scale.fill(0);
             }
         }
@@ -1126,9 +1128,12 @@ impl Collection {
         let estimate = candidates.as_ref().map_or(self.len(), Vec::len);
         let exact = search.exact || self.prefer_exact(index.params.size, estimate, want);
         let mut top = TopK::new(want, distance.higher_is_better());
-        let for_each_candidate = |consider: &mut dyn FnMut(u32)| match &candidates {
-            Some(slots) => slots.iter().copied().for_each(consider),
-            None => (0..self.slots.len() as u32).for_each(consider),
+        let every_slot = 0..self.slots.len() as u32;
+        let all_candidates = || -> Box<dyn Iterator<Item = u32> + '_> {
+            match &candidates {
+                Some(slots) => Box::new(slots.iter().copied()),
+                None => Box::new(every_slot.clone()),
+            }
         };
         // A scan the store chose (not one the request asked to be exact) over many candidates ranks
         // them by their codes and rescores the best `keep` exactly.
@@ -1167,8 +1172,7 @@ impl Collection {
                     }
                     a
                 }
-                Some(slots) => rank(&mut slots.iter().copied()),
-                None => rank(&mut (0..self.slots.len() as u32)),
+                _ => rank(&mut all_candidates()),
             };
             for (slot, _) in rough {
                 if let Some(v) = index.vector(slot) {
@@ -1176,13 +1180,13 @@ impl Collection {
                 }
             }
         } else if exact {
-            for_each_candidate(&mut |slot| {
+            for slot in all_candidates() {
                 if let Some(v) = index.vector(slot)
                     && (covered || self.matches(slot, filter))
                 {
                     top.push(slot, distance.score(&query, v));
                 }
-            });
+            }
         } else {
             let ef = search.ef.unwrap_or(self.config.hnsw.ef_construct).max(want);
             index.graph.change_expansion_search(ef);
