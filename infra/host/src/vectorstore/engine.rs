@@ -694,13 +694,13 @@ impl DenseIndex {
         self.params.distance != Distance::Euclid
     }
 
-    /// `query . vector` estimated from the vector's codes, within about `|query| * scale` of the
-    /// exact score; `None` when the slot has no vector. Only for a [`DenseIndex::coded`] index.
-    fn rough_score(&self, slot: u32, query: &[f32]) -> Option<f32> {
+    /// `query . vector` estimated from the vector's codes (within `0.5 * scale * sum |query|` of the
+    /// exact score), with the vector's scale; `None` when the slot has no vector. Only for a [`DenseIndex::coded`] index.
+    fn rough_score(&self, slot: u32, query: &[f32]) -> Option<(f32, f32)> {
         let row = self.codes.get(self.code_row(slot))?;
         let (codes, tail) = row.split_at(self.params.size);
         let scale = f32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-        (scale > 0.0).then(|| scale * dot_codes(query, codes))
+        (scale > 0.0).then(|| (scale * dot_codes(query, codes), scale))
     }
 
     fn remove(&mut self, slot: u32) {
@@ -1140,19 +1140,26 @@ impl Collection {
         let keep = want
             .saturating_mul(RESCORE_FACTOR)
             .saturating_add(RESCORE_EXTRA);
+        let mut full_scan = exact;
         if exact && !search.exact && index.coded() && estimate > keep {
+            // Returns the best `keep` by codes, an upper bound on the code score of any candidate
+            // left out (when one was), and the largest scale seen.
             let rank = |slots: &mut dyn Iterator<Item = u32>| {
                 let mut rough = TopK::new(keep, true);
+                let (mut ranked, mut largest) = (0usize, 0f32);
                 for slot in slots {
                     if (covered || self.matches(slot, filter))
-                        && let Some(score) = index.rough_score(slot, &query)
+                        && let Some((score, scale)) = index.rough_score(slot, &query)
                     {
                         rough.push(slot, score);
+                        ranked += 1;
+                        largest = largest.max(scale);
                     }
                 }
-                rough.finish(None)
+                let left_out = (ranked > keep).then(|| rough.worst()).flatten();
+                (rough.finish(None), left_out, largest)
             };
-            let rough = match &candidates {
+            let (rough, left_out, largest) = match &candidates {
                 // Reading scattered vectors waits on memory more than it computes; two threads
                 // keep twice as many reads in flight.
                 Some(slots) if slots.len() >= PARALLEL_SCAN => {
@@ -1163,7 +1170,14 @@ impl Collection {
                         (mine, other.join())
                     });
                     match b {
-                        Ok(b) => a.extend(b),
+                        Ok(b) => {
+                            a.0.extend(b.0);
+                            a.1 = match (a.1, b.1) {
+                                (Some(x), Some(y)) => Some(x.max(y)),
+                                (x, y) => x.or(y),
+                            };
+                            a.2 = a.2.max(b.2);
+                        }
                         Err(_) => {
                             return Err(VecError::bad_request(
                                 "Service internal error: search failed",
@@ -1179,7 +1193,19 @@ impl Collection {
                     top.push(slot, distance.score(&query, v));
                 }
             }
-        } else if exact {
+            // A code is within half a step of its value, so a code score is within
+            // `0.5 * scale * sum |q|` of the exact one. The result is certain when nothing left
+            // out could reach the worst score kept; otherwise (many near-equal vectors) every
+            // candidate is scored in full.
+            full_scan = left_out.is_some_and(|cut| {
+                let slack = 0.5 * largest * query.iter().map(|x| x.abs()).sum::<f32>();
+                top.len() < want || top.worst().is_none_or(|worst| cut + slack * 1.001 >= worst)
+            });
+            if full_scan {
+                top = TopK::new(want, distance.higher_is_better());
+            }
+        }
+        if exact && full_scan {
             for slot in all_candidates() {
                 if let Some(v) = index.vector(slot)
                     && (covered || self.matches(slot, filter))
@@ -1187,7 +1213,7 @@ impl Collection {
                     top.push(slot, distance.score(&query, v));
                 }
             }
-        } else {
+        } else if !exact {
             let ef = search.ef.unwrap_or(self.config.hnsw.ef_construct).max(want);
             index.graph.change_expansion_search(ef);
             let allowed: Option<HashSet<u32>> = candidates.map(|c| c.into_iter().collect());
@@ -1434,6 +1460,12 @@ impl TopK {
 
     fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    /// The worst score kept.
+    fn worst(&self) -> Option<f32> {
+        let key = self.heap.peek()?.key;
+        Some(if self.higher_is_better { -key } else { key })
     }
 
     fn push(&mut self, slot: u32, score: f32) {
@@ -2086,6 +2118,42 @@ mod tests {
         let collection = shared.read().unwrap();
         assert_eq!(collection.len(), 2000);
         assert_eq!(collection.search(&search(true, None)).unwrap(), exact);
+    }
+
+    #[test]
+    fn the_code_scan_is_exact_among_near_equal_vectors() {
+        let store = Store::open(&temp_db("ties")).unwrap();
+        store
+            .create_collection("c", &json!({"vectors": {"size": 8, "distance": "Cosine"}}))
+            .unwrap();
+        // Thirteen directions repeated: hundreds of exact duplicates and near-duplicates per query.
+        let points: Vec<NewPoint> = (0..3000u64)
+            .map(|id| {
+                let mut v: Vec<f32> = (0..8).map(|d| ((id + d) % 13) as f32 + 1.0).collect();
+                normalize(&mut v);
+                point(id, v, "a")
+            })
+            .collect();
+        store.upsert("c", points).unwrap();
+        let shared = store.collection("c").unwrap();
+        let collection = shared.read().unwrap();
+        for probe in 0..13u64 {
+            let query: Vec<f32> = (0..8).map(|d| ((probe + d) % 13) as f32 + 1.0).collect();
+            let search = |exact: bool| Search {
+                using: String::new(),
+                query: QueryVector::Dense(query.clone()),
+                filter: None,
+                limit: 5,
+                offset: 0,
+                score_threshold: None,
+                ef: None,
+                exact,
+            };
+            let scores = |found: Vec<(u32, f32)>| found.iter().map(|f| f.1).collect::<Vec<_>>();
+            let chosen = scores(collection.search(&search(false)).unwrap());
+            assert_eq!(chosen, scores(collection.search(&search(true)).unwrap()));
+            assert!((chosen[0] - 1.0).abs() < 1e-5, "{chosen:?}");
+        }
     }
 
     #[test]
