@@ -64,12 +64,27 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Lets the writers run for a while, kills the process under them with SIGKILL, and waits for every
-/// writer to notice (a writer stops at its first failed request).
-async fn kill_under_writers(mut process: Process, writers: Vec<tokio::task::JoinHandle<()>>) {
+/// Waits until `enough` says the writers have had acknowledged writes to lose (at least 1.5 s, at
+/// most a minute, so a loaded machine still gets a meaningful test), then kills the process with
+/// SIGKILL.
+async fn kill_when(mut process: Process, enough: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    while !enough() && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     process.0.kill().unwrap();
     process.0.wait().unwrap();
+}
+
+/// Kills the process under the writers once `enough` holds and waits for every writer to notice
+/// (a writer stops at its first failed request).
+async fn kill_under_writers(
+    process: Process,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+    enough: impl Fn() -> bool,
+) {
+    kill_when(process, enough).await;
     for writer in writers {
         writer.await.unwrap();
     }
@@ -152,7 +167,16 @@ async fn acknowledged_writes_survive_kill_9() {
             }
         }));
     }
-    kill_under_writers(process, writers).await;
+    let seen = acknowledged.clone();
+    kill_under_writers(process, writers, move || {
+        let seen = seen.lock().unwrap();
+        seen.iter()
+            .map(|(id, _, _)| id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 100
+    })
+    .await;
 
     // The latest acknowledged revision of every document, and the value it carried.
     let mut latest = std::collections::BTreeMap::new();
@@ -249,7 +273,16 @@ async fn acknowledged_vectors_survive_kill_9() {
             }
         }));
     }
-    kill_under_writers(process, writers).await;
+    let seen = acknowledged.clone();
+    kill_under_writers(process, writers, move || {
+        let seen = seen.lock().unwrap();
+        seen.iter()
+            .map(|(id, _)| id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 200
+    })
+    .await;
 
     let mut latest = std::collections::BTreeMap::new();
     for (id, round) in acknowledged.lock().unwrap().iter() {
@@ -332,7 +365,7 @@ async fn acknowledged_vectors_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_objects_survive_kill_9() {
     let data_dir = fresh_dir("crash-objects");
-    let mut process = spawn(&data_dir);
+    let process = spawn(&data_dir);
     let url = endpoint(&data_dir, "objectstore").await;
     let key = secret(&data_dir, "objectstore");
     let log = data_dir.join("acknowledged.log");
@@ -346,11 +379,18 @@ async fn acknowledged_objects_survive_kill_9() {
         .spawn()
         .unwrap();
     let mut writer = Process(writer);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    process.0.kill().unwrap();
-    process.0.wait().unwrap();
+    let written = log.clone();
+    kill_when(process, move || {
+        let lines = std::fs::read_to_string(&written).unwrap_or_default();
+        lines
+            .lines()
+            .filter_map(|l| l.split(' ').next())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            >= 40
+    })
+    .await;
     let _ = writer.0.wait();
-    drop(process);
 
     let _process = spawn(&data_dir);
     let url = endpoint(&data_dir, "objectstore").await;
