@@ -166,7 +166,7 @@ impl Chat {
 
 /// Whether candle's repacked int8 kernels (AVX-512 VNNI or AVX-VNNI) can run here. They multiply a
 /// whole block of prompt tokens per weight load, where the generic Q8_0 path takes one row at a time.
-fn vnni() -> bool {
+pub(super) fn vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         (std::arch::is_x86_feature_detected!("avx512f")

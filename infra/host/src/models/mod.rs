@@ -9,6 +9,7 @@
 //! that arrive first wait in its queue), or on first use where asked (the tests). A full queue
 //! answers 429 with `Retry-After`.
 
+mod bert;
 pub mod chat;
 pub mod embed;
 
