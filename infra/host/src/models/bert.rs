@@ -31,6 +31,9 @@ use candle_transformers::models::bert::Config;
 /// activations with one scale per this many values.
 const KERNEL_BLOCK: usize = 256;
 
+/// Rows per task when the kernel inputs are laid out in parallel.
+const ROWS_PER_TASK: usize = 8;
+
 /// A linear layer: f32 while the model calibrates, then 8-bit.
 enum Linear {
     Float {
@@ -175,18 +178,18 @@ fn split_channels(seen: &[f32], width: usize) -> (Vec<usize>, Vec<f32>) {
     (sources, factors)
 }
 
+/// One task of laying out kernel inputs: input rows, their kernel inputs, and where the rounding
+/// error pass goes (for layers that have one).
+type Rows<'a> = (&'a [f32], &'a mut [f32], Option<&'a mut [f32]>);
+
 impl Int8Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (rows, inputs) = x.dims2()?;
-        let values = x.flatten_all()?.to_vec1::<f32>()?;
-        let passes = if self.residual { 2 } else { 1 };
-        let width = self.width;
-        let mut kernel_input = vec![0f32; passes * rows * width];
-        let (first, second) = kernel_input.split_at_mut(rows * width);
+    /// Writes the kernel inputs for the rows `input` (each `inputs` wide) to `out` (each
+    /// [`Int8Linear::width`] wide).
+    fn lay_out(&self, inputs: usize, input: &[f32], out: &mut [f32]) {
         let factors = &self.factors[..inputs];
-        for (row, out) in values
+        for (row, out) in input
             .chunks_exact(inputs)
-            .zip(first.chunks_exact_mut(width))
+            .zip(out.chunks_exact_mut(self.width))
         {
             // Kernel input c < inputs is channel c (scaled down when it was split); the copies
             // follow. Separate loops keep the first part free of gathers, so it vectorises.
@@ -208,14 +211,40 @@ impl Int8Linear {
                 *slot = own[source];
             }
         }
-        if self.residual {
-            for (row, error) in first
-                .chunks_exact(KERNEL_BLOCK)
-                .zip(second.chunks_exact_mut(KERNEL_BLOCK))
-            {
-                rounding_error(row, error);
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (rows, inputs) = x.dims2()?;
+        let values = x.flatten_all()?.to_vec1::<f32>()?;
+        let passes = if self.residual { 2 } else { 1 };
+        let width = self.width;
+        let mut kernel_input = vec![0f32; passes * rows * width];
+        let (first, second) = kernel_input.split_at_mut(rows * width);
+        // Rows are laid out on candle's own worker threads (the thread that would otherwise wait
+        // for the next product), a group of rows per task.
+        let group = ROWS_PER_TASK;
+        let mut seconds = second.chunks_mut(group * width);
+        let tasks: Vec<Mutex<Rows>> = values
+            .chunks(group * inputs)
+            .zip(first.chunks_mut(group * width))
+            .map(|(input, out)| Mutex::new((input, out, seconds.next())))
+            .collect();
+        candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+            for task in &tasks[range] {
+                let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
+                let (input, out, error) = &mut *task;
+                self.lay_out(inputs, input, out);
+                if let Some(error) = error {
+                    for (row, error) in out
+                        .chunks_exact(KERNEL_BLOCK)
+                        .zip(error.chunks_exact_mut(KERNEL_BLOCK))
+                    {
+                        rounding_error(row, error);
+                    }
+                }
             }
-        }
+        });
+        drop(tasks);
         let product = self.weight.forward(&Tensor::from_vec(
             kernel_input,
             (passes * rows, width),
