@@ -41,7 +41,7 @@ const ROWS_PER_TASK: usize = 8;
 enum Linear {
     Float {
         weight: Tensor,
-        bias: Option<Tensor>,
+        bias: Option<Vec<f32>>,
         input: Input,
         /// The largest magnitude seen on each input channel.
         seen: Mutex<Vec<f32>>,
@@ -55,7 +55,7 @@ enum Linear {
 /// `factors[s]`; kernel inputs past `sources.len()` are zero.
 struct Int8Linear {
     weight: QMatMul,
-    bias_values: Option<Vec<f32>>,
+    bias: Option<Vec<f32>>,
     input: Input,
     sources: Vec<usize>,
     factors: Vec<f32>,
@@ -70,20 +70,33 @@ enum Input {
     AsIs,
     /// Adds a bias (the previous product's, left out there) and applies GELU, as BERT's feed-forward
     /// block does between its two products. The 8-bit layer does this while it lays out the input.
-    BiasGelu(Tensor, Vec<f32>),
+    BiasGelu(Vec<f32>),
 }
 
 impl Input {
-    fn bias_gelu(bias: Tensor) -> anyhow::Result<Self> {
-        let values = bias.to_vec1::<f32>()?;
-        Ok(Self::BiasGelu(bias, values))
+    /// Applies the transform to one row of `inputs`, writing `out[c] = f(row[c]) * factors[c]`.
+    fn apply(&self, row: &[f32], factors: &[f32], out: &mut [f32]) {
+        match self {
+            Self::AsIs => {
+                for ((slot, &value), &factor) in out.iter_mut().zip(row).zip(factors) {
+                    *slot = value * factor;
+                }
+            }
+            Self::BiasGelu(bias) => {
+                for (((slot, &value), &bias), &factor) in
+                    out.iter_mut().zip(row).zip(bias).zip(factors)
+                {
+                    *slot = gelu(value + bias) * factor;
+                }
+            }
+        }
     }
 }
 
 impl Linear {
     fn new(
         weight: Tensor,
-        bias: Option<Tensor>,
+        bias: Option<Vec<f32>>,
         input: Input,
         residual: bool,
     ) -> anyhow::Result<Self> {
@@ -107,21 +120,35 @@ impl Linear {
         norm: Option<&Norm>,
     ) -> candle_core::Result<Vec<f32>> {
         let (product, passes, bias) = match self {
-            Self::Float { bias, .. } => {
-                let product = self.forward(&Tensor::from_slice(
-                    x,
-                    (rows, x.len() / rows.max(1)),
-                    &Device::Cpu,
-                )?)?;
-                (
-                    product.flatten_all()?.to_vec1::<f32>()?,
-                    1,
-                    bias_values(bias.as_ref())?,
-                )
+            Self::Float {
+                weight,
+                bias,
+                input,
+                seen,
+                ..
+            } => {
+                let inputs = x.len() / rows.max(1);
+                let mut transformed = vec![0f32; x.len()];
+                let ones = vec![1f32; inputs];
+                for (row, out) in x
+                    .chunks_exact(inputs)
+                    .zip(transformed.chunks_exact_mut(inputs))
+                {
+                    input.apply(row, &ones, out);
+                }
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                for row in transformed.chunks_exact(inputs) {
+                    for (seen, value) in seen.iter_mut().zip(row) {
+                        *seen = seen.max(value.abs());
+                    }
+                }
+                let x = Tensor::from_vec(transformed, (rows, inputs), &Device::Cpu)?;
+                let product = x.matmul(&weight.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+                (product, 1, bias)
             }
             Self::Int8(linear) => {
                 let (product, passes) = linear.product(x, rows)?;
-                (product, passes, linear.bias_values.clone())
+                (product, passes, &linear.bias)
             }
         };
         Ok(finish(
@@ -132,31 +159,6 @@ impl Linear {
             residual,
             norm,
         ))
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Self::Float {
-                weight,
-                input,
-                seen,
-                ..
-            } => {
-                let x = match input {
-                    Input::AsIs => x.clone(),
-                    Input::BiasGelu(bias, _) => x.broadcast_add(bias)?.gelu_erf()?,
-                };
-                let largest = x.abs()?.max(0)?.to_vec1::<f32>()?;
-                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                for (seen, largest) in seen.iter_mut().zip(largest) {
-                    *seen = seen.max(largest);
-                }
-                x.matmul(&weight.t()?)
-            }
-            Self::Int8(_) => Err(candle_core::Error::Msg(
-                "an 8-bit layer is applied with Linear::apply".into(),
-            )),
-        }
     }
 
     /// The 8-bit layer, its input split by what calibration saw.
@@ -185,7 +187,7 @@ impl Linear {
                 .pad_with_zeros(1, 0, width - sources.len())?;
         Ok(Self::Int8(Int8Linear {
             weight: QMatMul::from_qtensor(QTensor::quantize(&columns, GgmlDType::Q8_0)?)?,
-            bias_values: bias_values(bias.as_ref())?,
+            bias: bias.clone(),
             input: input.clone(),
             sources,
             factors,
@@ -231,19 +233,7 @@ impl Int8Linear {
             // Kernel input c < inputs is channel c (scaled down when it was split); the copies
             // follow. Separate loops keep the first part free of gathers, so it vectorises.
             let (own, copies) = out.split_at_mut(inputs);
-            match &self.input {
-                Input::AsIs => {
-                    for ((slot, &value), &factor) in own.iter_mut().zip(row).zip(factors) {
-                        *slot = value * factor;
-                    }
-                }
-                Input::BiasGelu(_, bias) => {
-                    let inputs = own.iter_mut().zip(row).zip(bias).zip(factors);
-                    for (((slot, &value), &bias), &factor) in inputs {
-                        *slot = gelu(value + bias) * factor;
-                    }
-                }
-            }
+            self.input.apply(row, factors, own);
             for (slot, &source) in copies.iter_mut().zip(&self.sources[inputs..]) {
                 *slot = own[source];
             }
@@ -290,10 +280,6 @@ impl Int8Linear {
         )?)?;
         Ok((product.flatten_all()?.to_vec1::<f32>()?, passes))
     }
-}
-
-fn bias_values(bias: Option<&Tensor>) -> candle_core::Result<Option<Vec<f32>>> {
-    bias.map(|b| b.to_vec1::<f32>()).transpose()
 }
 
 /// Sums the `passes` stacked blocks of `product` (rows × outputs each), adds `bias`, adds
@@ -462,7 +448,7 @@ impl Int8Bert {
         let linear = |prefix: &str, input: Input, residual: bool| -> anyhow::Result<Linear> {
             Linear::new(
                 get(&format!("{prefix}.weight"))?,
-                Some(get(&format!("{prefix}.bias"))?),
+                Some(get(&format!("{prefix}.bias"))?.to_vec1()?),
                 input,
                 residual,
             )
@@ -477,7 +463,12 @@ impl Int8Bert {
                 Ok(Tensor::cat(&[q?, k?, v?], 0)?)
             };
             layers.push(Layer {
-                qkv: Linear::new(joined("weight")?, Some(joined("bias")?), Input::AsIs, true)?,
+                qkv: Linear::new(
+                    joined("weight")?,
+                    Some(joined("bias")?.to_vec1()?),
+                    Input::AsIs,
+                    true,
+                )?,
                 output: linear(&at("attention.output.dense"), Input::AsIs, false)?,
                 attention_norm: norm(&at("attention.output.LayerNorm"))?,
                 // The intermediate bias and GELU are applied as the output product reads its input.
@@ -489,7 +480,7 @@ impl Int8Bert {
                 )?,
                 down: linear(
                     &at("output.dense"),
-                    Input::bias_gelu(get(&at("intermediate.dense.bias"))?)?,
+                    Input::BiasGelu(get(&at("intermediate.dense.bias"))?.to_vec1()?),
                     true,
                 )?,
                 output_norm: norm(&at("output.LayerNorm"))?,

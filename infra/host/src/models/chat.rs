@@ -80,7 +80,7 @@ impl Chat {
     /// Reads the GGUF file, requantises Q4_1 tensors to Q8_0 (padded for the VNNI kernels when the
     /// CPU has them, see [`Padding`]) and builds the tokenizer.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        Self::load_with(path, vnni())
+        Self::load_with(path, super::vnni())
     }
 
     /// [`Chat::load`], choosing whether to pad (tests compare both).
@@ -161,22 +161,6 @@ impl Chat {
             .encode(text, false)
             .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?;
         Ok(encoding.get_ids().to_vec())
-    }
-}
-
-/// Whether candle's repacked int8 kernels (AVX-512 VNNI or AVX-VNNI) can run here. They multiply a
-/// whole block of prompt tokens per weight load, where the generic Q8_0 path takes one row at a time.
-pub(super) fn vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        (std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vnni"))
-            || (std::arch::is_x86_feature_detected!("avxvnni")
-                && std::arch::is_x86_feature_detected!("avx2"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 

@@ -53,11 +53,7 @@ pub enum Precision {
 impl Precision {
     /// Int8 where the CPU has int8 dot-product instructions, f32 elsewhere.
     pub fn best() -> Self {
-        if super::chat::vnni() {
-            Self::Int8
-        } else {
-            Self::F32
-        }
+        if super::vnni() { Self::Int8 } else { Self::F32 }
     }
 }
 
@@ -292,7 +288,7 @@ mod tests {
         let cosine = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
         let mut vectors = Vec::new();
         for precision in [Precision::F32, Precision::Int8] {
-            if precision == Precision::Int8 && !super::super::chat::vnni() {
+            if precision == Precision::Int8 && !super::super::vnni() {
                 continue;
             }
             let embedder = Embedder::load_with(&dir, precision).unwrap();

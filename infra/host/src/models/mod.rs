@@ -153,6 +153,22 @@ pub async fn start(
     .await
 }
 
+/// Whether candle's repacked int8 kernels (AVX-512 VNNI or AVX-VNNI) can run here. They multiply a
+/// whole block of prompt tokens per weight load, where the generic Q8_0 path takes one row at a time.
+pub(crate) fn vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni"))
+            || (std::arch::is_x86_feature_detected!("avxvnni")
+                && std::arch::is_x86_feature_detected!("avx2"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Starts a model's worker thread with a queue of `capacity` requests and its `/health` state.
 fn spawn_worker<J: Send + 'static>(
     name: &str,
