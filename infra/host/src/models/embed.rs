@@ -42,37 +42,28 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<Embedded, String>>,
 }
 
-/// How the encoder runs: candle's f32 BERT, or linear layers in 8 bits on int8 dot-product
-/// instructions (see [`super::bert`]).
+/// How the encoder runs: candle's f32 BERT, or linear layers in 16-bit integers on AVX-512 VNNI
+/// (see [`super::bert`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
     F32,
-    Int8,
+    Int16,
 }
 
 impl Precision {
-    /// Int8 where the CPU has int8 dot-product instructions, f32 elsewhere.
+    /// Int16 where the CPU has AVX-512 VNNI, f32 elsewhere.
     pub fn best() -> Self {
-        if super::vnni() { Self::Int8 } else { Self::F32 }
+        if matmul::Kernel::detect().is_some() {
+            Self::Int16
+        } else {
+            Self::F32
+        }
     }
 }
 
-/// Text the 8-bit encoder calibrates on at load: which channels run large is a property of the
-/// model, so a few sentences of different kinds find them.
-const CALIBRATION: &[&str] = &[
-    "How do I reset my password if I no longer have access to my email address?",
-    "The mitochondrial membrane potential was measured by flow cytometry in 1,204 patients.",
-    "Returns 404 Not Found when the project id does not exist; see `GET /v1/projects/{id}`.",
-    "Refunds are issued to the original payment method within 5-10 business days.",
-    "In 1969, Apollo 11 landed on the Moon and Neil Armstrong stepped onto its surface.",
-    "Die Lieferung erfolgt innerhalb von drei Werktagen nach Eingang der Zahlung.",
-    "ERROR: connection refused (os error 111) at 127.0.0.1:5984 after 3 retries",
-    "what is the effect of vitamin d on bone density",
-];
-
 enum Encoder {
     F32(BertModel),
-    Int8(super::bert::Int8Bert),
+    Int16(super::bert::Int16Bert),
 }
 
 /// The model and its tokenizer.
@@ -108,7 +99,10 @@ impl Embedder {
                 VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)?,
                 &config,
             )?),
-            Precision::Int8 => Encoder::Int8(super::bert::Int8Bert::load(&weights, &config)?),
+            Precision::Int16 => {
+                let kernel = matmul::Kernel::detect().context("this CPU lacks AVX-512 VNNI")?;
+                Encoder::Int16(super::bert::Int16Bert::load(&weights, &config, kernel)?)
+            }
         };
         let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
             .map_err(|e| anyhow::anyhow!("tokenizer.json: {e}"))?;
@@ -121,14 +115,7 @@ impl Embedder {
                 ..Default::default()
             }))
             .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
-        let mut embedder = Self { model, tokenizer };
-        if let Encoder::Int8(_) = embedder.model {
-            embedder.embed(CALIBRATION)?;
-            if let Encoder::Int8(model) = &mut embedder.model {
-                model.quantize()?;
-            }
-        }
-        Ok(embedder)
+        Ok(Self { model, tokenizer })
     }
 
     /// Embeds `texts`: one unit vector per text, with its token count and whether it was cut.
@@ -181,7 +168,7 @@ impl Embedder {
                 let types = input.zeros_like()?;
                 model.forward(&input, &types, Some(&mask.to_dtype(DType::U32)?))?
             }
-            Encoder::Int8(model) => model.forward(&input, &mask)?,
+            Encoder::Int16(model) => model.forward(&input, &mask)?,
         };
         // Mean over the real tokens (padding masked out), then L2 normalisation.
         let mask = mask.unsqueeze(2)?;
@@ -287,8 +274,8 @@ mod tests {
             serde_json::from_value(reference["embeddings"].clone()).unwrap();
         let cosine = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
         let mut vectors = Vec::new();
-        for precision in [Precision::F32, Precision::Int8] {
-            if precision == Precision::Int8 && !super::super::vnni() {
+        for precision in [Precision::F32, Precision::Int16] {
+            if precision == Precision::Int16 && matmul::Kernel::detect().is_none() {
                 continue;
             }
             let embedder = Embedder::load_with(&dir, precision).unwrap();
@@ -300,15 +287,15 @@ mod tests {
                     "{precision:?}: cosine {c} against sentence-transformers"
                 );
             }
-            // One text alone gets the vector it gets in a batch (to rounding: in 8 bits a last-digit
+            // One text alone gets the vector it gets in a batch (to rounding: in integers a last-digit
             // difference in f32 upstream can move an activation to the next step).
             let alone = embedder.embed(&sentences[3..4]).unwrap();
             let c = cosine(&alone[0].0, &got[3].0);
             assert!(c > 0.9999, "{precision:?}: alone {c}");
             vectors.push(got);
         }
-        if let [f32, int8] = vectors.as_slice() {
-            for ((a, _, _), (b, _, _)) in f32.iter().zip(int8) {
+        if let [f32, int16] = vectors.as_slice() {
+            for ((a, _, _), (b, _, _)) in f32.iter().zip(int16) {
                 assert!(cosine(a, b) >= 0.999);
             }
         }
