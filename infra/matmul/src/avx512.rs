@@ -58,22 +58,64 @@ pub(crate) fn product(weights: &Weights, words: &[i32], scales: &[f32], out: &mu
             .zip(scales.chunks(TILE_ROWS))
             .zip(out.chunks_mut(TILE_ROWS * outputs));
         for ((tile, scales), out) in tiles {
-            let sums = match scales.len() {
-                TILE_ROWS => sums::<TILE_ROWS>(panel, tile),
-                count => {
-                    // A last, shorter tile: its missing rows are zero words.
-                    let mut full = sums::<TILE_ROWS>(panel, tile);
-                    full[count..].fill([_mm512_setzero_si512(); REGISTERS]);
-                    full
-                }
-            };
-            store(&sums, scales, panel_scales, out, outputs, columns.clone());
+            let columns = columns.clone();
+            // A last, shorter tile (a single row, when a model decodes) computes only its rows.
+            match scales.len() {
+                6 => store(
+                    &sums::<6>(panel, tile),
+                    scales,
+                    panel_scales,
+                    out,
+                    outputs,
+                    columns,
+                ),
+                5 => store(
+                    &sums::<5>(panel, tile),
+                    scales,
+                    panel_scales,
+                    out,
+                    outputs,
+                    columns,
+                ),
+                4 => store(
+                    &sums::<4>(panel, tile),
+                    scales,
+                    panel_scales,
+                    out,
+                    outputs,
+                    columns,
+                ),
+                3 => store(
+                    &sums::<3>(panel, tile),
+                    scales,
+                    panel_scales,
+                    out,
+                    outputs,
+                    columns,
+                ),
+                2 => store(
+                    &sums::<2>(panel, tile),
+                    scales,
+                    panel_scales,
+                    out,
+                    outputs,
+                    columns,
+                ),
+                _ => store(
+                    &sums::<1>(panel, tile),
+                    scales,
+                    panel_scales,
+                    out,
+                    outputs,
+                    columns,
+                ),
+            }
         }
     }
 }
 
-/// The integer sums of one panel's outputs for one tile of rows, kept in registers over the whole
-/// inner dimension.
+/// The integer sums of one panel's outputs for the first `ROWS` rows of a tile, kept in registers
+/// over the whole inner dimension.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 fn sums<const ROWS: usize>(

@@ -240,8 +240,17 @@ mod tests {
     #[test]
     fn products_are_the_exact_sums_of_the_quantised_values() {
         let Some(kernel) = kernel() else { return };
-        for (rows, outputs, inputs) in [(13, 70, 7), (6, 64, 384), (1, 1152, 384), (11, 384, 1536)]
-        {
+        // Row counts leave last tiles of every height: 1, 2, 3, 4, 5 and 6 rows.
+        let shapes = [
+            (13, 70, 7),
+            (8, 128, 6),
+            (9, 64, 12),
+            (16, 64, 10),
+            (6, 64, 384),
+            (1, 1152, 384),
+            (11, 384, 1536),
+        ];
+        for (rows, outputs, inputs) in shapes {
             let weights = Weights::quantize(&values(outputs * inputs, 1, inputs), outputs, inputs);
             let x = values(rows * inputs, 2, inputs);
             let (words, scales) = quantize_rows(kernel, &weights, &x);

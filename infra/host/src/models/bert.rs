@@ -158,7 +158,8 @@ fn gelu(x: f32) -> f32 {
 }
 
 /// e^x for x in [-36, 0], to about 2 units in the last place, without a libm call.
-fn exp_negative(x: f32) -> f32 {
+#[inline(always)]
+pub(super) fn exp_negative(x: f32) -> f32 {
     // x = n ln 2 + r with |r| <= ln2 / 2; e^x = 2^n e^r.
     let n = (x * std::f32::consts::LOG2_E - 0.5) as i32;
     let r = x - n as f32 * 0.693_359_4 + n as f32 * 2.121_944_4e-4;

@@ -1,7 +1,9 @@
-//! The embedded chat model: SmolLM2-135M-Instruct from a GGUF file, on candle's quantized llama.
+//! The embedded chat model: SmolLM2-135M-Instruct from a GGUF file.
 //!
-//! The file ships Q4_1 weights, for which candle has no x86 SIMD kernel; they are requantised to Q8_0
-//! (which has AVX2 and AVX-512 VNNI kernels chosen at run time) when the model loads, so one portable
+//! On CPUs with AVX-512 VNNI it runs as [`super::llama`]: candle's ops with the linear layers on
+//! the 16-bit integer kernel. Elsewhere it runs on candle's quantized llama. The file ships Q4_1
+//! weights, for which candle has no x86 SIMD kernel; for candle they are requantised to Q8_0 (which
+//! has AVX2 and AVX-512 VNNI kernels chosen at run time) when the model loads, so one portable
 //! binary decodes at full speed on CPUs that have those instructions. Q8_0 holds every Q4_1 value
 //! almost exactly, so nothing the model learned is lost twice.
 //!
@@ -67,76 +69,108 @@ pub struct Job {
     pub events: UnboundedSender<Event>,
 }
 
+/// How the model runs: its linear layers on the 16-bit integer kernel (CPUs with AVX-512 VNNI),
+/// or candle's `quantized_llama` with Q8_0 weights, padded for candle's VNNI kernels or not.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Integer(matmul::Kernel),
+    Candle { pad: bool },
+}
+
+impl Backend {
+    /// The integer kernel where the CPU has it; else candle, padded where it has VNNI.
+    pub fn best() -> Self {
+        match matmul::Kernel::detect() {
+            Some(kernel) => Self::Integer(kernel),
+            None => Self::Candle { pad: super::vnni() },
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Model {
+    Integer(super::llama::Llama),
+    Candle(ModelWeights),
+}
+
+/// One conversation's state in the model: its key-value cache.
+enum State {
+    Integer(super::llama::Cache),
+    Candle(Box<ModelWeights>),
+}
+
 /// The model and its tokenizer, loaded once.
 #[derive(Debug)]
 pub struct Chat {
-    model: ModelWeights,
+    model: Model,
     pub tokenizer: Tokenizer,
     end_of_turn: u32,
     end_of_text: u32,
 }
 
 impl Chat {
-    /// Reads the GGUF file, requantises Q4_1 tensors to Q8_0 (padded for the VNNI kernels when the
-    /// CPU has them, see [`Padding`]) and builds the tokenizer.
+    /// Reads the GGUF file for the best backend on this CPU and builds the tokenizer.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        Self::load_with(path, super::vnni())
+        Self::load_with(path, Backend::best())
     }
 
-    /// [`Chat::load`], choosing whether to pad (tests compare both).
-    pub fn load_with(path: &Path, pad: bool) -> anyhow::Result<Self> {
+    /// [`Chat::load`] on a chosen backend (tests compare them).
+    pub fn load_with(path: &Path, backend: Backend) -> anyhow::Result<Self> {
         let mut file =
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let content = gguf_file::Content::read(&mut file)
             .with_context(|| format!("{} is not a GGUF file", path.display()))?;
-        let padding = if pad {
-            Padding::for_model(&content)?
-        } else {
-            None
-        };
-        let mut tensors = Vec::with_capacity(content.tensor_infos.len());
-        for name in content.tensor_infos.keys() {
-            let tensor = content.tensor(&mut file, name, &Device::Cpu)?;
-            let tensor = match &padding {
-                Some(padding) => padding.tensor(name, tensor)?,
-                None if tensor.dtype() == GgmlDType::Q4_1 => {
-                    QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
-                }
-                None => tensor,
-            };
-            tensors.push((name.clone(), tensor));
-        }
-        let mut metadata = content.metadata.clone();
-        if let Some(padding) = &padding {
-            padding.metadata(&mut metadata)?;
-        }
-        let metadata: Vec<(&str, &gguf_file::Value)> =
-            metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let mut requantised = Cursor::new(Vec::new());
-        gguf_file::write(&mut requantised, &metadata, &refs)?;
-        drop(tensors);
-        requantised.set_position(0);
-        let content2 = gguf_file::Content::read(&mut requantised)?;
-        let model = ModelWeights::from_gguf(content2, &mut requantised, &Device::Cpu)?;
-        if padding.is_some() {
-            // candle lays the weights out for the VNNI kernels on first use; do it now, not in the
-            // first request (about 150 ms here).
-            let input = Tensor::new(&[0u32, 1], &Device::Cpu)?.unsqueeze(0)?;
-            model.clone().forward(&input, 0)?;
-        }
         let tokenizer = tokenizer(&content)?;
         let id = |token: &str| {
             tokenizer
                 .token_to_id(token)
                 .with_context(|| format!("the tokenizer has no {token}"))
         };
+        let (end_of_turn, end_of_text) = (id("<|im_end|>")?, id("<|endoftext|>")?);
+        let model = match backend {
+            Backend::Integer(kernel) => Model::Integer(super::llama::Llama::load(
+                &content,
+                &mut file,
+                kernel,
+                CONTEXT_TOKENS,
+            )?),
+            Backend::Candle { pad } => Model::Candle(candle_model(content, &mut file, pad)?),
+        };
         Ok(Self {
             model,
-            end_of_turn: id("<|im_end|>")?,
-            end_of_text: id("<|endoftext|>")?,
+            end_of_turn,
+            end_of_text,
             tokenizer,
         })
+    }
+
+    /// A new conversation's (empty) state.
+    fn start(&self) -> State {
+        match &self.model {
+            Model::Integer(llama) => State::Integer(llama.cache()),
+            Model::Candle(model) => State::Candle(Box::new(model.clone())),
+        }
+    }
+
+    /// Reads `tokens` at `position` onwards into `state`; returns the next token's logits
+    /// (1 × vocabulary).
+    fn forward(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+        position: usize,
+    ) -> candle_core::Result<Tensor> {
+        match (&self.model, state) {
+            (Model::Integer(llama), State::Integer(cache)) => {
+                llama.forward(tokens, position, cache)
+            }
+            (Model::Candle(_), State::Candle(model)) => {
+                model.forward(&Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?, position)
+            }
+            _ => Err(candle_core::Error::Msg(
+                "a conversation's state belongs to another model".into(),
+            )),
+        }
     }
 
     /// The prompt in SmolLM2's chat template (ChatML, with the model's own default system message
@@ -162,6 +196,52 @@ impl Chat {
             .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?;
         Ok(encoding.get_ids().to_vec())
     }
+}
+
+/// candle's `quantized_llama` for the GGUF `content` of `file`, its Q4_1 tensors requantised to
+/// Q8_0 (and padded for the VNNI kernels when `pad`, see [`Padding`]).
+fn candle_model(
+    content: gguf_file::Content,
+    file: &mut std::fs::File,
+    pad: bool,
+) -> anyhow::Result<ModelWeights> {
+    let padding = if pad {
+        Padding::for_model(&content)?
+    } else {
+        None
+    };
+    let mut tensors = Vec::with_capacity(content.tensor_infos.len());
+    for name in content.tensor_infos.keys() {
+        let tensor = content.tensor(file, name, &Device::Cpu)?;
+        let tensor = match &padding {
+            Some(padding) => padding.tensor(name, tensor)?,
+            None if tensor.dtype() == GgmlDType::Q4_1 => {
+                QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
+            }
+            None => tensor,
+        };
+        tensors.push((name.clone(), tensor));
+    }
+    let mut metadata = content.metadata.clone();
+    if let Some(padding) = &padding {
+        padding.metadata(&mut metadata)?;
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> =
+        metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut requantised = Cursor::new(Vec::new());
+    gguf_file::write(&mut requantised, &metadata, &refs)?;
+    drop(tensors);
+    requantised.set_position(0);
+    let content2 = gguf_file::Content::read(&mut requantised)?;
+    let model = ModelWeights::from_gguf(content2, &mut requantised, &Device::Cpu)?;
+    if padding.is_some() {
+        // candle lays the weights out for the VNNI kernels on first use; do it now, not in the
+        // first request (about 150 ms here).
+        let input = Tensor::new(&[0u32, 1], &Device::Cpu)?.unsqueeze(0)?;
+        model.clone().forward(&input, 0)?;
+    }
+    Ok(model)
 }
 
 /// Zero-padding that gives a llama model the shapes candle's repacked kernels need: every matrix's
@@ -308,7 +388,7 @@ fn tokenizer(content: &gguf_file::Content) -> anyhow::Result<Tokenizer> {
 
 /// One conversation being answered.
 struct Active {
-    model: ModelWeights,
+    state: State,
     sampler: LogitsProcessor,
     params: Params,
     events: UnboundedSender<Event>,
@@ -400,7 +480,7 @@ fn admit(chat: &Chat, job: Job, active: &mut Vec<Active>) {
         }
     };
     let mut conversation = Active {
-        model: chat.model.clone(),
+        state: chat.start(),
         sampler: LogitsProcessor::from_sampling(job.params.seed, sampling),
         prompt_tokens: prompt.len(),
         position: 0,
@@ -411,9 +491,7 @@ fn admit(chat: &Chat, job: Job, active: &mut Vec<Active>) {
         params: job.params,
         events: job.events,
     };
-    let first = Tensor::new(prompt.as_slice(), &Device::Cpu)
-        .and_then(|t| t.unsqueeze(0))
-        .and_then(|input| conversation.model.forward(&input, 0));
+    let first = chat.forward(&mut conversation.state, &prompt, 0);
     match first.and_then(|logits| sample(&mut conversation, &logits)) {
         Ok(token) => {
             conversation.position = prompt.len();
@@ -477,8 +555,7 @@ fn step(chat: &Chat, conversation: &mut Active) -> bool {
         flush(chat, conversation, true);
         return finish(conversation, "length");
     }
-    let input = Tensor::new(&[token], &Device::Cpu).and_then(|t| t.unsqueeze(0));
-    let logits = input.and_then(|input| conversation.model.forward(&input, conversation.position));
+    let logits = chat.forward(&mut conversation.state, &[token], conversation.position);
     match logits.and_then(|logits| sample(conversation, &logits)) {
         Ok(next) => {
             conversation.position += 1;
@@ -559,40 +636,83 @@ mod tests {
         assert!(odd.padded.is_multiple_of(256) && odd.padded_heads.is_multiple_of(3));
     }
 
-    /// The padded model must be the same model: same next-token scores for a real prompt.
-    #[test]
-    fn the_padded_model_computes_what_the_original_does() {
+    fn load(backend: Backend) -> Chat {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../.edgerag/models")
             .join(super::super::CHAT_FILE);
-        let plain = Chat::load_with(&path, false).unwrap();
-        let padded = Chat::load_with(&path, true).unwrap();
+        Chat::load_with(&path, backend).unwrap()
+    }
+
+    /// The next-token logits after reading `prompt` in pieces of the given lengths.
+    fn logits(chat: &Chat, prompt: &[u32], pieces: &[usize]) -> Vec<f32> {
+        let mut state = chat.start();
+        let mut position = 0;
+        let mut out = None;
+        for &length in pieces {
+            let piece = &prompt[position..position + length];
+            out = Some(chat.forward(&mut state, piece, position).unwrap());
+            position += length;
+        }
+        assert_eq!(position, prompt.len());
+        out.unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    fn argmax(v: &[f32]) -> Option<usize> {
+        v.iter()
+            .enumerate()
+            .max_by(|x, y| x.1.total_cmp(y.1))
+            .map(|(i, _)| i)
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (norm(a) * norm(b))
+    }
+
+    fn prompt(chat: &Chat) -> Vec<u32> {
         let messages = [Message {
             role: "user".into(),
             content: "Which planet is closest to the sun, and how long is its year?".into(),
         }];
-        let prompt = plain.prompt(&messages).unwrap();
-        let logits = |chat: &Chat| -> Vec<f32> {
-            let input = Tensor::new(prompt.as_slice(), &Device::Cpu)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap();
-            let mut model = chat.model.clone();
-            let out = model.forward(&input, 0).unwrap();
-            out.squeeze(0).unwrap().to_vec1::<f32>().unwrap()
-        };
-        let (a, b) = (logits(&plain), logits(&padded));
+        chat.prompt(&messages).unwrap()
+    }
+
+    /// The padded model must be the same model: same next-token scores for a real prompt.
+    #[test]
+    fn the_padded_model_computes_what_the_original_does() {
+        let plain = load(Backend::Candle { pad: false });
+        let padded = load(Backend::Candle { pad: true });
+        let prompt = prompt(&plain);
+        let whole = [prompt.len()];
+        let (a, b) = (
+            logits(&plain, &prompt, &whole),
+            logits(&padded, &prompt, &whole),
+        );
         assert_eq!(a.len(), b.len());
-        let argmax = |v: &[f32]| {
-            v.iter()
-                .enumerate()
-                .max_by(|x, y| x.1.total_cmp(y.1))
-                .map(|(i, _)| i)
-        };
         assert_eq!(argmax(&a), argmax(&b));
-        let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let cosine = dot / (norm(&a) * norm(&b));
+        let cosine = cosine(&a, &b);
         assert!(cosine > 0.999, "cosine of the logits {cosine}");
+    }
+
+    /// The integer model computes what candle's does, read whole or a token at a time after a
+    /// first part (a decode step after a prompt).
+    #[test]
+    fn the_integer_model_computes_what_candles_does() {
+        let Some(kernel) = matmul::Kernel::detect() else {
+            eprintln!("skipped: this CPU lacks AVX-512 VNNI");
+            return;
+        };
+        let candle = load(Backend::Candle { pad: false });
+        let integer = load(Backend::Integer(kernel));
+        let prompt = prompt(&candle);
+        let n = prompt.len();
+        let want = logits(&candle, &prompt, &[n]);
+        for pieces in [vec![n], vec![n - 3, 1, 1, 1]] {
+            let got = logits(&integer, &prompt, &pieces);
+            assert_eq!(argmax(&got), argmax(&want), "{pieces:?}");
+            let cosine = cosine(&got, &want);
+            assert!(cosine > 0.999, "{pieces:?}: cosine of the logits {cosine}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 mod bert;
 pub mod chat;
 pub mod embed;
+mod llama;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
