@@ -74,6 +74,19 @@ impl Kernel {
         match self.proof {}
     }
 
+    /// Quantises every row of `rows` (each `weights.inputs()` wide): their words, then their
+    /// scales, as [`Kernel::product`] takes them.
+    pub fn quantize_rows(self, weights: &Weights, rows: &[f32]) -> (Vec<i32>, Vec<f32>) {
+        let inputs = weights.inputs.max(1);
+        let mut words = vec![0; rows.len() / inputs * weights.pairs];
+        let scales = rows
+            .chunks_exact(inputs)
+            .zip(words.chunks_exact_mut(weights.pairs))
+            .map(|(row, words)| self.quantize(weights, row, words))
+            .collect();
+        (words, scales)
+    }
+
     /// `out = x · wᵀ` for the rows quantised into `words` (each `weights.pairs()` long) with
     /// `scales` (one per row); `out` holds `scales.len()` rows of `weights.outputs()`.
     #[allow(unsafe_code)]
@@ -224,17 +237,6 @@ mod tests {
         kernel
     }
 
-    fn quantize_rows(kernel: Kernel, weights: &Weights, x: &[f32]) -> (Vec<i32>, Vec<f32>) {
-        let rows = x.len() / weights.inputs;
-        let mut words = vec![0; rows * weights.pairs];
-        let scales = x
-            .chunks_exact(weights.inputs)
-            .zip(words.chunks_exact_mut(weights.pairs))
-            .map(|(row, words)| kernel.quantize(weights, row, words))
-            .collect();
-        (words, scales)
-    }
-
     /// The kernel's integer sums are exact: every output equals the sum of the quantised
     /// products, scaled, for every tile height and for ragged shapes.
     #[test]
@@ -253,7 +255,7 @@ mod tests {
         for (rows, outputs, inputs) in shapes {
             let weights = Weights::quantize(&values(outputs * inputs, 1, inputs), outputs, inputs);
             let x = values(rows * inputs, 2, inputs);
-            let (words, scales) = quantize_rows(kernel, &weights, &x);
+            let (words, scales) = kernel.quantize_rows(&weights, &x);
             let mut out = vec![f32::NAN; rows * outputs];
             kernel.product(&weights, &words, &scales, &mut out);
             let halves: &[i16] = bytemuck::cast_slice(&words);
@@ -285,7 +287,7 @@ mod tests {
         let w = values(outputs * inputs, 3, inputs);
         let x = values(rows * inputs, 4, inputs);
         let weights = Weights::quantize(&w, outputs, inputs);
-        let (words, scales) = quantize_rows(kernel, &weights, &x);
+        let (words, scales) = kernel.quantize_rows(&weights, &x);
         let mut out = vec![0.0; rows * outputs];
         kernel.product(&weights, &words, &scales, &mut out);
         let (mut error, mut norm) = (0f64, 0f64);
@@ -308,7 +310,7 @@ mod tests {
         let Some(kernel) = kernel() else { return };
         let (outputs, inputs) = (16, 2047);
         let weights = Weights::quantize(&vec![-1.0; outputs * inputs], outputs, inputs);
-        let (words, scales) = quantize_rows(kernel, &weights, &vec![1.0; inputs]);
+        let (words, scales) = kernel.quantize_rows(&weights, &vec![1.0; inputs]);
         let mut out = vec![0.0; outputs];
         kernel.product(&weights, &words, &scales, &mut out);
         for value in out {
@@ -323,7 +325,7 @@ mod tests {
     fn zero_rows_give_zero() {
         let Some(kernel) = kernel() else { return };
         let weights = Weights::quantize(&values(64 * 8, 5, 8), 64, 8);
-        let (words, scales) = quantize_rows(kernel, &weights, &[0.0; 8]);
+        let (words, scales) = kernel.quantize_rows(&weights, &[0.0; 8]);
         let mut out = vec![f32::NAN; 64];
         kernel.product(&weights, &words, &scales, &mut out);
         assert!(out.iter().all(|&v| v == 0.0));

@@ -51,7 +51,6 @@ impl Linear {
         };
         // Every part has the same inputs, so the same activation levels.
         let first = &self.parts[0];
-        let pairs = first.pairs();
         let tasks: Vec<Mutex<(&[f32], &mut [f32])>> = values
             .chunks(group * inputs)
             .zip(out.chunks_mut(group * self.outputs))
@@ -63,12 +62,7 @@ impl Linear {
                 .next()
                 .map(|task| task.into_inner().unwrap_or_else(|e| e.into_inner()))
                 .unwrap_or_default();
-            let mut words = vec![0i32; rows * pairs];
-            let scales: Vec<f32> = input
-                .chunks_exact(inputs)
-                .zip(words.chunks_exact_mut(pairs))
-                .map(|(row, words)| kernel.quantize(first, row, words))
-                .collect();
+            let (words, scales) = kernel.quantize_rows(first, input);
             let products: Vec<Mutex<Vec<f32>>> = self
                 .parts
                 .iter()
@@ -90,12 +84,7 @@ impl Linear {
                     let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
                     let (input, out) = &mut *task;
                     let count = input.len() / inputs;
-                    let mut words = vec![0i32; count * pairs];
-                    let scales: Vec<f32> = input
-                        .chunks_exact(inputs)
-                        .zip(words.chunks_exact_mut(pairs))
-                        .map(|(row, words)| kernel.quantize(first, row, words))
-                        .collect();
+                    let (words, scales) = kernel.quantize_rows(first, input);
                     let products = self.parts.iter().map(|part| {
                         let mut product = vec![0f32; count * part.outputs()];
                         kernel.product(part, &words, &scales, &mut product);
