@@ -44,25 +44,10 @@ impl Linear {
         let inputs = values.len() / rows.max(1);
         let threads = candle_core::utils::get_num_threads().max(1);
         let mut out = vec![0f32; rows * self.outputs];
-        let group = if rows < threads * matmul::TILE_ROWS {
-            rows.max(1)
-        } else {
-            rows.div_ceil(threads).next_multiple_of(matmul::TILE_ROWS)
-        };
         // Every part has the same inputs, so the same activation levels.
         let first = &self.parts[0];
-        let tasks: Vec<Mutex<(&[f32], &mut [f32])>> = values
-            .chunks(group * inputs)
-            .zip(out.chunks_mut(group * self.outputs))
-            .map(Mutex::new)
-            .collect();
-        if tasks.len() == 1 {
-            let (input, out) = tasks
-                .into_iter()
-                .next()
-                .map(|task| task.into_inner().unwrap_or_else(|e| e.into_inner()))
-                .unwrap_or_default();
-            let (words, scales) = kernel.quantize_rows(first, input);
+        if rows < threads * matmul::TILE_ROWS {
+            let (words, scales) = kernel.quantize_rows(first, values);
             let products: Vec<Mutex<Vec<f32>>> = self
                 .parts
                 .iter()
@@ -77,23 +62,30 @@ impl Linear {
             let products = products
                 .into_iter()
                 .map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner()));
-            self.gather(products, out);
-        } else {
-            candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
-                for task in &tasks[range] {
-                    let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
-                    let (input, out) = &mut *task;
-                    let count = input.len() / inputs;
-                    let (words, scales) = kernel.quantize_rows(first, input);
-                    let products = self.parts.iter().map(|part| {
-                        let mut product = vec![0f32; count * part.outputs()];
-                        kernel.product(part, &words, &scales, &mut product);
-                        product
-                    });
-                    self.gather(products, out);
-                }
-            });
+            self.gather(products, &mut out);
+            return out;
         }
+        let group = rows.div_ceil(threads).next_multiple_of(matmul::TILE_ROWS);
+        let tasks: Vec<Mutex<(&[f32], &mut [f32])>> = values
+            .chunks(group * inputs)
+            .zip(out.chunks_mut(group * self.outputs))
+            .map(Mutex::new)
+            .collect();
+        candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+            for task in &tasks[range] {
+                let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
+                let (input, out) = &mut *task;
+                let count = input.len() / inputs;
+                let (words, scales) = kernel.quantize_rows(first, input);
+                let products = self.parts.iter().map(|part| {
+                    let mut product = vec![0f32; count * part.outputs()];
+                    kernel.product(part, &words, &scales, &mut product);
+                    product
+                });
+                self.gather(products, out);
+            }
+        });
+        drop(tasks);
         out
     }
 
@@ -251,9 +243,10 @@ impl Llama {
         let embedded = read(file, "token_embd.weight")?;
         let embeddings = embedded.dequantize(&Device::Cpu)?;
         // Models that tie the head to the embeddings have no output matrix of their own.
-        let head = match read(file, "output.weight") {
-            Ok(head) => head,
-            Err(_) => embedded,
+        let head = if content.tensor_infos.contains_key("output.weight") {
+            read(file, "output.weight")?
+        } else {
+            embedded
         };
         let head = match head.dtype() {
             GgmlDType::Q8_0 => head,
