@@ -181,7 +181,7 @@ fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
     simd::<SquaredL2Kernel>(a, b)
 }
 
-/// `query . codes`, for a vector stored as 8-bit codes (see [`DenseIndex::rough_score`]).
+/// `query . codes`, for a vector stored as 8-bit codes (see [`Rough::rank`]).
 fn dot_codes(query: &[f32], codes: &[u8]) -> f32 {
     simd::<CodesKernel>(query, codes)
 }
@@ -694,13 +694,10 @@ impl DenseIndex {
         self.params.distance != Distance::Euclid
     }
 
-    /// `query . vector` estimated from the vector's codes (within `0.5 * scale * sum |query|` of the
-    /// exact score), with the vector's scale; `None` when the slot has no vector. Only for a [`DenseIndex::coded`] index.
-    fn rough_score(&self, slot: u32, query: &[f32]) -> Option<(f32, f32)> {
+    /// `slot`'s row of codes and scale, when this index is coded and the slot has a vector.
+    fn code_bytes(&self, slot: u32) -> Option<&[u8]> {
         let row = self.codes.get(self.code_row(slot))?;
-        let (codes, tail) = row.split_at(self.params.size);
-        let scale = f32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-        (scale > 0.0).then(|| (scale * dot_codes(query, codes), scale))
+        (self.present.get(slot as usize).copied() == Some(true)).then_some(row)
     }
 
     fn remove(&mut self, slot: u32) {
@@ -819,13 +816,85 @@ struct Candidates {
 /// A keyword-style payload index: for each value (as its JSON text), the slots that hold it.
 struct PayloadIndex {
     schema: String,
+    /// The `field_schema` object it was created with (reported back in collection info), or null.
+    params: Value,
     /// Kept ordered, so a query's candidates come out in slot (memory) order without sorting.
     values: HashMap<String, BTreeSet<u32>>,
     points: HashSet<u32>,
+    /// For a tenant index (`is_tenant: true`): each value's code rows for each coded dense vector,
+    /// kept together so that a search within one tenant reads one stretch of memory.
+    tenants: Option<HashMap<String, HashMap<String, Group>>>,
+}
+
+/// One tenant's code rows (as in [`DenseIndex::codes`]) for one dense vector, in no particular
+/// order, with the slot each row belongs to.
+#[derive(Default)]
+struct Group {
+    slots: Vec<u32>,
+    codes: Vec<u8>,
+    /// Where each slot's row is.
+    rows: HashMap<u32, u32>,
+}
+
+impl Group {
+    /// Adds or replaces `slot`'s row.
+    fn put(&mut self, slot: u32, row: &[u8]) {
+        let width = row.len();
+        match self.rows.get(&slot) {
+            Some(&at) => self.codes[at as usize * width..][..width].copy_from_slice(row),
+            None => {
+                self.rows.insert(slot, self.slots.len() as u32);
+                self.slots.push(slot);
+                self.codes.extend_from_slice(row);
+            }
+        }
+    }
+
+    /// Removes `slot`'s row, moving the last row into its place.
+    fn take(&mut self, slot: u32) {
+        let Some(at) = self.rows.remove(&slot) else {
+            return;
+        };
+        let (at, last) = (at as usize, self.slots.len() - 1);
+        let width = self.codes.len() / self.slots.len();
+        if at != last {
+            self.codes.copy_within(last * width.., at * width);
+            let moved = self.slots[last];
+            self.slots[at] = moved;
+            self.rows.insert(moved, at as u32);
+        }
+        self.slots.pop();
+        self.codes.truncate(last * width);
+    }
+
+    fn rows(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        let width = self.codes.len() / self.slots.len().max(1);
+        self.slots
+            .iter()
+            .copied()
+            .zip(self.codes.chunks_exact(width.max(1)))
+    }
 }
 
 impl PayloadIndex {
-    fn add(&mut self, slot: u32, key: &str, payload: &Map<String, Value>) {
+    fn new(schema: &str, params: Value) -> Self {
+        let tenant = params["is_tenant"].as_bool() == Some(true);
+        Self {
+            schema: schema.to_string(),
+            params,
+            values: HashMap::new(),
+            points: HashSet::new(),
+            tenants: tenant.then(HashMap::new),
+        }
+    }
+
+    fn add(
+        &mut self,
+        slot: u32,
+        key: &str,
+        payload: &Map<String, Value>,
+        dense: &BTreeMap<String, DenseIndex>,
+    ) {
         let values = filter::values_at(payload, key);
         if values.is_empty() {
             return;
@@ -833,10 +902,16 @@ impl PayloadIndex {
         self.points.insert(slot);
         for value in values {
             if !(value.is_object() || value.is_array() || value.is_null()) {
-                self.values
-                    .entry(value.to_string())
-                    .or_default()
-                    .insert(slot);
+                let text = value.to_string();
+                if let Some(tenants) = &mut self.tenants {
+                    let groups = tenants.entry(text.clone()).or_default();
+                    for (name, index) in dense {
+                        if let Some(row) = index.code_bytes(slot) {
+                            groups.entry(name.clone()).or_default().put(slot, row);
+                        }
+                    }
+                }
+                self.values.entry(text).or_default().insert(slot);
             }
         }
     }
@@ -844,10 +919,31 @@ impl PayloadIndex {
     fn remove(&mut self, slot: u32, key: &str, payload: &Map<String, Value>) {
         self.points.remove(&slot);
         for value in filter::values_at(payload, key) {
-            if let Some(set) = self.values.get_mut(&value.to_string()) {
+            let text = value.to_string();
+            if let Some(set) = self.values.get_mut(&text) {
                 set.remove(&slot);
+                if set.is_empty() {
+                    self.values.remove(&text);
+                }
+            }
+            if let Some(tenants) = &mut self.tenants
+                && let Some(groups) = tenants.get_mut(&text)
+            {
+                groups.values_mut().for_each(|g| g.take(slot));
+                groups.retain(|_, g| !g.slots.is_empty());
+                if groups.is_empty() {
+                    tenants.remove(&text);
+                }
             }
         }
+    }
+
+    fn info(&self) -> Value {
+        let mut info = json!({"data_type": self.schema, "points": self.points.len()});
+        if self.params.is_object() {
+            info["params"] = self.params.clone();
+        }
+        info
     }
 }
 
@@ -979,7 +1075,7 @@ impl Collection {
                 }
             }
             for (key, index) in &mut self.indexes {
-                index.add(slot, key, &payload);
+                index.add(slot, key, &payload, &self.dense);
             }
             if self.slots.len() <= slot as usize {
                 self.slots.resize_with(slot as usize + 1, || None);
@@ -1039,6 +1135,44 @@ impl Collection {
         let estimate = estimate.max(1);
         let walk = hnsw.ef_construct.max(want) * hnsw.m * (self.len() / estimate);
         estimate <= scan_limit.max(1) || estimate <= walk
+    }
+
+    /// For a filter whose `must` has an equality condition on a tenant index and no other condition
+    /// an index could narrow: that condition's groups for vector `using`, and whether they hold
+    /// exactly the filter's matches.
+    fn tenant_groups(&self, filter: &Filter, using: &str) -> Option<(Vec<&Group>, bool)> {
+        let mut indexed_conditions = filter.must.iter().filter_map(|condition| {
+            let (key, values) = condition.indexable()?;
+            Some((self.indexes.get(key)?, values))
+        });
+        let (index, values) = indexed_conditions.next()?;
+        if indexed_conditions.next().is_some() {
+            return None;
+        }
+        let tenants = index.tenants.as_ref()?;
+        let groups = values
+            .iter()
+            .filter_map(|value| tenants.get(&value.to_string())?.get(using))
+            .collect();
+        let only = filter.must.len() == 1
+            && filter.should.is_empty()
+            && filter.must_not.is_empty()
+            && filter.min_should.is_none();
+        Some((groups, only))
+    }
+
+    /// The code rows of those of `slots` that match `filter` (all of them when `covered`).
+    fn code_rows<'a>(
+        &'a self,
+        index: &'a DenseIndex,
+        slots: &'a [u32],
+        filter: Option<&'a Filter>,
+        covered: bool,
+    ) -> impl Iterator<Item = (u32, &'a [u8])> + Send + 'a {
+        slots.iter().filter_map(move |&slot| {
+            let row = index.code_bytes(slot)?;
+            (covered || self.matches(slot, filter)).then_some((slot, row))
+        })
     }
 
     /// The slots an index can narrow `filter`'s `must` equality conditions to, when any is indexed.
@@ -1121,6 +1255,46 @@ impl Collection {
         }
         let distance = index.params.distance;
         let filter = search.filter.as_ref();
+        // A scan the store chose (not one the request asked to be exact) over many candidates ranks
+        // them by their codes and rescores the best `keep` exactly.
+        let keep = want
+            .saturating_mul(RESCORE_FACTOR)
+            .saturating_add(RESCORE_EXTRA);
+        // Within one tenant the codes lie together: rank them there, without gathering rows.
+        if !search.exact
+            && index.coded()
+            && let Some((groups, covered)) =
+                filter.and_then(|f| self.tenant_groups(f, &search.using))
+        {
+            let rows: usize = groups.iter().map(|g| g.slots.len()).sum();
+            if rows > keep && self.prefer_exact(index.params.size, rows, want) {
+                let halves = |first: bool| {
+                    groups.iter().flat_map(move |g| {
+                        let half = g.slots.len() / 2;
+                        let (skip, take) = if first { (0, half) } else { (half, usize::MAX) };
+                        g.rows()
+                            .skip(skip)
+                            .take(take)
+                            .filter(move |(slot, _)| covered || self.matches(*slot, filter))
+                    })
+                };
+                let rough = if rows >= PARALLEL_SCAN {
+                    Rough::split(keep, &query, halves(true), halves(false))?
+                } else {
+                    Rough::rank(
+                        keep,
+                        &query,
+                        groups
+                            .iter()
+                            .flat_map(|g| g.rows())
+                            .filter(|(slot, _)| covered || self.matches(*slot, filter)),
+                    )
+                };
+                if let Some(top) = rough.settle(index, &query, want) {
+                    return Ok(top.finish(search.score_threshold));
+                }
+            }
+        }
         let candidates = filter.and_then(|f| self.candidates(f));
         // When the indexes answered every condition, the candidates are exactly the matches.
         let covered = candidates.as_ref().is_some_and(|c| c.complete);
@@ -1135,74 +1309,31 @@ impl Collection {
                 None => Box::new(every_slot.clone()),
             }
         };
-        // A scan the store chose (not one the request asked to be exact) over many candidates ranks
-        // them by their codes and rescores the best `keep` exactly.
-        let keep = want
-            .saturating_mul(RESCORE_FACTOR)
-            .saturating_add(RESCORE_EXTRA);
         let mut full_scan = exact;
         if exact && !search.exact && index.coded() && estimate > keep {
-            // Returns the best `keep` by codes, an upper bound on the code score of any candidate
-            // left out (when one was), and the largest scale seen.
-            let rank = |slots: &mut dyn Iterator<Item = u32>| {
-                let mut rough = TopK::new(keep, true);
-                let (mut ranked, mut largest) = (0usize, 0f32);
-                for slot in slots {
-                    if (covered || self.matches(slot, filter))
-                        && let Some((score, scale)) = index.rough_score(slot, &query)
-                    {
-                        rough.push(slot, score);
-                        ranked += 1;
-                        largest = largest.max(scale);
-                    }
-                }
-                let left_out = (ranked > keep).then(|| rough.worst()).flatten();
-                (rough.finish(None), left_out, largest)
-            };
-            let (rough, left_out, largest) = match &candidates {
-                // Reading scattered vectors waits on memory more than it computes; two threads
-                // keep twice as many reads in flight.
+            let rows = |slots| self.code_rows(index, slots, filter, covered);
+            let rough = match &candidates {
                 Some(slots) if slots.len() >= PARALLEL_SCAN => {
                     let (first, second) = slots.split_at(slots.len() / 2);
-                    let (mut a, b) = std::thread::scope(|scope| {
-                        let other = scope.spawn(|| rank(&mut second.iter().copied()));
-                        let mine = rank(&mut first.iter().copied());
-                        (mine, other.join())
-                    });
-                    match b {
-                        Ok(b) => {
-                            a.0.extend(b.0);
-                            a.1 = match (a.1, b.1) {
-                                (Some(x), Some(y)) => Some(x.max(y)),
-                                (x, y) => x.or(y),
-                            };
-                            a.2 = a.2.max(b.2);
-                        }
-                        Err(_) => {
-                            return Err(VecError::bad_request(
-                                "Service internal error: search failed",
-                            ));
-                        }
-                    }
-                    a
+                    Rough::split(keep, &query, rows(first), rows(second))?
                 }
-                _ => rank(&mut all_candidates()),
+                Some(slots) => Rough::rank(keep, &query, rows(slots)),
+                None => Rough::rank(
+                    keep,
+                    &query,
+                    every_slot.clone().filter_map(|slot| {
+                        let row = index.code_bytes(slot)?;
+                        self.matches(slot, filter).then_some((slot, row))
+                    }),
+                ),
             };
-            for (slot, _) in rough {
-                if let Some(v) = index.vector(slot) {
-                    top.push(slot, distance.score(&query, v));
+            match rough.settle(index, &query, want) {
+                Some(settled) => {
+                    top = settled;
+                    full_scan = false;
                 }
-            }
-            // A code is within half a step of its value, so a code score is within
-            // `0.5 * scale * sum |q|` of the exact one. The result is certain when nothing left
-            // out could reach the worst score kept; otherwise (many near-equal vectors) every
-            // candidate is scored in full.
-            full_scan = left_out.is_some_and(|cut| {
-                let slack = 0.5 * largest * query.iter().map(|x| x.abs()).sum::<f32>();
-                top.len() < want || top.worst().is_none_or(|worst| cut + slack * 1.001 >= worst)
-            });
-            if full_scan {
-                top = TopK::new(want, distance.higher_is_better());
+                // Many near-equal vectors: every candidate is scored in full.
+                None => full_scan = true,
             }
         }
         if exact && full_scan {
@@ -1377,12 +1508,7 @@ impl Collection {
         let payload_schema: Map<String, Value> = self
             .indexes
             .iter()
-            .map(|(key, index)| {
-                (
-                    key.clone(),
-                    json!({"data_type": index.schema, "points": index.points.len()}),
-                )
-            })
+            .map(|(key, index)| (key.clone(), index.info()))
             .collect();
         let mut params = self.config.to_json();
         let hnsw = params["hnsw_config"].take();
@@ -1413,6 +1539,84 @@ impl Collection {
             },
             "payload_schema": payload_schema,
         })
+    }
+}
+
+/// The best candidates by code score, before they are rescored exactly.
+struct Rough {
+    top: TopK,
+    /// How many candidates were ranked.
+    ranked: usize,
+    /// The largest scale among them, which bounds how far a code score can be off.
+    largest: f32,
+}
+
+impl Rough {
+    /// Ranks rows of codes and scale (see [`DenseIndex::codes`]), keeping the best `keep`.
+    fn rank<'a>(keep: usize, query: &[f32], rows: impl Iterator<Item = (u32, &'a [u8])>) -> Self {
+        let mut rough = Self {
+            top: TopK::new(keep, true),
+            ranked: 0,
+            largest: 0.0,
+        };
+        for (slot, row) in rows {
+            let (codes, tail) = row.split_at(query.len());
+            let scale = f32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+            if scale > 0.0 {
+                rough.top.push(slot, scale * dot_codes(query, codes));
+                rough.ranked += 1;
+                rough.largest = rough.largest.max(scale);
+            }
+        }
+        rough
+    }
+
+    /// Ranks two parts at once, the second on another thread: reading rows waits on memory more
+    /// than it computes, and two threads keep twice as many reads in flight.
+    fn split<'a>(
+        keep: usize,
+        query: &[f32],
+        first: impl Iterator<Item = (u32, &'a [u8])>,
+        second: impl Iterator<Item = (u32, &'a [u8])> + Send,
+    ) -> Result<Self> {
+        let (mut mine, other) = std::thread::scope(|scope| {
+            let other = scope.spawn(|| Self::rank(keep, query, second));
+            (Self::rank(keep, query, first), other.join())
+        });
+        let other =
+            other.map_err(|_| VecError::bad_request("Service internal error: search failed"))?;
+        mine.top.absorb(other.top);
+        mine.ranked += other.ranked;
+        mine.largest = mine.largest.max(other.largest);
+        Ok(mine)
+    }
+
+    /// Rescores the ranked slots exactly and keeps the best `want`; `None` when a candidate left
+    /// out could still belong among them.
+    ///
+    /// A code is within half a step of its value, so a code score is within
+    /// `0.5 * scale * sum |q|` of the exact one: the result is certain when nothing left out could
+    /// reach the worst score kept (it may not be with many near-equal vectors).
+    fn settle(self, index: &DenseIndex, query: &[f32], want: usize) -> Option<TopK> {
+        let cut = (self.ranked > self.top.k)
+            .then(|| self.top.worst())
+            .flatten();
+        // A point in two of the tenants asked for was ranked twice.
+        let mut slots: Vec<u32> = self.top.heap.into_iter().map(|e| e.slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let distance = index.params.distance;
+        let mut top = TopK::new(want, distance.higher_is_better());
+        for slot in slots {
+            if let Some(v) = index.vector(slot) {
+                top.push(slot, distance.score(query, v));
+            }
+        }
+        let uncertain = cut.is_some_and(|cut| {
+            let slack = 0.5 * self.largest * query.iter().map(|x| x.abs()).sum::<f32>();
+            top.len() < want || top.worst().is_none_or(|worst| cut + slack * 1.001 >= worst)
+        });
+        (!uncertain).then_some(top)
     }
 }
 
@@ -1470,6 +1674,17 @@ impl TopK {
 
     fn push(&mut self, slot: u32, score: f32) {
         let key = if self.higher_is_better { -score } else { score };
+        self.push_key(slot, key);
+    }
+
+    /// Keeps the best of both.
+    fn absorb(&mut self, other: TopK) {
+        for entry in other.heap {
+            self.push_key(entry.slot, entry.key);
+        }
+    }
+
+    fn push_key(&mut self, slot: u32, key: f32) {
         if self.heap.len() < self.k {
             self.heap.push(Entry { key, slot });
         } else if let Some(worst) = self.heap.peek()
@@ -1642,6 +1857,7 @@ CREATE TABLE IF NOT EXISTS payload_indexes (
     collection TEXT NOT NULL,
     field TEXT NOT NULL,
     schema TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT 'null',
     PRIMARY KEY (collection, field)
 );
 ";
@@ -1683,6 +1899,15 @@ impl Store {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
+        // Stores made before indexes kept their parameters.
+        if conn
+            .prepare("SELECT params FROM payload_indexes LIMIT 0")
+            .is_err()
+        {
+            conn.execute_batch(
+                "ALTER TABLE payload_indexes ADD COLUMN params TEXT NOT NULL DEFAULT 'null'",
+            )?;
+        }
         let mut collections = BTreeMap::new();
         let mut max_version = 0u64;
         {
@@ -1695,18 +1920,16 @@ impl Store {
                     .map_err(|e| anyhow::anyhow!("collection {name}: {}", e.message))?;
                 let mut collection = Collection::new(config)
                     .map_err(|e| anyhow::anyhow!("collection {name}: {}", e.message))?;
-                let mut indexes = conn
-                    .prepare("SELECT field, schema FROM payload_indexes WHERE collection = ?1")?;
-                for row in indexes.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))? {
-                    let (field, schema): (String, String) = row?;
-                    collection.indexes.insert(
-                        field,
-                        PayloadIndex {
-                            schema,
-                            values: HashMap::new(),
-                            points: HashSet::new(),
-                        },
-                    );
+                let mut indexes = conn.prepare(
+                    "SELECT field, schema, params FROM payload_indexes WHERE collection = ?1",
+                )?;
+                let rows = indexes.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+                for row in rows? {
+                    let (field, schema, params): (String, String, String) = row?;
+                    let params = serde_json::from_str(&params).unwrap_or(Value::Null);
+                    collection
+                        .indexes
+                        .insert(field, PayloadIndex::new(&schema, params));
                 }
                 let mut points = conn.prepare(
                     "SELECT id, slot, version, payload, vectors FROM points WHERE collection = ?1",
@@ -1903,14 +2126,38 @@ impl Store {
         Ok(operation)
     }
 
-    pub fn create_index(&self, name: &str, field: &str, schema: &str) -> Result<u64> {
+    /// Creates (or replaces) a payload index on `field`; `field_schema` is a type name or an object
+    /// with a `type` and its parameters, as in Qdrant.
+    pub fn create_index(&self, name: &str, field: &str, field_schema: &Value) -> Result<u64> {
         const SCHEMAS: [&str; 8] = [
             "keyword", "integer", "float", "geo", "text", "bool", "datetime", "uuid",
         ];
+        let (schema, params) = match field_schema {
+            Value::String(schema) => (schema.as_str(), Value::Null),
+            Value::Object(params) => (
+                params.get("type").and_then(Value::as_str).unwrap_or(""),
+                field_schema.clone(),
+            ),
+            _ => ("", Value::Null),
+        };
         if !SCHEMAS.contains(&schema) {
             return Err(VecError::bad_request(format!(
                 "Format error in JSON body: unknown field_schema `{schema}`"
             )));
+        }
+        match params.get("is_tenant") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(_)) if matches!(schema, "keyword" | "uuid") => {}
+            Some(Value::Bool(_)) => {
+                return Err(VecError::bad_request(format!(
+                    "Format error in JSON body: is_tenant applies to keyword and uuid indexes, not {schema}"
+                )));
+            }
+            Some(_) => {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: is_tenant must be a boolean",
+                ));
+            }
         }
         if field.is_empty() {
             return Err(VecError::bad_request(
@@ -1920,17 +2167,15 @@ impl Store {
         let shared = self.collection(name)?;
         let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
         self.db().execute(
-            "INSERT OR REPLACE INTO payload_indexes (collection, field, schema) VALUES (?1, ?2, ?3)",
-            params![name, field, schema],
+            "INSERT OR REPLACE INTO payload_indexes (collection, field, schema, params) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![name, field, schema, params.to_string()],
         )?;
-        let mut index = PayloadIndex {
-            schema: schema.to_string(),
-            values: HashMap::new(),
-            points: HashSet::new(),
-        };
+        let mut index = PayloadIndex::new(schema, params);
+        let collection = &mut *collection;
         for (slot, point) in collection.slots.iter().enumerate() {
             if let Some(point) = point {
-                index.add(slot as u32, field, &point.payload);
+                index.add(slot as u32, field, &point.payload, &collection.dense);
             }
         }
         collection.indexes.insert(field.to_string(), index);
@@ -2048,7 +2293,9 @@ mod tests {
             })
             .collect();
         store.upsert("c", points).unwrap();
-        store.create_index("c", "project", "keyword").unwrap();
+        store
+            .create_index("c", "project", &json!("keyword"))
+            .unwrap();
         let query: Vec<f32> = (0..8).map(|_| random()).collect();
         let search = |exact: bool, filter: Option<Filter>| Search {
             using: String::new(),
@@ -2162,7 +2409,9 @@ mod tests {
         store
             .create_collection("c", &json!({"vectors": {"size": 2, "distance": "Dot"}}))
             .unwrap();
-        store.create_index("c", "project", "keyword").unwrap();
+        store
+            .create_index("c", "project", &json!("keyword"))
+            .unwrap();
         store
             .upsert(
                 "c",
@@ -2202,5 +2451,137 @@ mod tests {
         let hits = c.search(&search).unwrap();
         assert_eq!(hits.len(), 1);
         assert_eq!(c.id_of(hits[0].0), Some(&PointId::Num(2)));
+    }
+
+    #[test]
+    fn a_tenant_index_finds_what_a_plain_index_finds() {
+        let path = temp_db("tenant");
+        let store = Store::open(&path).unwrap();
+        for name in ["plain", "tenant"] {
+            store
+                .create_collection(
+                    name,
+                    &json!({"vectors": {"size": 16, "distance": "Cosine"}}),
+                )
+                .unwrap();
+        }
+        store
+            .create_index("plain", "project", &json!("keyword"))
+            .unwrap();
+        let mut state = 11u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 2000) as f32 / 1000.0 - 1.0
+        };
+        // One tenant large enough for the two-thread scan, small ones, and points in two tenants.
+        let project = |id: u64| match id % 10 {
+            0..=6 => json!("big"),
+            7 => json!("a"),
+            8 => json!("b"),
+            _ => json!(["a", "b"]),
+        };
+        let mut make = |id: u64, project: Value| {
+            let mut p = point(id, (0..16).map(|_| random()).collect(), "");
+            p.payload.insert("project".into(), project);
+            p
+        };
+        let first: Vec<NewPoint> = (0..7000).map(|id| make(id, project(id))).collect();
+        // Half before the tenant index exists (built from the points), half after (kept up).
+        for name in ["plain", "tenant"] {
+            store.upsert(name, first[..3500].to_vec()).unwrap();
+        }
+        let tenant = json!({"type": "keyword", "is_tenant": true});
+        store.create_index("tenant", "project", &tenant).unwrap();
+        // Moves between tenants, new vectors, deletes.
+        let changes: Vec<NewPoint> = (0..600).map(|i| make(i * 11, project(i * 7 + 3))).collect();
+        let gone: Vec<PointId> = (0..300).map(|i| PointId::Num(i * 13 + 5)).collect();
+        for name in ["plain", "tenant"] {
+            store.upsert(name, first[3500..].to_vec()).unwrap();
+            store.upsert(name, changes.clone()).unwrap();
+            store
+                .delete_points(name, Selector::Ids(gone.clone()))
+                .unwrap();
+        }
+        let queries: Vec<Vec<f32>> = (0..20)
+            .map(|_| (0..16).map(|_| random()).collect())
+            .collect();
+        let filters = [
+            json!({"must": [{"key": "project", "match": {"value": "big"}}]}),
+            json!({"must": [{"key": "project", "match": {"value": "a"}}]}),
+            json!({"must": [{"key": "project", "match": {"any": ["a", "b"]}}]}),
+            json!({"must": [{"key": "project", "match": {"value": "nobody"}}]}),
+            json!({"must": [{"key": "project", "match": {"value": "b"}}],
+                   "must_not": [{"has_id": [8, 18, 28]}]}),
+        ];
+        let check = |store: &Store| {
+            let plain = store.collection("plain").unwrap();
+            let plain = plain.read().unwrap();
+            let tenant = store.collection("tenant").unwrap();
+            let tenant = tenant.read().unwrap();
+            assert_eq!(tenant.len(), plain.len());
+            // Every group holds exactly its tenant's points, each row the slot's current codes.
+            let index = &tenant.indexes["project"];
+            let dense = &tenant.dense[""];
+            let groups = index.tenants.as_ref().unwrap();
+            assert_eq!(groups.len(), 3);
+            for (value, slots) in &index.values {
+                let group = &groups[value][""];
+                let mut held = group.slots.clone();
+                held.sort_unstable();
+                assert_eq!(held, slots.iter().copied().collect::<Vec<_>>(), "{value}");
+                for (slot, row) in group.rows() {
+                    assert_eq!(Some(row), dense.code_bytes(slot));
+                }
+            }
+            let ids = |c: &Collection, found: Vec<(u32, f32)>| {
+                found
+                    .into_iter()
+                    .map(|(slot, score)| (c.id_of(slot).unwrap().clone(), score))
+                    .collect::<Vec<_>>()
+            };
+            for query in &queries {
+                for f in &filters {
+                    let search = |exact: bool| Search {
+                        using: String::new(),
+                        query: QueryVector::Dense(query.clone()),
+                        filter: filter::parse(f).unwrap(),
+                        limit: 10,
+                        offset: 0,
+                        score_threshold: None,
+                        ef: None,
+                        exact,
+                    };
+                    let found = ids(&tenant, tenant.search(&search(false)).unwrap());
+                    assert_eq!(
+                        found,
+                        ids(&plain, plain.search(&search(false)).unwrap()),
+                        "{f}"
+                    );
+                    assert_eq!(
+                        found,
+                        ids(&tenant, tenant.search(&search(true)).unwrap()),
+                        "{f}"
+                    );
+                }
+            }
+            assert_eq!(
+                tenant.info()["payload_schema"]["project"]["params"]["is_tenant"],
+                json!(true)
+            );
+        };
+        check(&store);
+        drop(store);
+        check(&Store::open(&path).unwrap());
+
+        let store = Store::open(&path).unwrap();
+        for bad in [
+            json!({"type": "integer", "is_tenant": true}),
+            json!({"type": "keyword", "is_tenant": "yes"}),
+        ] {
+            let error = store.create_index("tenant", "other", &bad).unwrap_err();
+            assert_eq!(error.status, 400, "{bad}");
+        }
     }
 }

@@ -214,12 +214,11 @@ fn route(
             let field = body["field_name"].as_str().ok_or_else(|| {
                 VecError::bad_request("Format error in JSON body: field_name is required")
             })?;
-            let schema = match &body["field_schema"] {
-                Value::String(s) => s.as_str(),
-                Value::Object(o) => o.get("type").and_then(Value::as_str).unwrap_or(""),
-                _ => "",
-            };
-            Ok(completed(store.create_index(name, field, schema)?))
+            Ok(completed(store.create_index(
+                name,
+                field,
+                &body["field_schema"],
+            )?))
         }
         (Method::DELETE, ["collections", name, "index", field]) => {
             Ok(completed(store.delete_index(name, field)?))
