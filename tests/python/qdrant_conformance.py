@@ -53,7 +53,9 @@ def main():
     check(status_of(lambda: client.create_collection(
         name, vectors_config={"dense": models.VectorParams(size=16, distance=models.Distance.COSINE)})) == 409,
         "creating it again conflicts")
-    client.create_payload_index(name, "project", models.PayloadSchemaType.KEYWORD)
+    # The project is the tenant (Qdrant's multitenancy setting); filtered searches below go through it.
+    client.create_payload_index(name, "project", models.KeywordIndexParams(
+        type=models.KeywordIndexType.KEYWORD, is_tenant=True))
 
     rng = np.random.default_rng(42)
     vectors = rng.normal(size=(500, 16)).astype(np.float32)
@@ -84,6 +86,8 @@ def main():
     check(info.points_count == 501, f"points_count {info.points_count}")
     check(info.config.params.vectors["dense"].size == 16, "the dense vector config is reported")
     check("project" in info.payload_schema, f"the payload index is reported: {info.payload_schema}")
+    check(info.payload_schema["project"].params.is_tenant is True, "the tenant index reports is_tenant")
+    check(info.payload_schema["project"].points == 501, "the tenant index counts its points")
     check(client.count(name, exact=True).count == 501, "count")
     in_p1 = models.Filter(must=[models.FieldCondition(key="project", match=models.MatchValue(value="p1"))])
     check(client.count(name, count_filter=in_p1).count == 100, "filtered count")
@@ -187,6 +191,12 @@ def main():
                            json={"points": [{"id": -5, "vector": {"dense": [0] * 16}}]})
     check(wrong_type.status_code == 400, "a negative id is a 400")
     check(client.count(name).count == 501, "refused writes changed nothing")
+    for schema in ({"type": "integer", "is_tenant": True}, {"type": "keyword", "is_tenant": "yes"}):
+        bad_index = httpx.put(f"{url}/collections/{name}/index", headers=headers,
+                              json={"field_name": "year", "field_schema": schema})
+        check(bad_index.status_code == 400 and "error" in bad_index.json()["status"],
+              f"a bad index schema is a 400: {schema}")
+    check("year" not in client.get_collection(name).payload_schema, "refused indexes are not created")
 
     # Deletes: by id and by filter.
     client.delete(name, points_selector=models.PointIdsList(points=[0, 1, uuid]), wait=True)
