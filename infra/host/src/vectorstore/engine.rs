@@ -632,7 +632,13 @@ impl DenseIndex {
                 Distance::Cosine | Distance::Dot => usearch::MetricKind::IP,
                 Distance::Euclid => usearch::MetricKind::L2sq,
             },
-            quantization: usearch::ScalarKind::F32,
+            // The graph keeps its own copy of every vector; it only steers the walk (results are
+            // rescored from `data`), so for unit-length vectors half precision is enough and
+            // halves that copy. Dot and Euclid vectors may be too large for it.
+            quantization: match params.distance {
+                Distance::Cosine => usearch::ScalarKind::F16,
+                Distance::Dot | Distance::Euclid => usearch::ScalarKind::F32,
+            },
             connectivity: hnsw.m,
             expansion_add: hnsw.ef_construct,
             expansion_search: hnsw.ef_construct,
