@@ -2590,4 +2590,38 @@ mod tests {
             assert_eq!(error.status, 400, "{bad}");
         }
     }
+
+    #[test]
+    fn a_store_from_before_index_params_opens_with_its_indexes() {
+        let path = temp_db("old-schema");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE collections (name TEXT PRIMARY KEY, config TEXT NOT NULL);
+                 CREATE TABLE payload_indexes (collection TEXT NOT NULL, field TEXT NOT NULL,
+                     schema TEXT NOT NULL, PRIMARY KEY (collection, field));
+                 INSERT INTO collections VALUES ('c', '{\"vectors\": {\"size\": 2, \"distance\": \"Dot\"}}');
+                 INSERT INTO payload_indexes VALUES ('c', 'project', 'keyword');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        store
+            .upsert("c", vec![point(1, vec![1.0, 0.0], "a")])
+            .unwrap();
+        let shared = store.collection("c").unwrap();
+        let info = shared.read().unwrap().info();
+        assert_eq!(
+            info["payload_schema"]["project"],
+            json!({"data_type": "keyword", "points": 1})
+        );
+        drop(shared);
+        let tenant = json!({"type": "keyword", "is_tenant": true});
+        store.create_index("c", "project", &tenant).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let shared = store.collection("c").unwrap();
+        let info = shared.read().unwrap().info();
+        assert_eq!(info["payload_schema"]["project"]["params"], tenant);
+    }
 }
