@@ -2231,6 +2231,17 @@ mod tests {
         dir.join("vectors.sqlite")
     }
 
+    /// Reproducible numbers in [-1, 1) (xorshift).
+    fn numbers(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 1000) as f32 / 500.0 - 1.0
+        }
+    }
+
     fn point(id: u64, vector: Vec<f32>, project: &str) -> NewPoint {
         NewPoint {
             id: PointId::Num(id),
@@ -2285,13 +2296,7 @@ mod tests {
                         "hnsw_config": {"full_scan_threshold": 0}}),
             )
             .unwrap();
-        let mut state = 7u64;
-        let mut random = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 1000) as f32 / 500.0 - 1.0
-        };
+        let mut random = numbers(7);
         let points: Vec<NewPoint> = (0..2000)
             .map(|i| {
                 let v: Vec<f32> = (0..8).map(|_| random()).collect();
@@ -2474,13 +2479,7 @@ mod tests {
         store
             .create_index("plain", "project", &json!("keyword"))
             .unwrap();
-        let mut state = 11u64;
-        let mut random = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 2000) as f32 / 1000.0 - 1.0
-        };
+        let mut random = numbers(11);
         // One tenant large enough for the two-thread scan, small ones, and points in two tenants.
         let project = |id: u64| match id % 10 {
             0..=6 => json!("big"),
