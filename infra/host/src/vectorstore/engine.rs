@@ -1171,11 +1171,11 @@ impl Collection {
     fn code_rows<'a>(
         &'a self,
         index: &'a DenseIndex,
-        slots: &'a [u32],
+        slots: impl Iterator<Item = u32> + Send + 'a,
         filter: Option<&'a Filter>,
         covered: bool,
     ) -> impl Iterator<Item = (u32, &'a [u8])> + Send + 'a {
-        slots.iter().filter_map(move |&slot| {
+        slots.filter_map(move |slot| {
             let row = index.code_bytes(slot)?;
             (covered || self.matches(slot, filter)).then_some((slot, row))
         })
@@ -1284,18 +1284,8 @@ impl Collection {
                             .filter(move |(slot, _)| covered || self.matches(*slot, filter))
                     })
                 };
-                let rough = if rows >= PARALLEL_SCAN {
-                    Rough::split(keep, &query, halves(true), halves(false))?
-                } else {
-                    Rough::rank(
-                        keep,
-                        &query,
-                        groups
-                            .iter()
-                            .flat_map(|g| g.rows())
-                            .filter(|(slot, _)| covered || self.matches(*slot, filter)),
-                    )
-                };
+                let parallel = rows >= PARALLEL_SCAN;
+                let rough = Rough::rank_parts(keep, &query, halves(true), halves(false), parallel)?;
                 if let Some(top) = rough.settle(index, &query, want) {
                     return Ok(top.finish(search.score_threshold));
                 }
@@ -1317,20 +1307,18 @@ impl Collection {
         };
         let mut full_scan = exact;
         if exact && !search.exact && index.coded() && estimate > keep {
-            let rows = |slots| self.code_rows(index, slots, filter, covered);
             let rough = match &candidates {
-                Some(slots) if slots.len() >= PARALLEL_SCAN => {
+                Some(slots) => {
                     let (first, second) = slots.split_at(slots.len() / 2);
-                    Rough::split(keep, &query, rows(first), rows(second))?
+                    let parallel = slots.len() >= PARALLEL_SCAN;
+                    let first = self.code_rows(index, first.iter().copied(), filter, covered);
+                    let second = self.code_rows(index, second.iter().copied(), filter, covered);
+                    Rough::rank_parts(keep, &query, first, second, parallel)?
                 }
-                Some(slots) => Rough::rank(keep, &query, rows(slots)),
                 None => Rough::rank(
                     keep,
                     &query,
-                    every_slot.clone().filter_map(|slot| {
-                        let row = index.code_bytes(slot)?;
-                        self.matches(slot, filter).then_some((slot, row))
-                    }),
+                    self.code_rows(index, every_slot.clone(), filter, covered),
                 ),
             };
             match rough.settle(index, &query, want) {
@@ -1577,14 +1565,18 @@ impl Rough {
         rough
     }
 
-    /// Ranks two parts at once, the second on another thread: reading rows waits on memory more
-    /// than it computes, and two threads keep twice as many reads in flight.
-    fn split<'a>(
+    /// Ranks two parts, at once when `parallel`, the second on another thread: reading rows waits
+    /// on memory more than it computes, and two threads keep twice as many reads in flight.
+    fn rank_parts<'a>(
         keep: usize,
         query: &[f32],
         first: impl Iterator<Item = (u32, &'a [u8])>,
         second: impl Iterator<Item = (u32, &'a [u8])> + Send,
+        parallel: bool,
     ) -> Result<Self> {
+        if !parallel {
+            return Ok(Self::rank(keep, query, first.chain(second)));
+        }
         let (mut mine, other) = std::thread::scope(|scope| {
             let other = scope.spawn(|| Self::rank(keep, query, second));
             (Self::rank(keep, query, first), other.join())
