@@ -4,8 +4,10 @@
 
 pub mod access;
 pub mod account;
+pub mod keys;
 pub mod orgs;
 pub mod password;
+pub mod projects;
 pub mod records;
 pub mod secret;
 pub mod service;
