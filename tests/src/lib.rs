@@ -113,7 +113,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "edgerag-{name}-{}-{}",
         std::process::id(),
-        host::docstore::engine::new_id()
+        docstore::engine::new_id()
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir

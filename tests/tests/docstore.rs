@@ -332,14 +332,18 @@ async fn conformance(couch: &Couch) {
     assert_eq!(status, 404);
 }
 
-async fn embedded(dir: &std::path::Path) -> host::embedded::Embedded {
-    let credentials = host::embedded::Credentials {
+async fn embedded(dir: &std::path::Path) -> embedded::Embedded {
+    let credentials = embedded::Credentials {
         user: "admin".into(),
         secret: SECRET.into(),
     };
-    host::docstore::start(dir, "127.0.0.1:0".parse().unwrap(), credentials)
-        .await
-        .unwrap()
+    docstore::start(docstore::Config {
+        dir: dir.to_path_buf(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        credentials,
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -584,6 +584,6 @@ async fn an_external_docstore_url_replaces_the_embedded_store() {
     host.stop().await;
 }
 
-fn service<'a>(host: &'a host::RunningHost, name: &str) -> Option<&'a host::embedded::Embedded> {
+fn service<'a>(host: &'a host::RunningHost, name: &str) -> Option<&'a embedded::Embedded> {
     host.services.iter().find(|s| s.name == name)
 }

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use host::embedded::Embedded;
-use host::models::{self, Which};
+use embedded::Embedded;
+use models::Which;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -18,12 +18,12 @@ async fn server() -> Embedded {
         chat: true,
         preload: false,
     };
-    models::start(
-        &tests::models_dir(),
-        "127.0.0.1:0".parse().unwrap(),
-        API_KEY.into(),
+    models::start(models::Config {
+        dir: tests::models_dir(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        api_key: API_KEY.into(),
         which,
-    )
+    })
     .await
     .unwrap()
 }

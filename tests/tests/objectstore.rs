@@ -4,17 +4,17 @@
 const ACCESS_KEY: &str = "edgerag";
 const SECRET_KEY: &str = "object-store-conformance-secret";
 
-async fn start(dir: &std::path::Path) -> host::embedded::Embedded {
-    let credentials = host::embedded::Credentials {
+async fn start(dir: &std::path::Path) -> embedded::Embedded {
+    let credentials = embedded::Credentials {
         user: ACCESS_KEY.into(),
         secret: SECRET_KEY.into(),
     };
-    host::objectstore::start(
-        dir,
-        "127.0.0.1:0".parse().unwrap(),
+    objectstore::start(objectstore::Config {
+        dir: dir.to_path_buf(),
+        addr: "127.0.0.1:0".parse().unwrap(),
         credentials,
-        &["edgerag"],
-    )
+        buckets: vec!["edgerag".into()],
+    })
     .await
     .unwrap()
 }

@@ -5,10 +5,13 @@ const API_KEY: &str = "vector-store-conformance-key";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qdrant_client_passes_the_conformance_checks() {
-    let dir = tests::temp_dir("vectorstore");
-    let store = host::vectorstore::start(&dir, "127.0.0.1:0".parse().unwrap(), API_KEY.into())
-        .await
-        .unwrap();
+    let store = vectorstore::start(vectorstore::Config {
+        dir: tests::temp_dir("vectorstore"),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        api_key: API_KEY.into(),
+    })
+    .await
+    .unwrap();
     let url = store.url();
     let result = tokio::task::spawn_blocking(move || {
         tests::run_python("qdrant_conformance.py", &[&url, API_KEY])

@@ -192,11 +192,11 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(scratch.join("pouchdb"))?;
 
-        let store = host::docstore::start(
-            &scratch.join("embedded"),
-            "127.0.0.1:0".parse()?,
-            host::embedded::Credentials { user: "admin".into(), secret: SECRET.into() },
-        )
+        let store = docstore::start(docstore::Config {
+            dir: scratch.join("embedded"),
+            addr: "127.0.0.1:0".parse()?,
+            credentials: embedded::Credentials { user: "admin".into(), secret: SECRET.into() },
+        })
         .await?;
         let ours = run(store.addr).await.context("embedded store")?;
         store.stop().await;

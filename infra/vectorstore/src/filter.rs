@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::engine::{PointId, VecError};
+use crate::error::VecError;
+use crate::point_id::PointId;
 
 /// A filter: every `must` holds, at least one `should` (when there are any) holds, no `must_not`
 /// holds, and `min_should.min_count` of its conditions hold.

@@ -1,5 +1,10 @@
 //! What every embedded default service shares: a loopback listener, a generated secret kept in the data
-//! directory, and a handle to stop it.
+//! directory, credential checks, percent-decoding, and a handle to stop a running server.
+//!
+//! It holds no protocol of its own and knows nothing of wasmtime, manifests or any one service: the
+//! service crates (docstore, vectorstore, objectstore, models) build on it and the host starts them.
+
+#![forbid(unsafe_code)]
 
 use std::convert::Infallible;
 use std::io::Write as _;

@@ -5,8 +5,13 @@
 //! temporary file and renames it into place, so a crash never leaves half an object. This module adds
 //! what a demanding client expects of S3 on top: a `Content-MD5` that does not match refuses the write
 //! and keeps the previous object, and a bucket that still holds objects is not deleted.
+//!
+//! This crate is one server and nothing else: it knows nothing of wasmtime, manifests, the host or
+//! the other embedded services. [`start`] takes a [`Config`] and gives back a running server.
 
-use std::path::Path;
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,20 +35,34 @@ use s3s::dto::{
 use s3s::stream::{ByteStream, RemainingLength};
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
-use crate::embedded::{self, Credentials, Embedded};
+use embedded::{Credentials, Embedded};
 
 /// The region the embedded store reports; clients must sign for some region, and any is accepted.
 pub const REGION: &str = "us-east-1";
 
-/// Starts the object store on `addr` (loopback only), keeping buckets as folders under `dir`.
-/// Clients sign with access key `credentials.user` and secret key `credentials.secret`; each bucket
-/// in `buckets` is created if it does not exist.
-pub async fn start(
-    dir: &Path,
-    addr: std::net::SocketAddr,
-    credentials: Credentials,
-    buckets: &[&str],
-) -> anyhow::Result<Embedded> {
+/// Where the store keeps its buckets, where it listens, who may sign requests, and which buckets
+/// must exist.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Buckets are folders under it; created if missing.
+    pub dir: PathBuf,
+    /// A loopback address (port 0 picks a free port).
+    pub addr: std::net::SocketAddr,
+    /// Clients sign with access key `credentials.user` and secret key `credentials.secret`.
+    pub credentials: Credentials,
+    /// Created at start if they do not exist.
+    pub buckets: Vec<String>,
+}
+
+/// Starts the object store on `config.addr`, keeping buckets as folders under `config.dir`.
+pub async fn start(config: Config) -> anyhow::Result<Embedded> {
+    let Config {
+        dir,
+        addr,
+        credentials,
+        buckets,
+    } = config;
+    let dir = dir.as_path();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for bucket in buckets {
         let path = dir.join(bucket);

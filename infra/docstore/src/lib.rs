@@ -3,12 +3,18 @@
 //!
 //! Production points the functions at a CouchDB cluster or Cloudant instead; the functions' adapter is
 //! the same code for both.
+//!
+//! This crate is one server and nothing else: it knows nothing of wasmtime, manifests, the host or
+//! the other embedded services. [`start`] takes a [`Config`] and gives back a running server.
+
+#![forbid(unsafe_code)]
 
 pub mod engine;
 pub mod mango;
+mod query;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,23 +23,35 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::embedded::{Credentials, Embedded};
+use embedded::{Credentials, Embedded};
 use engine::{AllDocs, DocError, Engine};
 
 /// Largest request body accepted (CouchDB's default `max_http_request_size` is larger; 64 MiB is
 /// plenty for `_bulk_docs` batches and keeps memory bounded).
 const MAX_BODY: usize = 64 << 20;
 
-/// Opens the store under `dir` and serves it on `addr`.
-pub async fn start(
-    dir: &Path,
-    addr: SocketAddr,
-    credentials: Credentials,
-) -> anyhow::Result<Embedded> {
-    std::fs::create_dir_all(dir)?;
+/// Where the store keeps its data, where it listens, and the user and secret clients must present.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The folder holding `documents.sqlite`; created if missing.
+    pub dir: PathBuf,
+    /// A loopback address (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// Checked as HTTP Basic auth on every request.
+    pub credentials: Credentials,
+}
+
+/// Opens the store under `config.dir` and serves it on `config.addr`.
+pub async fn start(config: Config) -> anyhow::Result<Embedded> {
+    let Config {
+        dir,
+        addr,
+        credentials,
+    } = config;
+    std::fs::create_dir_all(&dir)?;
     let engine = Arc::new(Engine::open(&dir.join("documents.sqlite"))?);
     let credentials = Arc::new(credentials);
-    crate::embedded::serve("docstore", addr, move |request| {
+    embedded::serve("docstore", addr, move |request| {
         let engine = engine.clone();
         let credentials = credentials.clone();
         async move { handle(engine, &credentials, request).await }
@@ -85,7 +103,7 @@ async fn handle(
 }
 
 fn decode(segment: &str) -> Result<String, DocError> {
-    crate::embedded::percent_decode(segment)
+    embedded::percent_decode(segment)
         .ok_or_else(|| DocError::bad_request("invalid UTF-8 in the URL"))
 }
 

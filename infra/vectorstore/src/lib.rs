@@ -4,13 +4,21 @@
 //! Production points the functions at a Qdrant cluster instead; the functions' adapter is the same
 //! code for both. Request and response shapes follow Qdrant's OpenAPI schema, and Qdrant's own Python
 //! client (`qdrant-client`) is the conformance check.
+//!
+//! This crate is one server and nothing else: it knows nothing of wasmtime, manifests, the host or
+//! the other embedded services. [`start`] takes a [`Config`] and gives back a running server; the
+//! HTTP handlers here parse Qdrant's request shapes and call the [`engine`].
+
+#![forbid(unsafe_code)]
 
 pub mod engine;
+mod error;
 pub mod filter;
+mod point_id;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +28,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
-use crate::embedded::{Embedded, constant_time_eq, percent_decode};
+use embedded::{Embedded, constant_time_eq, percent_decode};
 use engine::{Collection, NewPoint, PointId, QueryVector, Search, Selector, Store, VecError, With};
 use filter::{Condition, Filter};
 
@@ -32,14 +40,36 @@ pub const QDRANT_VERSION: &str = "1.20.0";
 /// Default `k` of reciprocal rank fusion: each list adds 1 / (k + rank), ranks counted from 1.
 const RRF_K: f32 = 2.0;
 
-/// Opens the store under `dir` and serves it on `addr`; clients send `api_key`.
-pub async fn start(dir: &Path, addr: SocketAddr, api_key: String) -> anyhow::Result<Embedded> {
-    std::fs::create_dir_all(dir)?;
+/// Where the store keeps its data, where it listens, and the key clients must send.
+#[derive(Clone)]
+pub struct Config {
+    /// The folder holding `vectors.sqlite`; created if missing.
+    pub dir: PathBuf,
+    /// A loopback address (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// Clients send it as `api-key` (or `authorization: Bearer`).
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("dir", &self.dir)
+            .field("addr", &self.addr)
+            .field("api_key", &"<secret>")
+            .finish()
+    }
+}
+
+/// Opens the store under `config.dir` and serves it on `config.addr`.
+pub async fn start(config: Config) -> anyhow::Result<Embedded> {
+    let Config { dir, addr, api_key } = config;
+    std::fs::create_dir_all(&dir)?;
     let path = dir.join("vectors.sqlite");
     let store = tokio::task::spawn_blocking(move || Store::open(&path)).await??;
     let store = Arc::new(store);
     let api_key = Arc::new(api_key);
-    crate::embedded::serve("vectorstore", addr, move |request| {
+    embedded::serve("vectorstore", addr, move |request| {
         let store = store.clone();
         let api_key = api_key.clone();
         async move { handle(store, &api_key, request).await }

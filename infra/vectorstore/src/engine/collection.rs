@@ -1,0 +1,619 @@
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde_json::{Map, Value, json};
+
+use super::config::Config;
+use super::dense::{DenseIndex, Rough, TopK};
+use super::distance::{Distance, normalize};
+use super::payload_index::{Candidates, Group, PayloadIndex};
+use super::points::{NewPoint, PointVectors, SparseVector, dense_values};
+use super::query::{QueryVector, Search, With, WithVectors};
+use super::sparse::{SparseIndex, intersect_sorted};
+use crate::error::{Result, VecError};
+use crate::filter::Filter;
+use crate::point_id::PointId;
+
+/// A scan ranked by 8-bit codes rescores `want * RESCORE_FACTOR + RESCORE_EXTRA` points exactly.
+pub(super) const RESCORE_FACTOR: usize = 4;
+pub(super) const RESCORE_EXTRA: usize = 32;
+/// Candidate scans at least this long are split over two threads.
+pub(super) const PARALLEL_SCAN: usize = 4096;
+
+pub(super) struct Slot {
+    pub(super) id: PointId,
+    pub(super) version: u64,
+    pub(super) payload: Map<String, Value>,
+    pub(super) sparse: BTreeMap<String, SparseVector>,
+}
+
+/// A collection in memory.
+pub struct Collection {
+    pub(super) config: Config,
+    pub(super) slots: Vec<Option<Slot>>,
+    pub(super) ids: BTreeMap<PointId, u32>,
+    pub(super) dense: BTreeMap<String, DenseIndex>,
+    pub(super) sparse: BTreeMap<String, SparseIndex>,
+    pub(super) indexes: BTreeMap<String, PayloadIndex>,
+}
+
+impl std::fmt::Debug for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection")
+            .field("points", &self.ids.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collection {
+    pub(super) fn new(config: Config) -> Result<Self> {
+        let mut dense = BTreeMap::new();
+        for (name, params) in &config.dense {
+            dense.insert(name.clone(), DenseIndex::new(params.clone(), config.hnsw)?);
+        }
+        let sparse = config
+            .sparse
+            .iter()
+            .map(|(name, idf)| {
+                (
+                    name.clone(),
+                    SparseIndex {
+                        idf: *idf,
+                        ..SparseIndex::default()
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            config,
+            slots: Vec::new(),
+            ids: BTreeMap::new(),
+            dense,
+            sparse,
+            indexes: BTreeMap::new(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Parses one point's `vector` field against this collection's vector names and sizes.
+    pub fn parse_vectors(&self, value: &Value) -> Result<PointVectors> {
+        let mut vectors = PointVectors::default();
+        match value {
+            Value::Array(_) => {
+                if !self.config.dense.contains_key("") {
+                    return Err(VecError::wrong_input(
+                        "Not existing vector name error: this collection has only named vectors",
+                    ));
+                }
+                vectors.dense.insert(String::new(), dense_values(value)?);
+            }
+            Value::Object(named) => {
+                for (name, v) in named {
+                    if self.config.dense.contains_key(name) {
+                        vectors.dense.insert(name.clone(), dense_values(v)?);
+                    } else if self.config.sparse.contains_key(name) {
+                        vectors.sparse.insert(name.clone(), SparseVector::parse(v)?);
+                    } else {
+                        return Err(VecError::wrong_input(format!(
+                            "Not existing vector name error: {name}"
+                        )));
+                    }
+                }
+            }
+            Value::Null => {}
+            _ => {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: vector must be a list or an object of named vectors",
+                ));
+            }
+        }
+        for (name, v) in &mut vectors.dense {
+            let params = &self.config.dense[name];
+            if v.len() != params.size {
+                return Err(VecError::wrong_input(format!(
+                    "Vector dimension error: expected dim: {}, got {}",
+                    params.size,
+                    v.len()
+                )));
+            }
+            if params.distance == Distance::Cosine {
+                normalize(v);
+            }
+        }
+        Ok(vectors)
+    }
+
+    pub(super) fn free_slot(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    pub(super) fn apply_upsert(&mut self, points: Vec<(u32, u64, NewPoint)>) -> Result<()> {
+        let mut added: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (slot, version, point) in points {
+            self.remove_slot(slot);
+            let NewPoint {
+                id,
+                payload,
+                vectors,
+            } = point;
+            for (name, vector) in &vectors.dense {
+                if let Some(index) = self.dense.get_mut(name) {
+                    index.store(slot, vector);
+                    added.entry(name.clone()).or_default().push(slot);
+                }
+            }
+            for (name, vector) in &vectors.sparse {
+                if let Some(index) = self.sparse.get_mut(name) {
+                    index.add(slot, vector);
+                }
+            }
+            for (key, index) in &mut self.indexes {
+                index.add(slot, key, &payload, &self.dense);
+            }
+            if self.slots.len() <= slot as usize {
+                self.slots.resize_with(slot as usize + 1, || None);
+            }
+            self.ids.insert(id.clone(), slot);
+            self.slots[slot as usize] = Some(Slot {
+                id,
+                version,
+                payload,
+                sparse: vectors.sparse,
+            });
+        }
+        for (name, slots) in added {
+            self.dense[&name].index(&slots)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_slot(&mut self, slot: u32) -> Option<PointId> {
+        let old = self.slots.get_mut(slot as usize)?.take()?;
+        for index in self.dense.values_mut() {
+            index.remove(slot);
+        }
+        for (name, vector) in &old.sparse {
+            if let Some(index) = self.sparse.get_mut(name) {
+                index.remove(slot, vector);
+            }
+        }
+        for (key, index) in &mut self.indexes {
+            index.remove(slot, key, &old.payload);
+        }
+        self.ids.remove(&old.id);
+        Some(old.id)
+    }
+
+    pub(super) fn slot(&self, slot: u32) -> Option<&Slot> {
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    pub(super) fn matches(&self, slot: u32, filter: Option<&Filter>) -> bool {
+        match (self.slot(slot), filter) {
+            (Some(s), Some(f)) => f.matches(&s.id, &s.payload),
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Whether scoring `estimate` candidates one by one costs less than walking the graph.
+    ///
+    /// Below Qdrant's full-scan threshold the scan always wins. Above it, a graph walk that keeps
+    /// only a fraction `estimate / len` of what it visits needs about `ef * m * len / estimate`
+    /// distance computations to collect `ef` matches, against `estimate` for the scan: a selective
+    /// filter (one project among a hundred) is cheaper to scan even when it leaves many points.
+    pub(super) fn prefer_exact(&self, size: usize, estimate: usize, want: usize) -> bool {
+        let hnsw = self.config.hnsw;
+        let scan_limit = hnsw.full_scan_threshold_kb * 1024 / (size * 4);
+        let estimate = estimate.max(1);
+        let walk = hnsw.ef_construct.max(want) * hnsw.m * (self.len() / estimate);
+        estimate <= scan_limit.max(1) || estimate <= walk
+    }
+
+    /// For a filter whose `must` has an equality condition on a tenant index and no other condition
+    /// an index could narrow: that condition's groups for vector `using`, and whether they hold
+    /// exactly the filter's matches.
+    pub(super) fn tenant_groups(
+        &self,
+        filter: &Filter,
+        using: &str,
+    ) -> Option<(Vec<&Group>, bool)> {
+        let mut indexed_conditions = filter.must.iter().filter_map(|condition| {
+            let (key, values) = condition.indexable()?;
+            Some((self.indexes.get(key)?, values))
+        });
+        let (index, values) = indexed_conditions.next()?;
+        if indexed_conditions.next().is_some() {
+            return None;
+        }
+        let tenants = index.tenants.as_ref()?;
+        let groups = values
+            .iter()
+            .filter_map(|value| tenants.get(&value.to_string())?.get(using))
+            .collect();
+        let only = filter.must.len() == 1
+            && filter.should.is_empty()
+            && filter.must_not.is_empty()
+            && filter.min_should.is_none();
+        Some((groups, only))
+    }
+
+    /// The code rows of those of `slots` that match `filter` (all of them when `covered`).
+    pub(super) fn code_rows<'a>(
+        &'a self,
+        index: &'a DenseIndex,
+        slots: impl Iterator<Item = u32> + Send + 'a,
+        filter: Option<&'a Filter>,
+        covered: bool,
+    ) -> impl Iterator<Item = (u32, &'a [u8])> + Send + 'a {
+        slots.filter_map(move |slot| {
+            let row = index.code_bytes(slot)?;
+            (covered || self.matches(slot, filter)).then_some((slot, row))
+        })
+    }
+
+    /// The slots an index can narrow `filter`'s `must` equality conditions to, when any is indexed.
+    pub(super) fn candidates(&self, filter: &Filter) -> Option<Candidates> {
+        let mut best: Option<Vec<u32>> = None;
+        let mut complete =
+            filter.should.is_empty() && filter.must_not.is_empty() && filter.min_should.is_none();
+        for condition in &filter.must {
+            let Some((key, values)) = condition.indexable() else {
+                complete = false;
+                continue;
+            };
+            let Some(index) = self.indexes.get(key) else {
+                complete = false;
+                continue;
+            };
+            let sets: Vec<&BTreeSet<u32>> = values
+                .iter()
+                .filter_map(|value| index.values.get(&value.to_string()))
+                .collect();
+            let slots: Vec<u32> = match sets.as_slice() {
+                [one] => one.iter().copied().collect(),
+                several => {
+                    let mut all: Vec<u32> =
+                        several.iter().flat_map(|s| s.iter().copied()).collect();
+                    all.sort_unstable();
+                    all.dedup();
+                    all
+                }
+            };
+            best = Some(match best {
+                None => slots,
+                Some(previous) => intersect_sorted(&previous, &slots),
+            });
+        }
+        best.map(|slots| Candidates { slots, complete })
+    }
+
+    /// Points matching `filter`, in id order, starting at `from`.
+    pub fn scan(
+        &self,
+        filter: Option<&Filter>,
+        from: Option<&PointId>,
+    ) -> impl Iterator<Item = u32> {
+        let range = match from {
+            Some(id) => self.ids.range(id.clone()..),
+            None => self.ids.range(..),
+        };
+        range
+            .map(|(_, slot)| *slot)
+            .filter(move |slot| self.matches(*slot, filter))
+    }
+
+    /// The best `want` points for a query vector, best first.
+    pub fn search(&self, search: &Search) -> Result<Vec<(u32, f32)>> {
+        let want = search.want();
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        match &search.query {
+            QueryVector::Dense(query) => self.search_dense(search, query, want),
+            QueryVector::Sparse(query) => self.search_sparse(search, query, want),
+        }
+    }
+
+    pub(super) fn search_dense(
+        &self,
+        search: &Search,
+        query: &[f32],
+        want: usize,
+    ) -> Result<Vec<(u32, f32)>> {
+        let index = self.dense.get(&search.using).ok_or_else(|| {
+            VecError::wrong_input(format!("Not existing vector name error: {}", search.using))
+        })?;
+        if query.len() != index.params.size {
+            return Err(VecError::wrong_input(format!(
+                "Vector dimension error: expected dim: {}, got {}",
+                index.params.size,
+                query.len()
+            )));
+        }
+        let mut query = query.to_vec();
+        if index.params.distance == Distance::Cosine {
+            normalize(&mut query);
+        }
+        let distance = index.params.distance;
+        let filter = search.filter.as_ref();
+        // A scan the store chose (not one the request asked to be exact) over many candidates ranks
+        // them by their codes and rescores the best `keep` exactly.
+        let keep = want
+            .saturating_mul(RESCORE_FACTOR)
+            .saturating_add(RESCORE_EXTRA);
+        // Within one tenant the codes lie together: rank them there, without gathering rows.
+        if !search.exact
+            && index.coded()
+            && let Some((groups, covered)) =
+                filter.and_then(|f| self.tenant_groups(f, &search.using))
+        {
+            let rows: usize = groups.iter().map(|g| g.slots.len()).sum();
+            if rows > keep && self.prefer_exact(index.params.size, rows, want) {
+                let halves = |first: bool| {
+                    groups.iter().flat_map(move |g| {
+                        let half = g.slots.len() / 2;
+                        let (skip, take) = if first { (0, half) } else { (half, usize::MAX) };
+                        g.rows()
+                            .skip(skip)
+                            .take(take)
+                            .filter(move |(slot, _)| covered || self.matches(*slot, filter))
+                    })
+                };
+                let parallel = rows >= PARALLEL_SCAN;
+                let rough = Rough::rank_parts(keep, &query, halves(true), halves(false), parallel)?;
+                if let Some(top) = rough.settle(index, &query, want) {
+                    return Ok(top.finish(search.score_threshold));
+                }
+            }
+        }
+        let candidates = filter.and_then(|f| self.candidates(f));
+        // When the indexes answered every condition, the candidates are exactly the matches.
+        let covered = candidates.as_ref().is_some_and(|c| c.complete);
+        let candidates = candidates.map(|c| c.slots);
+        let estimate = candidates.as_ref().map_or(self.len(), Vec::len);
+        let exact = search.exact || self.prefer_exact(index.params.size, estimate, want);
+        let mut top = TopK::new(want, distance.higher_is_better());
+        let every_slot = 0..self.slots.len() as u32;
+        let all_candidates = || -> Box<dyn Iterator<Item = u32> + '_> {
+            match &candidates {
+                Some(slots) => Box::new(slots.iter().copied()),
+                None => Box::new(every_slot.clone()),
+            }
+        };
+        let mut full_scan = exact;
+        if exact && !search.exact && index.coded() && estimate > keep {
+            let rough = match &candidates {
+                Some(slots) => {
+                    let (first, second) = slots.split_at(slots.len() / 2);
+                    let parallel = slots.len() >= PARALLEL_SCAN;
+                    let first = self.code_rows(index, first.iter().copied(), filter, covered);
+                    let second = self.code_rows(index, second.iter().copied(), filter, covered);
+                    Rough::rank_parts(keep, &query, first, second, parallel)?
+                }
+                None => Rough::rank(
+                    keep,
+                    &query,
+                    self.code_rows(index, every_slot.clone(), filter, covered),
+                ),
+            };
+            match rough.settle(index, &query, want) {
+                Some(settled) => {
+                    top = settled;
+                    full_scan = false;
+                }
+                // Many near-equal vectors: every candidate is scored in full.
+                None => full_scan = true,
+            }
+        }
+        if exact && full_scan {
+            for slot in all_candidates() {
+                if let Some(v) = index.vector(slot)
+                    && (covered || self.matches(slot, filter))
+                {
+                    top.push(slot, distance.score(&query, v));
+                }
+            }
+        } else if !exact {
+            let ef = search.ef.unwrap_or(self.config.hnsw.ef_construct).max(want);
+            index.graph.change_expansion_search(ef);
+            let allowed: Option<HashSet<u32>> = candidates.map(|c| c.into_iter().collect());
+            let found = index
+                .graph
+                .filtered_search(&query, want, |key| {
+                    let slot = key as u32;
+                    allowed.as_ref().is_none_or(|a| a.contains(&slot)) && self.matches(slot, filter)
+                })
+                .map_err(|e| {
+                    tracing::error!("vector store: search failed: {e}");
+                    VecError::bad_request("Service internal error: search failed")
+                })?;
+            for (key, _) in found.keys.iter().zip(&found.distances) {
+                let slot = *key as u32;
+                if let Some(v) = index.vector(slot) {
+                    top.push(slot, distance.score(&query, v));
+                }
+            }
+            // A selective filter can starve the graph walk; fall back to an exact scan then.
+            if top.len() < want.min(estimate) {
+                let exact = Search {
+                    exact: true,
+                    ..search.clone()
+                };
+                return self.search_dense(&exact, &query, want);
+            }
+        }
+        Ok(top.finish(search.score_threshold))
+    }
+
+    pub(super) fn search_sparse(
+        &self,
+        search: &Search,
+        query: &SparseVector,
+        want: usize,
+    ) -> Result<Vec<(u32, f32)>> {
+        let index = self.sparse.get(&search.using).ok_or_else(|| {
+            VecError::wrong_input(format!("Not existing vector name error: {}", search.using))
+        })?;
+        let mut scores: HashMap<u32, f32> = HashMap::new();
+        for (i, q) in query.indices.iter().zip(&query.values) {
+            let Some(list) = index.postings.get(i) else {
+                continue;
+            };
+            let weight = if index.idf {
+                q * SparseIndex::idf(list.len(), index.points)
+            } else {
+                *q
+            };
+            for (slot, value) in list {
+                *scores.entry(*slot).or_default() += weight * value;
+            }
+        }
+        let filter = search.filter.as_ref();
+        let mut top = TopK::new(want, true);
+        for (slot, score) in scores {
+            if self.matches(slot, filter) {
+                top.push(slot, score);
+            }
+        }
+        Ok(top.finish(search.score_threshold))
+    }
+
+    /// Scores given slots against a query (for re-ranking prefetched candidates).
+    pub fn rescore(&self, search: &Search, slots: &[u32]) -> Result<Vec<(u32, f32)>> {
+        let want = search.want();
+        match &search.query {
+            QueryVector::Dense(query) => {
+                let index = self.dense.get(&search.using).ok_or_else(|| {
+                    VecError::wrong_input(format!(
+                        "Not existing vector name error: {}",
+                        search.using
+                    ))
+                })?;
+                let mut query = query.clone();
+                if index.params.distance == Distance::Cosine {
+                    normalize(&mut query);
+                }
+                let mut top = TopK::new(want, index.params.distance.higher_is_better());
+                for &slot in slots {
+                    if let Some(v) = index.vector(slot)
+                        && self.matches(slot, search.filter.as_ref())
+                    {
+                        top.push(slot, index.params.distance.score(&query, v));
+                    }
+                }
+                Ok(top.finish(search.score_threshold))
+            }
+            QueryVector::Sparse(_) => {
+                let allowed: HashSet<u32> = slots.iter().copied().collect();
+                let all = Search {
+                    limit: usize::MAX / 4,
+                    offset: 0,
+                    ..search.clone()
+                };
+                let mut scored = self.search(&all)?;
+                scored.retain(|(slot, _)| allowed.contains(slot));
+                scored.truncate(want);
+                Ok(scored)
+            }
+        }
+    }
+
+    pub fn higher_is_better(&self, using: &str) -> bool {
+        self.dense
+            .get(using)
+            .is_none_or(|d| d.params.distance.higher_is_better())
+    }
+
+    /// A point's JSON record with the parts asked for.
+    pub fn record(&self, slot: u32, with: &With) -> Option<Map<String, Value>> {
+        let s = self.slot(slot)?;
+        let mut record = Map::new();
+        record.insert("id".into(), s.id.to_json());
+        record.insert("version".into(), json!(s.version));
+        record.insert("payload".into(), with.payload(&s.payload));
+        let vector = match &with.vectors {
+            WithVectors::None => Value::Null,
+            selection => {
+                let wanted = |name: &str| match selection {
+                    WithVectors::All => true,
+                    WithVectors::Named(names) => names.iter().any(|n| n == name),
+                    WithVectors::None => false,
+                };
+                if self.config.unnamed && wanted("") {
+                    self.dense[""]
+                        .vector(slot)
+                        .map_or(Value::Null, |v| json!(v))
+                } else {
+                    let mut named = Map::new();
+                    for (name, index) in &self.dense {
+                        if wanted(name)
+                            && let Some(v) = index.vector(slot)
+                        {
+                            named.insert(name.clone(), json!(v));
+                        }
+                    }
+                    for (name, v) in &s.sparse {
+                        if wanted(name) {
+                            named.insert(name.clone(), v.to_json());
+                        }
+                    }
+                    Value::Object(named)
+                }
+            }
+        };
+        record.insert("vector".into(), vector);
+        Some(record)
+    }
+
+    pub fn slot_of(&self, id: &PointId) -> Option<u32> {
+        self.ids.get(id).copied()
+    }
+
+    pub fn id_of(&self, slot: u32) -> Option<&PointId> {
+        self.slot(slot).map(|s| &s.id)
+    }
+
+    pub fn info(&self) -> Value {
+        let payload_schema: Map<String, Value> = self
+            .indexes
+            .iter()
+            .map(|(key, index)| (key.clone(), index.info()))
+            .collect();
+        let mut params = self.config.to_json();
+        let hnsw = params["hnsw_config"].take();
+        if let Some(object) = params.as_object_mut() {
+            object.remove("hnsw_config");
+            object.insert("shard_number".into(), json!(1));
+            object.insert("replication_factor".into(), json!(1));
+            object.insert("write_consistency_factor".into(), json!(1));
+            object.insert("on_disk_payload".into(), json!(false));
+        }
+        let indexed: usize = self.dense.values().map(|d| d.graph.size()).sum();
+        json!({
+            "status": "green",
+            "optimizer_status": "ok",
+            "indexed_vectors_count": indexed,
+            "points_count": self.len(),
+            "segments_count": 1,
+            "config": {
+                "params": params,
+                "hnsw_config": hnsw,
+                "optimizer_config": {
+                    "deleted_threshold": 0.2,
+                    "vacuum_min_vector_number": 1000,
+                    "default_segment_number": 1,
+                    "flush_interval_sec": 5,
+                },
+                "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
+            },
+            "payload_schema": payload_schema,
+        })
+    }
+}

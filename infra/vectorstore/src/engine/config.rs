@@ -1,0 +1,172 @@
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::distance::Distance;
+use crate::error::{Result, VecError};
+
+/// HNSW settings (Qdrant's names and defaults).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Hnsw {
+    pub(super) m: usize,
+    pub(super) ef_construct: usize,
+    /// Below this many kilobytes of candidate vectors a filtered query scans exactly.
+    pub(super) full_scan_threshold_kb: usize,
+}
+
+impl Default for Hnsw {
+    fn default() -> Self {
+        Self {
+            m: 16,
+            ef_construct: 100,
+            full_scan_threshold_kb: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct DenseParams {
+    pub(super) size: usize,
+    pub(super) distance: Distance,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Config {
+    /// `Some` for a collection created with one unnamed vector (named "" inside).
+    pub(super) dense: BTreeMap<String, DenseParams>,
+    pub(super) unnamed: bool,
+    /// Sparse vector names and whether the `idf` modifier applies.
+    pub(super) sparse: BTreeMap<String, bool>,
+    pub(super) hnsw: Hnsw,
+}
+
+impl Config {
+    pub(super) fn parse(body: &Value) -> Result<Self> {
+        let body = body.as_object().ok_or_else(|| {
+            VecError::bad_request("Format error in JSON body: expected an object")
+        })?;
+        let mut hnsw = Hnsw::default();
+        if let Some(h) = body.get("hnsw_config").filter(|v| !v.is_null()) {
+            let get = |name: &str, default: usize| -> Result<usize> {
+                match h.get(name) {
+                    None | Some(Value::Null) => Ok(default),
+                    Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+                        VecError::bad_request(format!(
+                            "Format error in JSON body: hnsw_config.{name} must be a non-negative integer"
+                        ))
+                    }),
+                }
+            };
+            hnsw.m = get("m", hnsw.m)?.clamp(2, 128);
+            hnsw.ef_construct = get("ef_construct", hnsw.ef_construct)?.clamp(4, 2048);
+            hnsw.full_scan_threshold_kb = get("full_scan_threshold", hnsw.full_scan_threshold_kb)?;
+        }
+        let mut dense = BTreeMap::new();
+        let mut unnamed = false;
+        match body.get("vectors") {
+            None | Some(Value::Null) => {}
+            Some(v) if v.get("size").is_some() => {
+                dense.insert(String::new(), parse_dense(v)?);
+                unnamed = true;
+            }
+            Some(Value::Object(named)) => {
+                for (name, params) in named {
+                    dense.insert(name.clone(), parse_dense(params)?);
+                }
+            }
+            Some(_) => {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: vectors must be an object",
+                ));
+            }
+        }
+        let mut sparse = BTreeMap::new();
+        match body.get("sparse_vectors") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(named)) => {
+                for (name, params) in named {
+                    let idf = match params.get("modifier") {
+                        None | Some(Value::Null) => false,
+                        Some(m) if m == "idf" => true,
+                        Some(m) if m == "none" => false,
+                        Some(m) => {
+                            return Err(VecError::bad_request(format!(
+                                "Format error in JSON body: unknown sparse modifier {m}"
+                            )));
+                        }
+                    };
+                    if dense.contains_key(name) {
+                        return Err(VecError::wrong_input(format!(
+                            "vector name `{name}` is used by a dense and a sparse vector"
+                        )));
+                    }
+                    sparse.insert(name.clone(), idf);
+                }
+            }
+            Some(_) => {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: sparse_vectors must be an object",
+                ));
+            }
+        }
+        Ok(Self {
+            dense,
+            unnamed,
+            sparse,
+            hnsw,
+        })
+    }
+
+    /// The configuration in the shape it was given (and is stored in).
+    pub(super) fn to_json(&self) -> Value {
+        let dense_json = |p: &DenseParams| json!({"size": p.size, "distance": p.distance.name()});
+        let vectors = if self.unnamed {
+            dense_json(&self.dense[""])
+        } else {
+            Value::Object(
+                self.dense
+                    .iter()
+                    .map(|(name, p)| (name.clone(), dense_json(p)))
+                    .collect(),
+            )
+        };
+        let sparse: Map<String, Value> = self
+            .sparse
+            .iter()
+            .map(|(name, idf)| {
+                let params = if *idf {
+                    json!({"modifier": "idf"})
+                } else {
+                    json!({})
+                };
+                (name.clone(), params)
+            })
+            .collect();
+        json!({
+            "vectors": vectors,
+            "sparse_vectors": sparse,
+            "hnsw_config": {
+                "m": self.hnsw.m,
+                "ef_construct": self.hnsw.ef_construct,
+                "full_scan_threshold": self.hnsw.full_scan_threshold_kb,
+            },
+        })
+    }
+}
+
+pub(super) fn parse_dense(value: &Value) -> Result<DenseParams> {
+    let size = value
+        .get("size")
+        .and_then(Value::as_u64)
+        .filter(|n| (1..=65_536).contains(n))
+        .ok_or_else(|| {
+            VecError::bad_request(
+                "Format error in JSON body: vector size must be an integer from 1 to 65536",
+            )
+        })?;
+    let distance = Distance::parse(value.get("distance").unwrap_or(&Value::Null))?;
+    Ok(DenseParams {
+        size: size as usize,
+        distance,
+    })
+}

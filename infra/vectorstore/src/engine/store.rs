@@ -1,0 +1,386 @@
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rusqlite::{Connection, params};
+use serde_json::Value;
+
+use super::collection::Collection;
+use super::config::Config;
+use super::payload_index::PayloadIndex;
+use super::points::{NewPoint, PointVectors};
+use crate::error::{Result, VecError};
+use crate::filter::Filter;
+use crate::point_id::PointId;
+
+pub(super) const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, config TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS points (
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    vectors BLOB NOT NULL,
+    PRIMARY KEY (collection, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS payload_indexes (
+    collection TEXT NOT NULL,
+    field TEXT NOT NULL,
+    schema TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT 'null',
+    PRIMARY KEY (collection, field)
+);
+";
+
+pub type Shared = Arc<RwLock<Collection>>;
+
+/// All collections, and the database they are kept in.
+pub struct Store {
+    pub(super) db: Mutex<Connection>,
+    pub(super) collections: RwLock<BTreeMap<String, Shared>>,
+    pub(super) operation: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+pub(super) fn valid_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.chars().any(|c| {
+            matches!(
+                c,
+                '<' | '>' | ':' | '"' | '/' | '\\' | '|' | '?' | '*' | '\0'
+            )
+        })
+    {
+        return Err(VecError::wrong_input(format!(
+            "collection name `{name}` is empty, too long or has one of < > : \" / \\ | ? *"
+        )));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and loads every collection into memory.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        // Stores made before indexes kept their parameters.
+        if conn
+            .prepare("SELECT params FROM payload_indexes LIMIT 0")
+            .is_err()
+        {
+            conn.execute_batch(
+                "ALTER TABLE payload_indexes ADD COLUMN params TEXT NOT NULL DEFAULT 'null'",
+            )?;
+        }
+        let mut collections = BTreeMap::new();
+        let mut max_version = 0u64;
+        {
+            let mut stmt = conn.prepare("SELECT name, config FROM collections")?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<std::result::Result<_, _>>()?;
+            for (name, config) in rows {
+                let config = Config::parse(&serde_json::from_str(&config)?)
+                    .map_err(|e| anyhow::anyhow!("collection {name}: {}", e.message))?;
+                let mut collection = Collection::new(config)
+                    .map_err(|e| anyhow::anyhow!("collection {name}: {}", e.message))?;
+                let mut indexes = conn.prepare(
+                    "SELECT field, schema, params FROM payload_indexes WHERE collection = ?1",
+                )?;
+                let rows = indexes.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+                for row in rows? {
+                    let (field, schema, params): (String, String, String) = row?;
+                    let params = serde_json::from_str(&params).unwrap_or(Value::Null);
+                    collection
+                        .indexes
+                        .insert(field, PayloadIndex::new(&schema, params));
+                }
+                let mut points = conn.prepare(
+                    "SELECT id, slot, version, payload, vectors FROM points WHERE collection = ?1",
+                )?;
+                let mut batch = Vec::new();
+                let mut rows = points.query([&name])?;
+                while let Some(row) = rows.next()? {
+                    let id: String = row.get(0)?;
+                    let slot: i64 = row.get(1)?;
+                    let version: i64 = row.get(2)?;
+                    let payload: String = row.get(3)?;
+                    let vectors: Vec<u8> = row.get(4)?;
+                    let (Some(id), Some(vectors), Ok(Value::Object(payload))) = (
+                        PointId::from_storage_key(&id),
+                        PointVectors::decode(&vectors),
+                        serde_json::from_str(&payload),
+                    ) else {
+                        anyhow::bail!("collection {name}: point {id} is unreadable");
+                    };
+                    max_version = max_version.max(version as u64);
+                    batch.push((
+                        slot as u32,
+                        version as u64,
+                        NewPoint {
+                            id,
+                            payload,
+                            vectors,
+                        },
+                    ));
+                    if batch.len() >= 10_000 {
+                        collection
+                            .apply_upsert(std::mem::take(&mut batch))
+                            .map_err(|e| anyhow::anyhow!("collection {name}: {}", e.message))?;
+                    }
+                }
+                collection
+                    .apply_upsert(batch)
+                    .map_err(|e| anyhow::anyhow!("collection {name}: {}", e.message))?;
+                tracing::info!(
+                    "vector store: loaded collection {name} ({} points)",
+                    collection.len()
+                );
+                collections.insert(name, Arc::new(RwLock::new(collection)));
+            }
+        }
+        Ok(Self {
+            db: Mutex::new(conn),
+            collections: RwLock::new(collections),
+            operation: AtomicU64::new(max_version),
+        })
+    }
+
+    pub(super) fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn collection(&self, name: &str) -> Result<Shared> {
+        self.collections
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VecError::no_collection(name))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.collections
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn create_collection(&self, name: &str, body: &Value) -> Result<()> {
+        valid_name(name)?;
+        let config = Config::parse(body)?;
+        if config.dense.is_empty() && config.sparse.is_empty() {
+            return Err(VecError::wrong_input(
+                "a collection needs at least one dense or sparse vector",
+            ));
+        }
+        let collection = Collection::new(config.clone())?;
+        let mut collections = self.collections.write().unwrap_or_else(|p| p.into_inner());
+        if collections.contains_key(name) {
+            return Err(VecError {
+                status: 409,
+                message: format!("Wrong input: Collection `{name}` already exists!"),
+            });
+        }
+        self.db().execute(
+            "INSERT INTO collections (name, config) VALUES (?1, ?2)",
+            params![name, config.to_json().to_string()],
+        )?;
+        collections.insert(name.to_string(), Arc::new(RwLock::new(collection)));
+        Ok(())
+    }
+
+    /// Deletes a collection; answers whether it existed.
+    pub fn delete_collection(&self, name: &str) -> Result<bool> {
+        let mut collections = self.collections.write().unwrap_or_else(|p| p.into_inner());
+        if !collections.contains_key(name) {
+            return Ok(false);
+        }
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM points WHERE collection = ?1", [name])?;
+        tx.execute("DELETE FROM payload_indexes WHERE collection = ?1", [name])?;
+        tx.execute("DELETE FROM collections WHERE name = ?1", [name])?;
+        tx.commit()?;
+        collections.remove(name);
+        Ok(true)
+    }
+
+    pub(super) fn next_operation(&self) -> u64 {
+        self.operation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Inserts or replaces points; committed to disk before it returns. Returns the operation id.
+    pub fn upsert(&self, name: &str, points: Vec<NewPoint>) -> Result<u64> {
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        let operation = self.next_operation();
+        // Later duplicates of an id in one batch win, as if applied in order.
+        let mut seen = HashMap::new();
+        for (i, point) in points.iter().enumerate() {
+            seen.insert(point.id.clone(), i);
+        }
+        let mut next = collection.free_slot();
+        let mut planned = Vec::with_capacity(seen.len());
+        for (i, point) in points.into_iter().enumerate() {
+            if seen[&point.id] != i {
+                continue;
+            }
+            let slot = collection.slot_of(&point.id).unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            });
+            planned.push((slot, operation, point));
+        }
+        {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO points (collection, id, slot, version, payload, vectors)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for (slot, version, point) in &planned {
+                    insert.execute(params![
+                        name,
+                        point.id.storage_key(),
+                        i64::from(*slot),
+                        *version as i64,
+                        Value::Object(point.payload.clone()).to_string(),
+                        point.vectors.encode(),
+                    ])?;
+                }
+            }
+            tx.commit()?;
+        }
+        collection.apply_upsert(planned)?;
+        Ok(operation)
+    }
+
+    /// Deletes the given points (ids that do not exist are ignored). Returns the operation id.
+    pub fn delete_points(&self, name: &str, selector: Selector) -> Result<u64> {
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        let operation = self.next_operation();
+        let slots: Vec<u32> = match selector {
+            Selector::Ids(ids) => ids.iter().filter_map(|id| collection.slot_of(id)).collect(),
+            Selector::Filter(filter) => collection.scan(Some(&filter), None).collect(),
+        };
+        {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            {
+                let mut delete =
+                    tx.prepare_cached("DELETE FROM points WHERE collection = ?1 AND id = ?2")?;
+                for slot in &slots {
+                    if let Some(id) = collection.id_of(*slot) {
+                        delete.execute(params![name, id.storage_key()])?;
+                    }
+                }
+            }
+            tx.commit()?;
+        }
+        for slot in slots {
+            collection.remove_slot(slot);
+        }
+        Ok(operation)
+    }
+
+    /// Creates (or replaces) a payload index on `field`; `field_schema` is a type name or an object
+    /// with a `type` and its parameters, as in Qdrant.
+    pub fn create_index(&self, name: &str, field: &str, field_schema: &Value) -> Result<u64> {
+        const SCHEMAS: [&str; 8] = [
+            "keyword", "integer", "float", "geo", "text", "bool", "datetime", "uuid",
+        ];
+        let (schema, params) = match field_schema {
+            Value::String(schema) => (schema.as_str(), Value::Null),
+            Value::Object(params) => (
+                params.get("type").and_then(Value::as_str).unwrap_or(""),
+                field_schema.clone(),
+            ),
+            _ => ("", Value::Null),
+        };
+        if !SCHEMAS.contains(&schema) {
+            return Err(VecError::bad_request(format!(
+                "Format error in JSON body: unknown field_schema `{schema}`"
+            )));
+        }
+        match params.get("is_tenant") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(_)) if matches!(schema, "keyword" | "uuid") => {}
+            Some(Value::Bool(_)) => {
+                return Err(VecError::bad_request(format!(
+                    "Format error in JSON body: is_tenant applies to keyword and uuid indexes, not {schema}"
+                )));
+            }
+            Some(_) => {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: is_tenant must be a boolean",
+                ));
+            }
+        }
+        if field.is_empty() {
+            return Err(VecError::bad_request(
+                "Format error in JSON body: field_name must not be empty",
+            ));
+        }
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        self.db().execute(
+            "INSERT OR REPLACE INTO payload_indexes (collection, field, schema, params) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![name, field, schema, params.to_string()],
+        )?;
+        let mut index = PayloadIndex::new(schema, params);
+        let collection = &mut *collection;
+        for (slot, point) in collection.slots.iter().enumerate() {
+            if let Some(point) = point {
+                index.add(slot as u32, field, &point.payload, &collection.dense);
+            }
+        }
+        collection.indexes.insert(field.to_string(), index);
+        Ok(self.next_operation())
+    }
+
+    pub fn delete_index(&self, name: &str, field: &str) -> Result<u64> {
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        self.db().execute(
+            "DELETE FROM payload_indexes WHERE collection = ?1 AND field = ?2",
+            params![name, field],
+        )?;
+        collection.indexes.remove(field);
+        Ok(self.next_operation())
+    }
+
+    /// How many points of collection `name` are on disk (tests compare it with memory).
+    pub fn stored_count(&self, name: &str) -> Result<usize> {
+        let count: i64 = self.db().query_row(
+            "SELECT COUNT(*) FROM points WHERE collection = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        Ok(count as usize)
+    }
+}
+
+/// Which points a delete applies to.
+#[derive(Debug)]
+pub enum Selector {
+    Ids(Vec<PointId>),
+    Filter(Filter),
+}
