@@ -27,6 +27,40 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The environment variable naming the folder of reference data (SciFact, Spin's manifest fixtures,
+/// Qdrant's schema and suite) that tests and benchmarks read but the repository does not hold.
+pub const REFERENCE_DATA_VAR: &str = "EDGERAG_REFERENCE_DATA";
+/// Set to `1` (`.ci/run` does) to make a missing reference folder a failure instead of a skip.
+pub const REQUIRE_REFERENCE_DATA_VAR: &str = "EDGERAG_REQUIRE_REFERENCE_DATA";
+
+/// The reference data folder: `$EDGERAG_REFERENCE_DATA`, or `../shared/data` beside the workspace.
+pub fn reference_data_root() -> PathBuf {
+    std::env::var_os(REFERENCE_DATA_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/data"))
+}
+
+/// The folder `name` of the reference data, or `None` (after a notice on stderr naming what is
+/// skipped) when it is absent, so a clone made anywhere still passes its tests. Panics instead when
+/// `EDGERAG_REQUIRE_REFERENCE_DATA=1`, so CI never skips silently.
+pub fn reference_data(name: &str, skipped: &str) -> Option<PathBuf> {
+    let path = reference_data_root().join(name);
+    if path.is_dir() {
+        return Some(path);
+    }
+    let required = std::env::var(REQUIRE_REFERENCE_DATA_VAR).is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{} is missing and {REQUIRE_REFERENCE_DATA_VAR}=1: point {REFERENCE_DATA_VAR} at the reference data",
+        path.display()
+    );
+    eprintln!(
+        "skipped: {skipped} ({} not found; set {REFERENCE_DATA_VAR} to the reference data folder)",
+        path.display()
+    );
+    None
+}
+
 /// Where the release `.wasm` of a workspace component lands.
 pub fn wasm_path(crate_name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
