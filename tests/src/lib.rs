@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,7 +55,10 @@ pub fn reference_data(name: &str, skipped: &str) -> Option<PathBuf> {
         "{} is missing and {REQUIRE_REFERENCE_DATA_VAR}=1: point {REFERENCE_DATA_VAR} at the reference data",
         path.display()
     );
-    eprintln!(
+    // Straight to stderr: the test harness captures `eprintln!` of a passing test, and a skip must
+    // be seen.
+    let _ = writeln!(
+        std::io::stderr(),
         "skipped: {skipped} ({} not found; set {REFERENCE_DATA_VAR} to the reference data folder)",
         path.display()
     );
