@@ -55,13 +55,13 @@ pub fn reference_data(name: &str, skipped: &str) -> Option<PathBuf> {
         "{} is missing and {REQUIRE_REFERENCE_DATA_VAR}=1: point {REFERENCE_DATA_VAR} at the reference data",
         path.display()
     );
-    // Straight to stderr: the test harness captures `eprintln!` of a passing test, and a skip must
-    // be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: {skipped} ({} not found; set {REFERENCE_DATA_VAR} to the reference data folder)",
+    // Straight to stderr, in one write so it stays one line beside the harness's output: the test
+    // harness captures `eprintln!` of a passing test, and a skip must be seen.
+    let notice = format!(
+        "skipped: {skipped} ({} not found; set {REFERENCE_DATA_VAR} to the reference data folder)\n",
         path.display()
     );
+    let _ = std::io::stderr().write_all(notice.as_bytes());
     None
 }
 
