@@ -34,6 +34,34 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A key clients must present. Its `Debug` hides the value, so a service's config can derive `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for ApiKey {
+    fn from(key: String) -> Self {
+        Self(key)
+    }
+}
+
+impl From<&str> for ApiKey {
+    fn from(key: &str) -> Self {
+        Self(key.to_string())
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<secret>)")
+    }
+}
+
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -209,6 +237,7 @@ mod tests {
         assert!(!check("other:s3cret"));
         assert!(!credentials.check_basic(&http::HeaderMap::new()));
         assert!(!format!("{credentials:?}").contains("s3cret"));
+        assert!(!format!("{:?}", ApiKey::from("s3cret")).contains("s3cret"));
     }
 
     #[test]

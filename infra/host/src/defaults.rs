@@ -91,7 +91,7 @@ pub async fn start_defaults(
         let store = vectorstore::start(vectorstore::Config {
             dir: data_dir.join("vectors"),
             addr: loopback,
-            api_key: api_key.clone(),
+            api_key: api_key.clone().into(),
         })
         .await?;
         tracing::info!("vector store (Qdrant API) on {}", store.url());
@@ -111,7 +111,7 @@ pub async fn start_defaults(
             let server = models::start(models::Config {
                 dir: source.dir.clone(),
                 addr: loopback,
-                api_key: api_key.clone(),
+                api_key: api_key.clone().into(),
                 which,
             })
             .await?;

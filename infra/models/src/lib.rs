@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 use completions::completions;
 use embeddings::embeddings;
 
-use embedded::{Embedded, constant_time_eq};
+use embedded::{ApiKey, Embedded, constant_time_eq};
 
 /// The embedding model's id in requests and `/v1/models`.
 pub const EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2";
@@ -96,7 +96,7 @@ impl Ready {
 }
 
 struct Server {
-    api_key: String,
+    api_key: ApiKey,
     embed: Option<(mpsc::SyncSender<embed::Job>, Arc<Ready>)>,
     chat: Option<(mpsc::SyncSender<chat::Job>, Arc<Ready>)>,
 }
@@ -126,26 +126,15 @@ pub fn check_files(dir: &Path, which: Which) -> anyhow::Result<(PathBuf, PathBuf
 
 /// Where the model files are, where the server listens, the key clients must send, and which
 /// models it runs.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The unpacked wheels (`scripts/install` puts them in `.edgerag/models`).
     pub dir: PathBuf,
     /// A loopback address (port 0 picks a free port).
     pub addr: SocketAddr,
     /// Clients send it as `authorization: Bearer`.
-    pub api_key: String,
+    pub api_key: ApiKey,
     pub which: Which,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("dir", &self.dir)
-            .field("addr", &self.addr)
-            .field("api_key", &"<secret>")
-            .field("which", &self.which)
-            .finish()
-    }
 }
 
 /// Starts the workers for the models in `config.which` and serves them on `config.addr`.
@@ -352,7 +341,7 @@ async fn route(server: &Server, request: Request<Incoming>) -> Result<Response<B
     if path == "/health" && method == Method::GET {
         return Ok(json_response(StatusCode::OK, &health(server)));
     }
-    if !authorized(request.headers(), &server.api_key) {
+    if !authorized(request.headers(), server.api_key.as_str()) {
         return Err(ApiError::with(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",

@@ -28,7 +28,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
-use embedded::{Embedded, constant_time_eq, percent_decode};
+use embedded::{ApiKey, Embedded, constant_time_eq, percent_decode};
 use engine::{Collection, NewPoint, PointId, QueryVector, Search, Selector, Store, VecError, With};
 use filter::{Condition, Filter};
 
@@ -41,24 +41,14 @@ pub const QDRANT_VERSION: &str = "1.20.0";
 const RRF_K: f32 = 2.0;
 
 /// Where the store keeps its data, where it listens, and the key clients must send.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The folder holding `vectors.sqlite`; created if missing.
     pub dir: PathBuf,
     /// A loopback address (port 0 picks a free port).
     pub addr: SocketAddr,
     /// Clients send it as `api-key` (or `authorization: Bearer`).
-    pub api_key: String,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("dir", &self.dir)
-            .field("addr", &self.addr)
-            .field("api_key", &"<secret>")
-            .finish()
-    }
+    pub api_key: ApiKey,
 }
 
 /// Opens the store under `config.dir` and serves it on `config.addr`.
@@ -72,7 +62,7 @@ pub async fn start(config: Config) -> anyhow::Result<Embedded> {
     embedded::serve("vectorstore", addr, move |request| {
         let store = store.clone();
         let api_key = api_key.clone();
-        async move { handle(store, &api_key, request).await }
+        async move { handle(store, api_key.as_str(), request).await }
     })
     .await
 }
