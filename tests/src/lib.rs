@@ -83,7 +83,7 @@ pub fn composed_path(function: &str) -> PathBuf {
         .join(format!("{function}.wasm"))
 }
 
-/// Builds the four functions and the probe fixture for `wasm32-wasip2`, once per test process.
+/// Builds the four functions and the two probe fixtures for `wasm32-wasip2`, once per test process.
 pub fn build_components() -> &'static Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -98,7 +98,8 @@ pub fn build_components() -> &'static Result<(), String> {
                 "wasm32-wasip2",
             ])
             .args([
-                "-p", "auth", "-p", "ingest", "-p", "search", "-p", "respond", "-p", "probe",
+                "-p", "auth", "-p", "ingest", "-p", "search", "-p", "respond", "-p", "probe", "-p",
+                "probe-p2",
             ])
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -194,6 +195,11 @@ pub fn models_dir() -> PathBuf {
 /// The probe fixture's path, for manifests.
 pub fn probe_source() -> String {
     wasm_path("probe").display().to_string()
+}
+
+/// The WASI 0.2 probe fixture's path (spin-sdk 5), for manifests.
+pub fn probe_p2_source() -> String {
+    wasm_path("probe_p2").display().to_string()
 }
 
 /// Options for starting a host in tests.

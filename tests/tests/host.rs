@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use tests::{
-    Options, get, probe_source, send, send_request, start, wasm_path, workspace_root,
-    write_manifest,
+    Options, get, probe_p2_source, probe_source, send, send_request, start, wasm_path,
+    workspace_root, write_manifest,
 };
 
 fn probe_app(routes: &[(&str, &str)], extra: &str) -> String {
@@ -477,16 +477,13 @@ async fn concurrent_requests_each_get_their_own_instance() {
     let requests: Vec<_> = (0..40)
         .map(|_| tokio::spawn(async move { get(addr, "/p/sleep/200").await.unwrap() }))
         .collect();
-    let mut ids = Vec::new();
     for request in requests {
         let reply = request.await.unwrap();
         assert_eq!(reply.status, 200);
         assert_eq!(reply.text(), "slept 200 ms");
-        ids.push(reply.headers["x-request-id"].to_str().unwrap().to_string());
+        // Each instance counts the requests it served: a reused one would say 2 or more.
+        assert_eq!(reply.headers["x-probe-served"], "1");
     }
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 40);
     // Forty 200 ms sleeps one after another would take 8 s; concurrently they overlap.
     assert!(
         started.elapsed() < Duration::from_secs(4),
@@ -586,4 +583,342 @@ async fn an_external_docstore_url_replaces_the_embedded_store() {
 
 fn service<'a>(host: &'a host::RunningHost, name: &str) -> Option<&'a embedded::Embedded> {
     host.services.iter().find(|s| s.name == name)
+}
+
+/// Header names of a reply, sorted.
+fn header_names(reply: &tests::Reply) -> Vec<String> {
+    let mut names: Vec<String> = reply.headers.keys().map(|n| n.to_string()).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_s_response_carries_only_its_own_headers() {
+    let text = probe_app(&[("/p/...", "probe")], "")
+        + &format!(
+            "[[trigger.http]]\nroute = \"/old/...\"\ncomponent = \"old\"\n\
+             [component.old]\nsource = \"{}\"\n",
+            probe_p2_source()
+        );
+    let manifest = write_manifest(&text);
+    let host = start(&manifest, Options::default()).await.unwrap();
+    // A 0.2 component's response: its own header, and HTTP/1's framing of a body it streams.
+    let reply = send(host.addr, "POST", "/old/echo", "12345").await.unwrap();
+    assert_eq!(
+        header_names(&reply),
+        ["date", "transfer-encoding", "x-probe"]
+    );
+    assert_eq!(reply.text(), "12345");
+    let reply = get(host.addr, "/p/hello").await.unwrap();
+    assert_eq!(reply.status, 200);
+    // A 0.3 body has no length the host knows, so HTTP/1 frames it chunked; hyper adds `date`.
+    // Nothing else: no request id, no server banner.
+    assert_eq!(header_names(&reply), ["date", "transfer-encoding"]);
+    // The host's own answers keep the request id, in the body and the header.
+    let missing = get(host.addr, "/nowhere").await.unwrap();
+    assert_eq!(missing.status, 404);
+    let id = missing.json()["error"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(missing.headers["x-request-id"], id.as_str());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_parameters_and_path_info_arrive_as_spin_names_them() {
+    let manifest = write_manifest(&probe_app(
+        &[
+            ("/base/:path_segment/:path_end/...", "shape"),
+            ("/users/:id/...", "users"),
+        ],
+        "",
+    ));
+    let host = start(&manifest, Options::default()).await.unwrap();
+    let headers = get(host.addr, "/base/path/end/rest/headers")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(headers["spin-path-match-path-segment"], "path");
+    assert_eq!(headers["spin-path-match-path-end"], "end");
+    assert!(headers.get("spin-path-match-path_segment").is_none());
+    assert_eq!(headers["spin-path-info"], "/rest/headers");
+    assert_eq!(
+        headers["spin-component-route"],
+        "/base/:path_segment/:path_end"
+    );
+    // A trailing slash stays in the path info; the probe answers `headers` for any path ending so, so
+    // ask for the path info through a route whose wildcard matched nothing.
+    let headers = get(host.addr, "/users/headers/").await.unwrap().json();
+    assert_eq!(headers["spin-path-match-id"], "headers");
+    assert_eq!(headers["spin-path-info"], "/");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_0_2_components_get_routes_variables_outbound_and_fresh_instances() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"from target"),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    let text = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"p2\"\n\
+         [variables]\ngreeting = {{ default = \"hi\" }}\ntarget = {{ default = \"127.0.0.1:{port}\" }}\n\
+         [[trigger.http]]\nroute = \"/old/:thing/...\"\ncomponent = \"old\"\n\
+         [[trigger.http]]\nroute = \"/new/...\"\ncomponent = \"new\"\n\
+         [component.old]\nsource = \"{p2}\"\nallowed_outbound_hosts = [\"http://{{{{ target }}}}\"]\n\
+         [component.old.variables]\nname = \"old\"\nmessage = \"{{{{ greeting }}}} from 0.2\"\n\
+         [component.new]\nsource = \"{p3}\"\n[component.new.variables]\nname = \"new\"\n",
+        port = target.port(),
+        p2 = probe_p2_source(),
+        p3 = probe_source(),
+    );
+    let manifest = write_manifest(&text);
+    let host = start(&manifest, Options::default()).await.unwrap();
+
+    // Both kinds side by side, each chosen by what it exports.
+    assert_eq!(
+        get(host.addr, "/old/x/hello").await.unwrap().text(),
+        "hello from probe-p2"
+    );
+    assert_eq!(
+        get(host.addr, "/new/hello").await.unwrap().text(),
+        "hello from probe"
+    );
+    // Variables through fermyon:spin/variables@2.0.0 and the synchronous spin:variables@3.0.0.
+    assert_eq!(
+        get(host.addr, "/old/x/var/message").await.unwrap().text(),
+        "hi from 0.2"
+    );
+    assert_eq!(
+        get(host.addr, "/old/x/var3/message").await.unwrap().text(),
+        "hi from 0.2"
+    );
+    let undefined = get(host.addr, "/old/x/var/greeting").await.unwrap();
+    assert_eq!(undefined.status, 404);
+    assert!(
+        undefined.text().contains("Undefined"),
+        "{}",
+        undefined.text()
+    );
+    let invalid = get(host.addr, "/old/x/var3/Not-Snake").await.unwrap();
+    assert!(invalid.text().contains("InvalidName"), "{}", invalid.text());
+    // Spin's headers, named as for a 0.3 component.
+    let headers = get(host.addr, "/old/thing-1/deep/headers")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(headers["spin-path-match-thing"], "thing-1");
+    assert_eq!(headers["spin-path-info"], "/deep/headers");
+    assert_eq!(headers["spin-matched-route"], "/old/:thing/...");
+    // Outbound HTTP through wasi:http@0.2, inside allowed_outbound_hosts only.
+    let allowed = get(host.addr, &format!("/old/x/outbound?url=http://{target}/y"))
+        .await
+        .unwrap();
+    assert_eq!(allowed.text(), "200 from target");
+    let denied = get(host.addr, "/old/x/outbound?url=http://127.0.0.1:1/y")
+        .await
+        .unwrap();
+    assert_eq!(denied.status, 502);
+    assert!(
+        denied.text().contains("HttpRequestDenied"),
+        "{}",
+        denied.text()
+    );
+    // The body comes back whole, with the component's headers and no host header.
+    let echoed = send(host.addr, "POST", "/old/x/echo", "a body")
+        .await
+        .unwrap();
+    assert_eq!(echoed.text(), "a body");
+    assert_eq!(echoed.headers["x-probe"], "p2");
+    assert!(echoed.headers.get("x-request-id").is_none());
+    // A fresh instance for every request, concurrent or not.
+    let addr = host.addr;
+    let replies: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(async move { get(addr, "/old/x/instance").await.unwrap() }))
+        .collect();
+    for reply in replies {
+        assert_eq!(reply.await.unwrap().text(), "1");
+    }
+    // A trap is the same JSON 500, and the host goes on.
+    let trapped = get(host.addr, "/old/x/trap").await.unwrap();
+    assert_eq!(trapped.status, 500);
+    assert_eq!(trapped.json()["error"]["code"], "component_failed");
+    assert_eq!(
+        get(host.addr, "/old/x/hello").await.unwrap().text(),
+        "hello from probe-p2"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_0_2_bodies_over_the_limit_get_413() {
+    let text = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"p2\"\n\
+         [[trigger.http]]\nroute = \"/old/...\"\ncomponent = \"old\"\n\
+         [component.old]\nsource = \"{}\"\n",
+        probe_p2_source()
+    );
+    let manifest = write_manifest(&text);
+    let options = Options {
+        max_body_bytes: 1000,
+        ..Options::default()
+    };
+    let host = start(&manifest, options).await.unwrap();
+    let small = send(host.addr, "POST", "/old/echo", "x".repeat(1000))
+        .await
+        .unwrap();
+    assert_eq!(small.status, 200);
+    let large = send(host.addr, "POST", "/old/echo", "x".repeat(1001))
+        .await
+        .unwrap();
+    assert_eq!(large.status, 413);
+    assert_eq!(large.json()["error"]["code"], "payload_too_large");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_chaining_is_in_process_allowed_by_name_and_bounded() {
+    let mut text = String::from("spin_manifest_version = 2\n[application]\nname = \"chain\"\n");
+    for (route, component) in [
+        ("/caller/...", "caller"),
+        ("/target/...", "target"),
+        ("/wild/...", "wild"),
+        ("/closed/...", "closed"),
+        ("/looping/...", "looping"),
+    ] {
+        text.push_str(&format!(
+            "[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"{component}\"\n"
+        ));
+    }
+    text.push_str("[[trigger.http]]\nroute = { private = true }\ncomponent = \"hidden\"\n");
+    let grants = [
+        (
+            "caller",
+            probe_source(),
+            "[\"http://target.spin.internal\"]",
+        ),
+        ("target", probe_p2_source(), "[]"),
+        ("wild", probe_source(), "[\"http://*.spin.internal\"]"),
+        ("closed", probe_source(), "[]"),
+        (
+            "looping",
+            probe_source(),
+            "[\"http://looping.spin.internal\"]",
+        ),
+        ("hidden", probe_source(), "[]"),
+    ];
+    for (component, source, allowed) in grants {
+        text.push_str(&format!(
+            "[component.{component}]\nsource = \"{source}\"\nallowed_outbound_hosts = {allowed}\n\
+             [component.{component}.variables]\nname = \"{component}\"\n"
+        ));
+    }
+    let manifest = write_manifest(&text);
+    let host = start(&manifest, Options::default()).await.unwrap();
+
+    // Allowed by name: served in-process by a fresh instance of the target (a WASI 0.2 one here),
+    // under the target's own route. `target.spin.internal` resolves nowhere, so this never left.
+    let reply = get(
+        host.addr,
+        "/caller/outbound?url=http://target.spin.internal/target/x/headers",
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (status, body) = reply
+        .text()
+        .split_once(' ')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
+    assert_eq!(status, "200");
+    let headers: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(headers["spin-matched-route"], "/target/...");
+    assert_eq!(headers["spin-path-info"], "/x/headers");
+    assert_eq!(
+        headers["spin-full-url"],
+        "http://target.spin.internal/target/x/headers"
+    );
+    assert_eq!(headers["spin-client-addr"], "0.0.0.0:0");
+    // A path outside the target's routes gets Spin's synthetic `/...` match, as on Spin.
+    let reply = get(
+        host.addr,
+        "/caller/outbound?url=http://target.spin.internal/elsewhere/hello",
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.text(), "200 hello from probe-p2");
+    // Not listed: denied like any other host, even though `target` exists.
+    let denied = get(
+        host.addr,
+        "/closed/outbound?url=http://target.spin.internal/target/hello",
+    )
+    .await
+    .unwrap();
+    assert_eq!(denied.status, 502);
+    assert!(
+        denied.text().contains("HttpRequestDenied"),
+        "{}",
+        denied.text()
+    );
+    // caller may reach target only, not the private component.
+    let denied = get(
+        host.addr,
+        "/caller/outbound?url=http://hidden.spin.internal/hello",
+    )
+    .await
+    .unwrap();
+    assert!(
+        denied.text().contains("HttpRequestDenied"),
+        "{}",
+        denied.text()
+    );
+    // `*.spin.internal` reaches any component, a private one included; an unknown one is a 404.
+    let reply = get(
+        host.addr,
+        "/wild/outbound?url=http://hidden.spin.internal/hello",
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.text(), "200 hello from probe");
+    let reply = get(
+        host.addr,
+        "/wild/outbound?url=http://nobody.spin.internal/hello",
+    )
+    .await
+    .unwrap();
+    assert!(reply.text().starts_with("404 "), "{}", reply.text());
+    // The private component has no public route.
+    assert_eq!(get(host.addr, "/hello").await.unwrap().status, 404);
+    // A component calling itself forever ends with a 508 at the depth bound, quickly.
+    let started = Instant::now();
+    let reply = get(host.addr, "/looping/chain-self").await.unwrap();
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    assert_eq!(
+        text.matches("200 ").count(),
+        host::server::MAX_CHAIN_DEPTH as usize,
+        "{text}"
+    );
+    assert!(
+        text.contains("508 ") && text.contains("chain_too_deep"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    host.stop().await;
 }

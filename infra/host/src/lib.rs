@@ -165,6 +165,7 @@ async fn serve_app(
     let router = Router::build(&app.http)?;
     let engine = runtime::engine(&config.runtime)?;
 
+    let chain = runtime::ChainLink::default();
     let mut loads = Vec::new();
     let mut seen = Vec::new();
     for trigger in &app.http {
@@ -180,8 +181,9 @@ async fn serve_app(
         let path = app.source_path(&id)?;
         let engine = engine.clone();
         let runtime_config = config.runtime.clone();
+        let chain = chain.clone();
         loads.push(tokio::task::spawn_blocking(move || {
-            ComponentRuntime::load(&engine, &runtime_config, &id, &path, grants)
+            ComponentRuntime::load(&engine, &runtime_config, &id, &path, grants, chain)
         }));
     }
     let mut dispatchers = HashMap::new();
@@ -204,6 +206,7 @@ async fn serve_app(
         limits,
         Arc::new(Metrics::default()),
     ));
+    let _ = chain.set(Arc::downgrade(&frontend));
     let (shutdown, watcher) = watch::channel(false);
     let task = tokio::spawn(server::serve(listener, frontend.clone(), watcher));
     Ok((addr, frontend, shutdown, task))

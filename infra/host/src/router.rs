@@ -142,8 +142,27 @@ impl Router {
         Ok(Self { routes })
     }
 
-    /// Finds the most specific route for a request path.
+    /// Finds the most specific public route for a request path.
     pub fn route(&self, path: &str) -> Option<RouteMatch> {
+        Self::best(self.routes.iter(), path)
+    }
+
+    /// Routes a chained request (`http://<component>.spin.internal/<path>`) among the target's own
+    /// routes only, so it sees the headers it would see from outside. A path none of them takes
+    /// (and any path to a private component) gets Spin's synthetic match: route `/...`, the whole
+    /// path as path info.
+    pub fn route_to(&self, component: &str, path: &str) -> RouteMatch {
+        let own = self.routes.iter().filter(|r| r.component == component);
+        Self::best(own, path).unwrap_or_else(|| RouteMatch {
+            component: component.to_string(),
+            raw_route: "/...".to_string(),
+            component_route: String::new(),
+            path_info: path.to_string(),
+            params: Vec::new(),
+        })
+    }
+
+    fn best<'a>(routes: impl Iterator<Item = &'a RoutePattern>, path: &str) -> Option<RouteMatch> {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         struct Candidate<'a> {
             route: &'a RoutePattern,
@@ -151,7 +170,7 @@ impl Router {
             consumed: usize,
         }
         let mut best: Option<Candidate> = None;
-        for route in &self.routes {
+        for route in routes {
             let Some((params, consumed)) = route.matches(&segments) else {
                 continue;
             };
@@ -178,7 +197,8 @@ impl Router {
                 info.push('/');
                 info.push_str(segment);
             }
-            if path.ends_with('/') && !rest.is_empty() {
+            // Spin keeps a trailing slash: `/users/:id/...` with `/users/42/` gives `/`.
+            if path.ends_with('/') {
                 info.push('/');
             }
             info
@@ -252,7 +272,9 @@ mod tests {
             ("/v1/projects/:project/search", "param"),
             ("/v1/projects/mine/search", "literal"),
         ]);
-        check(&r, "/", Some(("fallback", "")));
+        check(&r, "/", Some(("fallback", "/")));
+        check(&r, "/v1/", Some(("v1", "/")));
+        check(&r, "/v1/auth/", Some(("v1", "/auth/")));
         check(&r, "/other/page", Some(("fallback", "/other/page")));
         check(&r, "/v1", Some(("v1", "")));
         check(&r, "/v1/auth/login", Some(("v1", "/auth/login")));
@@ -284,6 +306,41 @@ mod tests {
         assert_eq!(m.params, vec![("id".to_string(), "42".to_string())]);
         assert_eq!(m.path_info, "/7");
         assert_eq!(m.component_route, "/users/:id/posts");
+        let r = router(&[("/users/:id/...", "user")]);
+        assert_eq!(r.route("/users/42/").unwrap().path_info, "/");
+        assert_eq!(r.route("/users/42").unwrap().path_info, "");
+    }
+
+    #[test]
+    fn chained_requests_route_among_the_target_s_own_routes() {
+        let triggers = [
+            ("/a/...", "a", false),
+            ("/b/exact", "b", false),
+            ("", "hidden", true),
+        ]
+        .map(|(route, c, private)| HttpTrigger {
+            id: c.into(),
+            route: if private {
+                HttpRoute::Private
+            } else {
+                HttpRoute::Path(route.into())
+            },
+            component: c.into(),
+        });
+        let r = Router::build(&triggers).unwrap();
+        let a = r.route_to("a", "/a/x");
+        assert_eq!(
+            (a.raw_route.as_str(), a.path_info.as_str()),
+            ("/a/...", "/x")
+        );
+        // a's route is not b's: b gets the synthetic match, as on Spin.
+        let b = r.route_to("b", "/a/x");
+        assert_eq!((b.component.as_str(), b.raw_route.as_str()), ("b", "/..."));
+        assert_eq!(b.path_info, "/a/x");
+        assert_eq!(r.route_to("b", "/b/exact").raw_route, "/b/exact");
+        let hidden = r.route_to("hidden", "/any/path");
+        assert_eq!(hidden.path_info, "/any/path");
+        assert_eq!(r.route("/any/path"), None);
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! The Wasm side of the host: one wasmtime engine with the pooling allocator and a compilation cache,
 //! each component compiled once at start, and a fresh instance for every request.
+//!
+//! Two kinds of component are served, chosen by what each exports: WASI 0.3 ones
+//! (`wasi:http/handler@0.3`, spin-sdk 6 and later) and WASI 0.2 ones (`wasi:http/incoming-handler@0.2`,
+//! spin-sdk 2 to 5 and every other Spin SDK). Each kind gets its own linker, because the same Spin
+//! interface (`spin:variables/variables@3.0.0`) is an `async func` for the one and a plain `func` for
+//! the other, and wasmtime links exactly what the component declares.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
@@ -30,6 +36,34 @@ mod spin_variables {
 }
 
 use spin_variables::spin::variables::variables;
+
+/// The synchronous variables interfaces of WASI 0.2 Spin components: Spin 2's and Spin 3's.
+mod spin_variables_sync {
+    wasmtime::component::bindgen!({
+        inline: "
+            package edgerag:host-p2;
+            world spin-host-p2 {
+                import fermyon:spin/variables@2.0.0;
+                import spin:variables/variables@3.0.0;
+            }
+            package fermyon:spin@2.0.0 {
+                interface variables {
+                    get: func(name: string) -> result<string, error>;
+                    variant error { invalid-name(string), undefined(string), provider(string), other(string) }
+                }
+            }
+            package spin:variables@3.0.0 {
+                interface variables {
+                    get: func(name: string) -> result<string, error>;
+                    variant error { invalid-name(string), undefined(string), provider(string), other(string) }
+                }
+            }
+        ",
+    });
+}
+
+use spin_variables_sync::fermyon::spin::variables as variables_v2;
+use spin_variables_sync::spin::variables::variables as variables_v3_sync;
 
 /// Settings for the engine and for every request.
 #[derive(Debug, Clone)]
@@ -72,6 +106,24 @@ pub struct StoreState {
     instantiate_micros: u64,
 }
 
+/// Why a variable lookup failed, before it is put in whichever interface's error type asked.
+enum Missing {
+    InvalidName(String),
+    Undefined(String),
+}
+
+impl StoreState {
+    fn variable(&self, name: String) -> Result<String, Missing> {
+        if crate::manifest::SnakeId::try_from(name.clone()).is_err() {
+            return Err(Missing::InvalidName(name));
+        }
+        self.variables
+            .get(&name)
+            .cloned()
+            .ok_or(Missing::Undefined(name))
+    }
+}
+
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -104,11 +156,30 @@ fn http_view(state: &mut StoreState) -> WasiHttpCtxView<'_> {
 }
 
 /// Outbound HTTP for one instance: the component's `allowed_outbound_hosts` enforced before any
-/// connection is made.
+/// connection is made, and requests to `http://<component>.spin.internal` served in-process.
 struct Outbound {
     component: Arc<str>,
     allowed: Arc<AllowedHosts>,
+    chain: ChainLink,
+    /// How many chained requests led to this instance's request (0 for one from outside).
+    depth: u32,
 }
+
+/// The way from an instance back to the application's front, for chained requests: set once the
+/// front exists, and weak, so instances do not keep a stopped host alive.
+pub type ChainLink = Arc<OnceLock<Weak<crate::server::Frontend>>>;
+
+/// Local service chaining's domain, as Spin names it.
+const CHAINING_SUFFIX: &str = ".spin.internal";
+
+/// The component a chained request is for: `http://<id>.spin.internal/...` gives `<id>`.
+fn chaining_target(uri: &http::Uri) -> Option<String> {
+    let host = uri.host()?.to_ascii_lowercase();
+    let id = host.strip_suffix(CHAINING_SUFFIX)?;
+    (!id.is_empty() && !id.contains('.')).then(|| id.to_string())
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
 
 impl WasiHttpHooks for Outbound {
     fn send_request(
@@ -128,6 +199,7 @@ impl WasiHttpHooks for Outbound {
             > + Send,
     > {
         drop(fut);
+        let target = chaining_target(request.uri());
         if !self.allowed.allows(request.uri()) {
             tracing::warn!(
                 component = %self.component,
@@ -138,11 +210,22 @@ impl WasiHttpHooks for Outbound {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        if let Some(target) = target {
+            let front = self.chain.get().and_then(Weak::upgrade);
+            let depth = self.depth + 1;
+            return Box::new(async move {
+                let Some(front) = front else {
+                    return Err(wasmtime_wasi_http::Error::DestinationUnavailable);
+                };
+                let response = crate::server::chained(&front, &target, request, depth).await;
+                Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+            });
+        }
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                Box::new(io) as IoFuture,
             ))
         })
     }
@@ -158,16 +241,32 @@ impl variables::Host for &mut StoreState {}
 
 impl<U> variables::HostWithStore<U> for VariablesHost {
     async fn get(store: &Accessor<U, Self>, name: String) -> Result<String, variables::Error> {
-        if crate::manifest::SnakeId::try_from(name.clone()).is_err() {
-            return Err(variables::Error::InvalidName(name));
-        }
         store.with(|mut access| {
-            let state = access.get();
-            state
-                .variables
-                .get(&name)
-                .cloned()
-                .ok_or(variables::Error::Undefined(name))
+            access
+                .get()
+                .variable(name)
+                .map_err(|missing| match missing {
+                    Missing::InvalidName(name) => variables::Error::InvalidName(name),
+                    Missing::Undefined(name) => variables::Error::Undefined(name),
+                })
+        })
+    }
+}
+
+impl variables_v2::Host for StoreState {
+    fn get(&mut self, name: String) -> Result<String, variables_v2::Error> {
+        self.variable(name).map_err(|missing| match missing {
+            Missing::InvalidName(name) => variables_v2::Error::InvalidName(name),
+            Missing::Undefined(name) => variables_v2::Error::Undefined(name),
+        })
+    }
+}
+
+impl variables_v3_sync::Host for StoreState {
+    fn get(&mut self, name: String) -> Result<String, variables_v3_sync::Error> {
+        self.variable(name).map_err(|missing| match missing {
+            Missing::InvalidName(name) => variables_v3_sync::Error::InvalidName(name),
+            Missing::Undefined(name) => variables_v3_sync::Error::Undefined(name),
         })
     }
 }
@@ -217,14 +316,43 @@ pub fn engine(config: &RuntimeConfig) -> anyhow::Result<Engine> {
     Ok(engine)
 }
 
-fn linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
+/// The kind of HTTP component, by what it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `wasi:http/handler@0.3.x`.
+    P3,
+    /// `wasi:http/incoming-handler@0.2.x`.
+    P2,
+}
+
+fn kind(engine: &Engine, component: &Component) -> Kind {
+    let p2 = component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2"));
+    if p2 { Kind::P2 } else { Kind::P3 }
+}
+
+fn linker(engine: &Engine, kind: Kind) -> anyhow::Result<Linker<StoreState>> {
+    let wasmtime = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
     let mut linker = Linker::new(engine);
-    // Rust std in the guest still imports the WASI 0.2 interfaces, next to the 0.3 ones spin-sdk uses.
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    variables::add_to_linker::<_, VariablesHost>(&mut linker, |state| state)
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    // Rust std in a 0.3 guest still imports the WASI 0.2 interfaces, next to the 0.3 ones spin-sdk uses.
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime)?;
+    match kind {
+        Kind::P3 => {
+            wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(wasmtime)?;
+            wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(wasmtime)?;
+            variables::add_to_linker::<_, VariablesHost>(&mut linker, |state| state)
+                .map_err(wasmtime)?;
+        }
+        Kind::P2 => {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(wasmtime)?;
+            variables_v2::add_to_linker::<_, VariablesHost>(&mut linker, |state| state)
+                .map_err(wasmtime)?;
+            variables_v3_sync::add_to_linker::<_, VariablesHost>(&mut linker, |state| state)
+                .map_err(wasmtime)?;
+        }
+    }
     Ok(linker)
 }
 
@@ -243,6 +371,7 @@ pub struct ComponentRuntime {
     pre: ProxyPre<StoreState>,
     variables: Arc<BTreeMap<String, String>>,
     allowed: Arc<AllowedHosts>,
+    chain: ChainLink,
     environment: Vec<(String, String)>,
     request_timeout: Duration,
     stream_timeout: Duration,
@@ -257,28 +386,40 @@ impl std::fmt::Debug for ComponentRuntime {
 }
 
 impl ComponentRuntime {
-    /// Compiles (or loads from the cache) and links a component that exports `wasi:http/handler@0.3`.
+    /// Compiles (or loads from the cache) and links a component that exports `wasi:http/handler@0.3`
+    /// or `wasi:http/incoming-handler@0.2`. `chain` is how its chained requests reach the front.
     pub fn load(
         engine: &Engine,
         config: &RuntimeConfig,
         id: &str,
         path: &Path,
         grants: Grants,
+        chain: ChainLink,
     ) -> anyhow::Result<Self> {
         let component = Component::from_file(engine, path)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .with_context(|| format!("component `{id}`: cannot compile {}", path.display()))?;
-        let instance_pre = linker(engine)?
+        let kind = kind(engine, &component);
+        let instance_pre = linker(engine, kind)?
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .with_context(|| {
                 format!("component `{id}` imports something this host does not provide")
             })?;
-        let pre = match wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre) {
-            Ok(pre) => ProxyPre::P3(pre),
-            Err(error) => bail!(
-                "component `{id}` does not export wasi:http/handler@0.3.0 (build it with spin-sdk 7): {error:#}"
-            ),
+        let pre = match kind {
+            Kind::P2 => match wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance_pre) {
+                Ok(pre) => ProxyPre::P2(pre),
+                Err(error) => bail!(
+                    "component `{id}`: its wasi:http/incoming-handler@0.2 export cannot be used: {error:#}"
+                ),
+            },
+            Kind::P3 => match wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre) {
+                Ok(pre) => ProxyPre::P3(pre),
+                Err(error) => bail!(
+                    "component `{id}` exports neither wasi:http/handler@0.3.0 (spin-sdk 6 and later) nor \
+                     wasi:http/incoming-handler@0.2.x (spin-sdk 2 to 5): {error:#}"
+                ),
+            },
         };
         Ok(Self {
             id: id.into(),
@@ -286,6 +427,7 @@ impl ComponentRuntime {
             pre,
             variables: Arc::new(grants.variables),
             allowed: Arc::new(grants.allowed_hosts),
+            chain,
             environment: grants.environment.into_iter().collect(),
             request_timeout: config.request_timeout,
             stream_timeout: config.stream_timeout,
@@ -302,6 +444,8 @@ impl ComponentRuntime {
 pub struct RequestMeta {
     /// Microseconds spent creating the store and instantiating, for this request's instance.
     pub instantiate_micros: AtomicU64,
+    /// Chained requests that led to this one (0 for a request from outside).
+    pub depth: u32,
 }
 
 /// The shared, cloneable handle that dispatches requests to fresh instances of one component.
@@ -327,6 +471,8 @@ impl HandlerState for ComponentRuntime {
             outbound: Outbound {
                 component: self.id.clone(),
                 allowed: self.allowed.clone(),
+                chain: self.chain.clone(),
+                depth: 0,
             },
             variables: self.variables.clone(),
             instantiate_micros: 0,
@@ -364,12 +510,13 @@ impl WorkerState for OneShot {
 
     fn on_request_start(
         &self,
-        store: StoreContextMut<'_, StoreState>,
+        mut store: StoreContextMut<'_, StoreState>,
         meta: Arc<RequestMeta>,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
         meta.instantiate_micros
             .store(store.data().instantiate_micros, Ordering::Relaxed);
+        store.data_mut().outbound.depth = meta.depth;
         // The server enforces the response-head deadline itself; this future never expires the
         // request, and `Expiration` stops the instance.
         Box::pin(std::future::pending())

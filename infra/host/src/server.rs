@@ -212,8 +212,49 @@ async fn handle(
     }
 
     let overflow = Arc::new(Overflow::default());
-    let request = prepare(request, &route, client, local, limit, overflow.clone());
+    let (parts, body) = request.into_parts();
+    let body = LimitedBody::new(body, limit, overflow.clone());
+    let request = prepare(parts, body.boxed_unsync(), &route, client, local);
     let meta = Arc::new(RequestMeta::default());
+    let (response, instantiation) = dispatch(
+        frontend,
+        dispatcher,
+        request,
+        meta,
+        &overflow,
+        &route,
+        &request_id,
+    )
+    .await;
+    finish(
+        frontend,
+        &request_id,
+        &method,
+        &path,
+        &route.raw_route,
+        &route.component,
+        response,
+        started,
+        instantiation,
+    )
+}
+
+/// Runs one request on a fresh instance within the request timeout, and turns what went wrong into
+/// the host's JSON errors. Returns the response and the instance's instantiation time.
+async fn dispatch<B>(
+    frontend: &Frontend,
+    dispatcher: &Dispatcher,
+    request: Request<WasiBody>,
+    meta: Arc<RequestMeta>,
+    overflow: &Overflow<B>,
+    route: &RouteMatch,
+    request_id: &str,
+) -> (Response<WasiBody>, Option<Duration>)
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    let started = Instant::now();
+    let limit = frontend.limits.max_body_bytes;
     let outcome = tokio::time::timeout(
         frontend.limits.request_timeout,
         dispatcher.handle(meta.clone(), request),
@@ -228,16 +269,12 @@ async fn handle(
             if let Some(rest) = overflow.take_rest() {
                 tokio::spawn(drain(rest));
             }
-            too_large(limit, &request_id)
+            too_large(limit, request_id)
         }
-        Ok(Ok(mut response)) => {
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert("x-request-id", value);
-            }
-            response
-        }
+        // The component's response goes out as it made it: the host adds no header of its own.
+        Ok(Ok(response)) => response,
         Ok(Err(_)) if started.elapsed() >= frontend.limits.request_timeout => {
-            timed_out(frontend.limits.request_timeout, &request_id)
+            timed_out(frontend.limits.request_timeout, request_id)
         }
         Ok(Err(error)) => {
             tracing::error!(
@@ -249,18 +286,127 @@ async fn handle(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "component_failed",
                 "the component failed while handling the request",
-                &request_id,
+                request_id,
             )
         }
-        Err(_elapsed) => timed_out(frontend.limits.request_timeout, &request_id),
+        Err(_elapsed) => timed_out(frontend.limits.request_timeout, request_id),
     };
+    (response, instantiation)
+}
+
+/// How many chained requests deep one request from outside may go: a component that calls itself
+/// (or a cycle of them) gets a 508 at this depth instead of running until the pool is exhausted.
+pub const MAX_CHAIN_DEPTH: u32 = 8;
+
+/// The client address a chained request reports, as Spin reports it.
+const CHAINED_CLIENT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// Serves a chained request (`http://<target>.spin.internal/...` from a component that may send it)
+/// in-process, on a fresh instance of `target`, under the target's own routes and the host's limits.
+/// It never touches the network.
+pub(crate) async fn chained(
+    frontend: &Frontend,
+    target: &str,
+    request: Request<WasiBody>,
+    depth: u32,
+) -> Response<WasiBody> {
+    let started = Instant::now();
+    let request_id = frontend.next_request_id();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let route = frontend.router.route_to(target, &path);
+    let Some(dispatcher) = frontend.dispatchers.get(target) else {
+        let response = error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no component `{target}` serves HTTP in this application"),
+            &request_id,
+        );
+        return finish(
+            frontend,
+            &request_id,
+            &method,
+            &path,
+            "-",
+            target,
+            response,
+            started,
+            None,
+        );
+    };
+    if depth > MAX_CHAIN_DEPTH {
+        let response = error_response(
+            StatusCode::LOOP_DETECTED,
+            "chain_too_deep",
+            &format!(
+                "more than {MAX_CHAIN_DEPTH} chained requests in a row; is a component calling itself?"
+            ),
+            &request_id,
+        );
+        return finish(
+            frontend,
+            &request_id,
+            &method,
+            &path,
+            &route.raw_route,
+            target,
+            response,
+            started,
+            None,
+        );
+    }
+    let limit = frontend.limits.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        let response = too_large(limit, &request_id);
+        return finish(
+            frontend,
+            &request_id,
+            &method,
+            &path,
+            &route.raw_route,
+            target,
+            response,
+            started,
+            None,
+        );
+    }
+    let overflow = Arc::new(Overflow::<WasiBody>::default());
+    let (mut parts, body) = request.into_parts();
+    // Neither the caller's Host nor its spin-* headers decide what the target sees.
+    parts.headers.remove(http::header::HOST);
+    let authority = parts.uri.authority().map(|a| a.to_string());
+    if let Some(authority) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        parts.headers.insert(http::header::HOST, authority);
+    }
+    let body = LimitedBody::new(body, limit, overflow.clone());
+    let request = prepare(parts, body.boxed_unsync(), &route, CHAINED_CLIENT, None);
+    let meta = Arc::new(RequestMeta {
+        depth,
+        ..RequestMeta::default()
+    });
+    let (response, instantiation) = dispatch(
+        frontend,
+        dispatcher,
+        request,
+        meta,
+        &overflow,
+        &route,
+        &request_id,
+    )
+    .await;
     finish(
         frontend,
         &request_id,
         &method,
         &path,
         &route.raw_route,
-        &route.component,
+        target,
         response,
         started,
         instantiation,
@@ -298,17 +444,15 @@ fn finish(
     response
 }
 
-/// Builds the request the guest sees: an absolute URI, Spin's `spin-*` headers (any sent by the
-/// client are dropped first), and the body behind the size limit.
+/// Builds the request the guest sees: an absolute URI, Spin's `spin-*` headers (any the sender set
+/// are dropped first), and the body (already behind the size limit).
 fn prepare(
-    request: Request<Incoming>,
+    mut parts: http::request::Parts,
+    body: WasiBody,
     route: &RouteMatch,
     client: SocketAddr,
     local: Option<SocketAddr>,
-    limit: u64,
-    overflow: Arc<Overflow>,
 ) -> Request<WasiBody> {
-    let (mut parts, body) = request.into_parts();
     let authority = parts
         .headers
         .get(http::header::HOST)
@@ -351,19 +495,17 @@ fn prepare(
     set("spin-base-path", "/");
     set("spin-client-addr", &client.to_string());
     for (name, value) in &route.params {
-        set(
-            &format!("spin-path-match-{}", name.to_ascii_lowercase()),
-            value,
-        );
+        set(&path_match_header(name), value);
     }
+    Request::from_parts(parts, body)
+}
 
-    let body = LimitedBody {
-        inner: Some(body),
-        remaining: limit,
-        limit,
-        overflow,
-    };
-    Request::from_parts(parts, body.boxed_unsync())
+/// The header a `:name` capture arrives in, named as Spin names it: lower case, `_` as `-`.
+fn path_match_header(name: &str) -> String {
+    format!(
+        "spin-path-match-{}",
+        name.to_ascii_lowercase().replace('_', "-")
+    )
 }
 
 /// How much of an oversize body the host still reads (and discards) after answering 413, and for
@@ -374,7 +516,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Reads and discards what is left of a refused request body, within the drain bounds, so hyper can
 /// deliver the early answer and keep the connection.
-async fn drain(mut body: Incoming) {
+async fn drain<B: Body<Data = Bytes> + Unpin>(mut body: B) {
     let read_rest = async {
         let mut seen = 0u64;
         while let Some(Ok(frame)) = body.frame().await {
@@ -389,28 +531,51 @@ async fn drain(mut body: Incoming) {
 
 /// What a [`LimitedBody`] leaves behind when it overflows: the flag, and the unread rest of the
 /// body for [`drain`].
-#[derive(Default)]
-struct Overflow {
+struct Overflow<B = Incoming> {
     exceeded: AtomicBool,
-    rest: std::sync::Mutex<Option<Incoming>>,
+    rest: std::sync::Mutex<Option<B>>,
 }
 
-impl Overflow {
-    fn take_rest(&self) -> Option<Incoming> {
+impl<B> Default for Overflow<B> {
+    fn default() -> Self {
+        Self {
+            exceeded: AtomicBool::new(false),
+            rest: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<B> Overflow<B> {
+    fn take_rest(&self) -> Option<B> {
         self.rest.lock().ok().and_then(|mut rest| rest.take())
     }
 }
 
 /// A request body that fails (and flags it) once more than `limit` bytes have arrived, so a chunked
 /// upload without a `content-length` is cut off too.
-struct LimitedBody {
-    inner: Option<Incoming>,
+struct LimitedBody<B = Incoming> {
+    inner: Option<B>,
     remaining: u64,
     limit: u64,
-    overflow: Arc<Overflow>,
+    overflow: Arc<Overflow<B>>,
 }
 
-impl Body for LimitedBody {
+impl<B> LimitedBody<B> {
+    fn new(inner: B, limit: u64, overflow: Arc<Overflow<B>>) -> Self {
+        Self {
+            inner: Some(inner),
+            remaining: limit,
+            limit,
+            overflow,
+        }
+    }
+}
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 
@@ -446,13 +611,13 @@ impl Body for LimitedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_some_and(Incoming::is_end_stream)
+        self.inner.as_ref().is_some_and(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner
             .as_ref()
-            .map_or_else(SizeHint::default, Incoming::size_hint)
+            .map_or_else(SizeHint::default, Body::size_hint)
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,11 +14,16 @@ use spin_sdk::http_service;
 
 type Answer = http::Response<http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>>;
 
+/// Requests this instance has served; a fresh instance per request always reports 1.
+static SERVED: AtomicU64 = AtomicU64::new(0);
+
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
+    let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // Empty segments are skipped, so `/users/42/headers/` (a trailing slash) still answers `headers`.
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         [.., "hello"] => text(200, "hello from probe".into()),
         [.., "whoami"] => {
@@ -54,6 +60,22 @@ async fn handle(request: Request) -> impl IntoResponse {
                 Err(error) => text(502, format!("outbound failed: {error:?}")),
             }
         }
+        [.., "instance"] => text(200, served.to_string()),
+        // Calls this same route on this same component through local service chaining, forever: the
+        // host must stop it.
+        [.., "chain-self"] => {
+            let name = spin_sdk::variables::get("name").await.unwrap_or_default();
+            let url = format!("http://{name}.spin.internal{path}");
+            match spin_sdk::http::get(&url).await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body = response.into_body().collect().await;
+                    let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+                    text(200, format!("{status} {}", String::from_utf8_lossy(&body)))
+                }
+                Err(error) => text(502, format!("outbound failed: {error:?}")),
+            }
+        }
         [.., "trap"] => panic!("the probe was asked to trap"),
         [.., "spin"] => {
             let mut n: u64 = 0;
@@ -64,7 +86,11 @@ async fn handle(request: Request) -> impl IntoResponse {
         [.., "sleep", ms] => {
             let ms: u64 = ms.parse().unwrap_or(0);
             spin_sdk::time::sleep(Duration::from_millis(ms)).await;
-            text(200, format!("slept {ms} ms"))
+            let mut answer = text(200, format!("slept {ms} ms"));
+            answer
+                .headers_mut()
+                .insert("x-probe-served", http::HeaderValue::from(served));
+            answer
         }
         [.., "stream", n] => {
             let n: u32 = n.parse().unwrap_or(0);

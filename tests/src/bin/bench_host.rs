@@ -68,6 +68,7 @@ async fn instantiation() -> anyhow::Result<()> {
                 name,
                 &path,
                 host::runtime::Grants::default(),
+                host::runtime::ChainLink::default(),
             )?;
             let mut samples = Vec::with_capacity(INSTANTIATIONS);
             for _ in 0..1000 {
