@@ -213,6 +213,8 @@ pub struct Options {
     /// The data directory for the embedded services, when a test needs to read it (its secrets);
     /// `None` is a fresh one nobody else knows.
     pub data_dir: Option<PathBuf>,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<host::tls::TlsFiles>,
 }
 
 impl Default for Options {
@@ -223,6 +225,7 @@ impl Default for Options {
             max_body_bytes: 10 << 20,
             embedded: true,
             data_dir: None,
+            tls: None,
         }
     }
 }
@@ -237,6 +240,7 @@ pub async fn start(manifest: &Path, options: Options) -> anyhow::Result<host::Ru
     config.env = Arc::new(move |name| env.get(name).cloned());
     config.runtime.request_timeout = options.request_timeout;
     config.max_body_bytes = options.max_body_bytes;
+    config.tls = options.tls;
     if options.embedded {
         config.data_dir = Some(
             options

@@ -922,3 +922,71 @@ async fn service_chaining_is_in_process_allowed_by_name_and_bounded() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_https_with_a_self_signed_pair() {
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = write_manifest("").with_file_name("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = host::tls::TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&files.cert, pair.cert.pem()).unwrap();
+    std::fs::write(&files.key, pair.signing_key.serialize_pem()).unwrap();
+    let manifest = write_manifest(&probe_app(&[("/p/...", "probe")], ""));
+    let options = Options {
+        tls: Some(files.clone()),
+        embedded: false,
+        ..Options::default()
+    };
+    let host = start(&manifest, options).await.unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pair.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("/p/headers")
+        .header("host", format!("localhost:{}", host.addr.port()))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let headers: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        headers["spin-full-url"],
+        format!("https://localhost:{}/p/headers", host.addr.port())
+    );
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    assert!(get(host.addr, "/p/hello").await.is_err());
+    host.stop().await;
+
+    // A key that is not the certificate's stops start-up, saying so.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&files.key, other.signing_key.serialize_pem()).unwrap();
+    let options = Options {
+        tls: Some(files.clone()),
+        embedded: false,
+        ..Options::default()
+    };
+    let error = start(&manifest, options).await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("does not fit the certificate"),
+        "{error:#}"
+    );
+}

@@ -18,6 +18,7 @@ pub mod outbound;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod variables;
 
 use std::collections::{BTreeMap, HashMap};
@@ -59,6 +60,8 @@ pub struct UpConfig {
     pub models_dir: Option<PathBuf>,
     /// Load the embedded models at start rather than on first use.
     pub preload_models: bool,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl std::fmt::Debug for UpConfig {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for UpConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("data_dir", &self.data_dir)
             .field("models_dir", &self.models_dir)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +91,7 @@ impl UpConfig {
             data_dir: None,
             models_dir: None,
             preload_models: false,
+            tls: None,
         }
     }
 }
@@ -163,6 +168,7 @@ async fn serve_app(
     provided.extend(config.provided_variables.clone());
     let variables = AppVariables::resolve(&app.manifest, |name| env(name), &provided)?;
     let router = Router::build(&app.http)?;
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let engine = runtime::engine(&config.runtime)?;
 
     let chain = runtime::ChainLink::default();
@@ -200,15 +206,14 @@ async fn serve_app(
         max_body_bytes: config.max_body_bytes,
         request_timeout: config.runtime.request_timeout,
     };
-    let frontend = Arc::new(Frontend::new(
-        router,
-        dispatchers,
-        limits,
-        Arc::new(Metrics::default()),
-    ));
+    let mut frontend = Frontend::new(router, dispatchers, limits, Arc::new(Metrics::default()));
+    if tls.is_some() {
+        frontend.scheme = "https";
+    }
+    let frontend = Arc::new(frontend);
     let _ = chain.set(Arc::downgrade(&frontend));
     let (shutdown, watcher) = watch::channel(false);
-    let task = tokio::spawn(server::serve(listener, frontend.clone(), watcher));
+    let task = tokio::spawn(server::serve(listener, frontend.clone(), tls, watcher));
     Ok((addr, frontend, shutdown, task))
 }
 

@@ -61,6 +61,12 @@ enum Command {
         /// Load the embedded models on first use instead of at start.
         #[arg(long)]
         lazy_models: bool,
+        /// Serve HTTPS: the PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key", env = "SPIN_TLS_CERT")]
+        tls_cert: Option<PathBuf>,
+        /// Serve HTTPS: the PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert", env = "SPIN_TLS_KEY")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -100,6 +106,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_cache,
             models_dir,
             lazy_models,
+            tls_cert,
+            tls_key,
         } => runtime.block_on(async {
             let mut config = UpConfig::new(manifest, listen);
             config.max_body_bytes = max_body_bytes;
@@ -110,13 +118,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             config.models_dir = Some(models_dir.unwrap_or_else(|| data_dir.join("models")));
             config.preload_models = !lazy_models;
+            if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                config.tls = Some(host::tls::TlsFiles { cert, key });
+            }
             config.data_dir = Some(data_dir);
             let host = host::start(config).await?;
             for (route, component) in host.frontend.router.describe() {
                 tracing::info!("route {route} -> {component}");
             }
             tracing::info!(
-                "edgerag serving on http://{} (ready in {} ms)",
+                "edgerag serving on {}://{} (ready in {} ms)",
+                host.frontend.scheme,
                 host.addr,
                 host.startup.as_millis()
             );

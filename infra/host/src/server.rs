@@ -38,6 +38,8 @@ pub struct Frontend {
     pub dispatchers: HashMap<String, Dispatcher>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    /// `https` when the listener speaks TLS; what `spin-full-url` starts with.
+    pub scheme: &'static str,
     request_ids: AtomicU64,
     id_prefix: u32,
 }
@@ -67,6 +69,7 @@ impl Frontend {
             dispatchers,
             limits,
             metrics,
+            scheme: "http",
             request_ids: AtomicU64::new(0),
             id_prefix,
         }
@@ -78,10 +81,14 @@ impl Frontend {
     }
 }
 
-/// Accepts connections until `shutdown` turns true.
+/// Time a client has to finish the TLS handshake.
+const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `shutdown` turns true; with `tls`, each one is a TLS connection.
 pub async fn serve(
     listener: TcpListener,
     frontend: Arc<Frontend>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -99,15 +106,32 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let frontend = frontend.clone();
         let local = stream.local_addr().ok();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let frontend = frontend.clone();
                 async move { Ok::<_, Infallible>(handle(&frontend, request, client, local).await) }
             });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let http = hyper::server::conn::http1::Builder::new();
+            let served = match tls {
+                None => http.serve_connection(TokioIo::new(stream), service).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIME, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            http.serve_connection(TokioIo::new(stream), service).await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!("TLS handshake with {client} failed: {error}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake with {client} timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!("connection from {client} ended: {error}");
             }
         });
@@ -214,7 +238,14 @@ async fn handle(
     let overflow = Arc::new(Overflow::default());
     let (parts, body) = request.into_parts();
     let body = LimitedBody::new(body, limit, overflow.clone());
-    let request = prepare(parts, body.boxed_unsync(), &route, client, local);
+    let request = prepare(
+        parts,
+        body.boxed_unsync(),
+        &route,
+        frontend.scheme,
+        client,
+        local,
+    );
     let meta = Arc::new(RequestMeta::default());
     let (response, instantiation) = dispatch(
         frontend,
@@ -385,7 +416,14 @@ pub(crate) async fn chained(
         parts.headers.insert(http::header::HOST, authority);
     }
     let body = LimitedBody::new(body, limit, overflow.clone());
-    let request = prepare(parts, body.boxed_unsync(), &route, CHAINED_CLIENT, None);
+    let request = prepare(
+        parts,
+        body.boxed_unsync(),
+        &route,
+        "http",
+        CHAINED_CLIENT,
+        None,
+    );
     let meta = Arc::new(RequestMeta {
         depth,
         ..RequestMeta::default()
@@ -450,6 +488,7 @@ fn prepare(
     mut parts: http::request::Parts,
     body: WasiBody,
     route: &RouteMatch,
+    scheme: &str,
     client: SocketAddr,
     local: Option<SocketAddr>,
 ) -> Request<WasiBody> {
@@ -465,7 +504,7 @@ fn prepare(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".to_string());
-    let full_url = format!("http://{authority}{path_and_query}");
+    let full_url = format!("{scheme}://{authority}{path_and_query}");
     if let Ok(uri) = full_url.parse() {
         parts.uri = uri;
     }
