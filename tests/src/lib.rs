@@ -99,7 +99,7 @@ pub fn build_components() -> &'static Result<(), String> {
             ])
             .args([
                 "-p", "auth", "-p", "ingest", "-p", "search", "-p", "respond", "-p", "probe", "-p",
-                "probe-p2",
+                "probe-p2", "-p", "noop",
             ])
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
