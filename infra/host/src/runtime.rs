@@ -400,6 +400,21 @@ impl ComponentRuntime {
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .with_context(|| format!("component `{id}`: cannot compile {}", path.display()))?;
         let kind = kind(engine, &component);
+        let prerelease: Vec<String> = component
+            .component_type()
+            .imports(engine)
+            .chain(component.component_type().exports(engine))
+            .map(|(name, _)| name.to_string())
+            .filter(|name| name.contains("@0.2.0-rc-"))
+            .collect();
+        if !prerelease.is_empty() {
+            bail!(
+                "component `{id}` uses pre-release WASI 0.2 interfaces ({}), as spin-sdk 2 and other \
+                 SDKs of early 2024 built them; this host serves WASI 0.2.0 and later: rebuild it with \
+                 spin-sdk 3 or later",
+                prerelease.join(", ")
+            );
+        }
         let instance_pre = linker(engine, kind)?
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
