@@ -37,7 +37,7 @@ const MAX_BODY: usize = 32 << 20;
 /// The Qdrant release whose REST API (the schema in shared/data/qdrant) this store follows; clients
 /// compare its major and minor with their own.
 pub const QDRANT_VERSION: &str = "1.20.0";
-/// Default `k` of reciprocal rank fusion: each list adds 1 / (k + rank), ranks counted from 1.
+/// Default `k` of reciprocal rank fusion, Qdrant's: each list adds 1 / (position + k), positions from 0.
 const RRF_K: f32 = 2.0;
 
 /// Where the store keeps its data, where it listens, and the key clients must send.
@@ -448,7 +448,8 @@ fn scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
 enum Ask {
     Nothing,
     Vector(QueryVector),
-    Fusion(f32),
+    /// Reciprocal rank fusion with its `k` and, optionally, one weight per prefetch.
+    Fusion(f32, Option<Vec<f32>>),
 }
 
 fn parse_ask(collection: &Collection, value: &Value, using: &str) -> Result<Ask, VecError> {
@@ -487,7 +488,7 @@ fn parse_ask(collection: &Collection, value: &Value, using: &str) -> Result<Ask,
             }
             if let Some(fusion) = o.get("fusion") {
                 return match fusion.as_str() {
-                    Some("rrf") => Ok(Ask::Fusion(RRF_K)),
+                    Some("rrf") => Ok(Ask::Fusion(RRF_K, None)),
                     _ => Err(VecError::bad_request(
                         "Wrong input: only `rrf` fusion is supported by this store",
                     )),
@@ -500,7 +501,26 @@ fn parse_ask(collection: &Collection, value: &Value, using: &str) -> Result<Ask,
                         VecError::bad_request("Format error in JSON body: rrf.k must be a number")
                     })? as f32,
                 };
-                return Ok(Ask::Fusion(k));
+                let weights = match rrf.get("weights") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Array(weights)) => Some(
+                        weights
+                            .iter()
+                            .map(|w| w.as_f64().filter(|w| *w > 0.0).map(|w| w as f32))
+                            .collect::<Option<Vec<f32>>>()
+                            .ok_or_else(|| {
+                                VecError::bad_request(
+                                    "Validation error in JSON body: rrf.weights must be positive numbers",
+                                )
+                            })?,
+                    ),
+                    Some(_) => {
+                        return Err(VecError::bad_request(
+                            "Format error in JSON body: rrf.weights must be a list of numbers",
+                        ));
+                    }
+                };
+                return Ok(Ask::Fusion(k, weights));
             }
             Err(VecError::bad_request(
                 "Wrong input: this query kind is not supported (use a vector, nearest, or fusion rrf)",
@@ -578,20 +598,22 @@ fn run(
         .map(|p| run(collection, p, filter.as_ref(), 10, 0))
         .collect::<Result<Vec<_>, _>>()?;
     match ask {
-        Ask::Fusion(k) => {
+        Ask::Fusion(k, weights) => {
             if lists.is_empty() {
                 return Err(VecError::bad_request(
                     "Wrong input: fusion needs prefetch queries to fuse",
                 ));
             }
-            let mut fused: HashMap<u32, f32> = HashMap::new();
-            for list in &lists {
-                for (rank, (slot, _)) in list.iter().enumerate() {
-                    *fused.entry(*slot).or_default() += 1.0 / (k + rank as f32 + 1.0);
-                }
+            if let Some(weights) = &weights
+                && weights.len() != lists.len()
+            {
+                return Err(VecError::bad_request(format!(
+                    "Wrong input: rrf.weights has {} weights for {} prefetches",
+                    weights.len(),
+                    lists.len()
+                )));
             }
-            let mut fused: Vec<(u32, f32)> = fused.into_iter().collect();
-            fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut fused = reciprocal_rank_fusion(&lists, k, weights.as_deref());
             if let Some(t) = score_threshold {
                 fused.retain(|(_, s)| *s >= t);
             }
@@ -618,6 +640,26 @@ fn run(
                 .collect())
         }
     }
+}
+
+/// Qdrant's reciprocal rank fusion: an item at 0-based `position` in a list of weight `w` (1 unless
+/// given) adds `1 / ((position + 1) / w + k - 1)`, which is `1 / (position + k)` unweighted. Sorted best
+/// first, ties by slot.
+fn reciprocal_rank_fusion(
+    lists: &[Vec<(u32, f32)>],
+    k: f32,
+    weights: Option<&[f32]>,
+) -> Vec<(u32, f32)> {
+    let mut fused: HashMap<u32, f32> = HashMap::new();
+    for (i, list) in lists.iter().enumerate() {
+        let weight = weights.and_then(|w| w.get(i)).copied().unwrap_or(1.0);
+        for (position, (slot, _)) in list.iter().enumerate() {
+            *fused.entry(*slot).or_default() += 1.0 / ((position as f32 + 1.0) / weight + k - 1.0);
+        }
+    }
+    let mut fused: Vec<(u32, f32)> = fused.into_iter().collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    fused
 }
 
 fn scored(
@@ -677,4 +719,45 @@ fn legacy_search(collection: &Collection, body: &Value) -> Result<Value, VecErro
     let with = With::parse(&body["with_payload"], &body["with_vector"], false)?;
     let hits = run(collection, &request, None, 10, offset)?;
     Ok(Value::Array(scored(collection, hits, offset, &with)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rrf_scores_are_qdrants_one_over_position_plus_k() {
+        // Issue 16, item 1: the top item of each list scores 1 / (0 + 2) = 0.5, not 1 / 3.
+        let a = vec![(1, 0.9), (2, 0.8), (3, 0.7)];
+        let b = vec![(2, 0.5), (4, 0.4)];
+        let fused = reciprocal_rank_fusion(&[a.clone(), b.clone()], RRF_K, None);
+        let score = |slot| fused.iter().find(|(s, _)| *s == slot).unwrap().1;
+        assert!((score(1) - 0.5).abs() < 1e-6);
+        assert!((score(2) - (1.0 / 3.0 + 0.5)).abs() < 1e-6);
+        assert!((score(3) - 0.25).abs() < 1e-6);
+        assert!((score(4) - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(fused[0].0, 2);
+        // k applies as given: k = 60 puts the top item at 1 / 60.
+        let fused = reciprocal_rank_fusion(std::slice::from_ref(&a), 60.0, None);
+        assert!((fused[0].1 - 1.0 / 60.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn rrf_weights_apply_per_prefetch() {
+        let a = vec![(1, 0.9), (2, 0.8)];
+        let b = vec![(2, 0.5), (1, 0.4)];
+        // Weight 3 on the second list: its top item adds 1 / (1/3 + 1), its second 1 / (2/3 + 1).
+        let fused = reciprocal_rank_fusion(&[a, b], RRF_K, Some(&[1.0, 3.0]));
+        let score = |slot| fused.iter().find(|(s, _)| *s == slot).unwrap().1;
+        assert!((score(2) - (1.0 / 3.0 + 1.0 / (1.0 / 3.0 + 1.0))).abs() < 1e-6);
+        assert!((score(1) - (0.5 + 1.0 / (2.0 / 3.0 + 1.0))).abs() < 1e-6);
+        // Unweighted, the two tie (0.5 + 1/3 each), and the tie goes to the lower slot.
+        let fused = reciprocal_rank_fusion(
+            &[vec![(1, 0.9), (2, 0.8)], vec![(2, 0.5), (1, 0.4)]],
+            RRF_K,
+            None,
+        );
+        assert!((fused[0].1 - fused[1].1).abs() < 1e-7);
+        assert_eq!(fused[0].0, 1);
+    }
 }
