@@ -105,11 +105,27 @@ fn parse_condition(value: &Value) -> Result<Condition, VecError> {
             .collect::<Result<HashSet<_>, _>>()?;
         return Ok(Condition::HasId(ids));
     }
-    if let Some(is_empty) = object.get("is_empty") {
-        return Ok(Condition::IsEmpty(key_of(is_empty)?));
-    }
-    if let Some(is_null) = object.get("is_null") {
-        return Ok(Condition::IsNull(key_of(is_null)?));
+    // Two spellings, as in Qdrant: `{"is_empty": {"key": k}}`, and the field condition's
+    // `{"key": k, "is_empty": true}` (`false` asks for the opposite). The same for `is_null`.
+    for (name, make) in [
+        ("is_empty", Condition::IsEmpty as fn(String) -> Condition),
+        ("is_null", Condition::IsNull),
+    ] {
+        match object.get(name) {
+            None => {}
+            Some(Value::Bool(wanted)) => {
+                let condition = make(key_of(value)?);
+                return Ok(if *wanted {
+                    condition
+                } else {
+                    Condition::Nested(Filter {
+                        must_not: vec![condition],
+                        ..Filter::default()
+                    })
+                });
+            }
+            Some(inner) => return Ok(make(key_of(inner)?)),
+        }
     }
     if object.contains_key("must")
         || object.contains_key("should")
@@ -355,6 +371,23 @@ mod tests {
             json!({"must": [{"must_not": [{"key": "project", "match": {"value": "p9"}}]}]}),
             payload
         ));
+    }
+
+    #[test]
+    fn is_empty_and_is_null_in_the_field_condition_form() {
+        // Issue 16, item 4: `{"key": k, "is_empty": true}` means `{"is_empty": {"key": k}}`.
+        let payload = json!({"city": [], "name": null, "lang": "en"});
+        for (filter, expected) in [
+            (json!({"must": [{"key": "city", "is_empty": true}]}), true),
+            (json!({"must": [{"key": "lang", "is_empty": true}]}), false),
+            (json!({"must": [{"key": "lang", "is_empty": false}]}), true),
+            (json!({"must": [{"key": "city", "is_empty": false}]}), false),
+            (json!({"must": [{"key": "name", "is_null": true}]}), true),
+            (json!({"must": [{"key": "lang", "is_null": true}]}), false),
+            (json!({"must": [{"key": "lang", "is_null": false}]}), true),
+        ] {
+            assert_eq!(check(filter.clone(), payload.clone()), expected, "{filter}");
+        }
     }
 
     #[test]

@@ -392,7 +392,7 @@ fn upsert(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
 
 fn retrieve(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
     let ids = point_ids(&body["ids"])?;
-    let with = With::parse(&body["with_payload"], &body["with_vector"], true)?;
+    let with = With::parse(&body["with_payload"], with_vector_of(body), true)?;
     let shared = store.collection(name)?;
     let collection = read(&shared);
     let records: Vec<Value> = ids
@@ -427,7 +427,7 @@ fn scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
         Value::Null => None,
         id => Some(PointId::parse(id)?),
     };
-    let with = With::parse(&body["with_payload"], &body["with_vector"], true)?;
+    let with = With::parse(&body["with_payload"], with_vector_of(body), true)?;
     let shared = store.collection(name)?;
     let collection = read(&shared);
     let mut slots = collection.scan(filter.as_ref(), from.as_ref());
@@ -442,6 +442,14 @@ fn scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
         .map(|r| Value::Object(without_version(r)))
         .collect();
     Ok(json!({"points": points, "next_page_offset": next}))
+}
+
+/// A request's `with_vector`, or `with_vectors`, Qdrant's alias of it (issue 16, item 7).
+fn with_vector_of(body: &Value) -> &Value {
+    match &body["with_vector"] {
+        Value::Null => &body["with_vectors"],
+        given => given,
+    }
 }
 
 /// What a query or prefetch asks for.
@@ -685,7 +693,7 @@ fn query(collection: &Collection, body: &Value) -> Result<Value, VecError> {
         ));
     }
     let offset = limit_of(&body["offset"], 0)?;
-    let with = With::parse(&body["with_payload"], &body["with_vector"], false)?;
+    let with = With::parse(&body["with_payload"], with_vector_of(body), false)?;
     let hits = run(collection, body, None, 10, offset)?;
     Ok(json!({"points": scored(collection, hits, offset, &with)}))
 }
@@ -716,7 +724,7 @@ fn legacy_search(collection: &Collection, body: &Value) -> Result<Value, VecErro
         }
     }
     let offset = limit_of(&body["offset"], 0)?;
-    let with = With::parse(&body["with_payload"], &body["with_vector"], false)?;
+    let with = With::parse(&body["with_payload"], with_vector_of(body), false)?;
     let hits = run(collection, &request, None, 10, offset)?;
     Ok(Value::Array(scored(collection, hits, offset, &with)))
 }
@@ -740,6 +748,16 @@ mod tests {
         // k applies as given: k = 60 puts the top item at 1 / 60.
         let fused = reciprocal_rank_fusion(std::slice::from_ref(&a), 60.0, None);
         assert!((fused[0].1 - 1.0 / 60.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn with_vectors_is_an_alias_of_with_vector() {
+        assert_eq!(with_vector_of(&json!({"with_vectors": true})), &json!(true));
+        assert_eq!(
+            with_vector_of(&json!({"with_vector": ["a"], "with_vectors": true})),
+            &json!(["a"])
+        );
+        assert_eq!(with_vector_of(&json!({})), &Value::Null);
     }
 
     #[test]
