@@ -14,6 +14,7 @@
 pub mod engine;
 mod error;
 pub mod filter;
+mod number;
 mod point_id;
 
 use std::collections::HashMap;
@@ -680,7 +681,7 @@ fn scored(
         .skip(offset)
         .filter_map(|(slot, score)| {
             let mut record = collection.record(slot, with)?;
-            record.insert("score".into(), json!(score));
+            record.insert("score".into(), number::f32_value(score));
             Some(Value::Object(record))
         })
         .collect()

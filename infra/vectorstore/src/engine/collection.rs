@@ -549,14 +549,14 @@ impl Collection {
                 if self.config.unnamed && wanted("") {
                     self.dense[""]
                         .vector(slot)
-                        .map_or(Value::Null, |v| json!(v))
+                        .map_or(Value::Null, |v| crate::number::f32_array(&v))
                 } else {
                     let mut named = Map::new();
                     for (name, index) in &self.dense {
                         if wanted(name)
                             && let Some(v) = index.vector(slot)
                         {
-                            named.insert(name.clone(), json!(v));
+                            named.insert(name.clone(), crate::number::f32_array(&v));
                         }
                     }
                     for (name, v) in &s.sparse {

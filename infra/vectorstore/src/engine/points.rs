@@ -48,7 +48,7 @@ impl SparseVector {
     }
 
     pub(super) fn to_json(&self) -> Value {
-        json!({"indices": self.indices, "values": self.values})
+        json!({"indices": self.indices, "values": crate::number::f32_array(&self.values)})
     }
 }
 
