@@ -14,6 +14,14 @@ impl VecError {
         }
     }
 
+    /// Qdrant's 422 for a body that parses but breaks a rule of the schema.
+    pub(crate) fn validation(message: impl Into<String>) -> Self {
+        Self {
+            status: 422,
+            message: format!("Validation error in JSON body: {}", message.into()),
+        }
+    }
+
     pub(crate) fn wrong_input(message: impl Into<String>) -> Self {
         Self::bad_request(format!("Wrong input: {}", message.into()))
     }

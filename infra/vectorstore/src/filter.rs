@@ -19,11 +19,20 @@ pub struct Filter {
 
 #[derive(Debug, Clone)]
 pub enum Condition {
-    Field { key: String, check: FieldCheck },
+    Field {
+        key: String,
+        check: FieldCheck,
+    },
     HasId(HashSet<PointId>),
     IsEmpty(String),
     IsNull(String),
     Nested(Filter),
+    /// `{"nested": {"key": k, "filter": f}}`: some item of the array at `k` satisfies `f` on its own,
+    /// `f`'s keys read from that item.
+    NestedItems {
+        key: String,
+        filter: Filter,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +45,14 @@ pub enum FieldCheck {
     Except(Vec<Value>),
     /// `match: {text}`: the field's text contains every word of the query.
     Text(Vec<String>),
+    /// `values_count`: how many values the field holds (an array's length, 1 for a scalar) is within
+    /// the bounds.
+    Count {
+        gt: Option<f64>,
+        gte: Option<f64>,
+        lt: Option<f64>,
+        lte: Option<f64>,
+    },
     /// `range`: a number within the bounds.
     Range {
         gt: Option<f64>,
@@ -134,6 +151,22 @@ fn parse_condition(value: &Value) -> Result<Condition, VecError> {
     {
         return Ok(Condition::Nested(parse_filter(object)?));
     }
+    if let Some(nested) = object.get("nested") {
+        let nested = nested
+            .as_object()
+            .ok_or_else(|| bad("nested must be an object"))?;
+        let key = key_of(&Value::Object(nested.clone()))?;
+        let filter = nested
+            .get("filter")
+            .and_then(Value::as_object)
+            .ok_or_else(|| bad("nested needs a `filter` object"))?;
+        let filter = parse_filter(filter)?;
+        if filter.uses_has_id() {
+            return Err(bad("has_id is not allowed inside a nested filter"));
+        }
+        let key = key.strip_suffix("[]").unwrap_or(&key).to_string();
+        return Ok(Condition::NestedItems { key, filter });
+    }
     if let Some(filter) = object.get("filter") {
         let filter = filter
             .as_object()
@@ -162,10 +195,11 @@ fn parse_condition(value: &Value) -> Result<Condition, VecError> {
         };
         return Ok(Condition::Field { key, check });
     }
-    if let Some(range) = object.get("range") {
+    let counting = object.get("values_count");
+    if let Some(range) = object.get("range").or(counting) {
         let range = range
             .as_object()
-            .ok_or_else(|| bad("range must be an object"))?;
+            .ok_or_else(|| bad("range and values_count must be objects"))?;
         let bound = |name: &str| -> Result<Option<f64>, VecError> {
             match range.get(name) {
                 None | Some(Value::Null) => Ok(None),
@@ -173,16 +207,21 @@ fn parse_condition(value: &Value) -> Result<Condition, VecError> {
                 Some(_) => Err(bad(format!("range.{name} must be a number"))),
             }
         };
-        let check = FieldCheck::Range {
-            gt: bound("gt")?,
-            gte: bound("gte")?,
-            lt: bound("lt")?,
-            lte: bound("lte")?,
+        let (gt, gte, lt, lte) = (bound("gt")?, bound("gte")?, bound("lt")?, bound("lte")?);
+        let check = if counting.is_some() && object.get("range").is_none() {
+            FieldCheck::Count { gt, gte, lt, lte }
+        } else {
+            FieldCheck::Range { gt, gte, lt, lte }
         };
         return Ok(Condition::Field { key, check });
     }
+    if object.len() == 1 {
+        return Err(VecError::validation(format!(
+            "At least one field condition must be specified (the condition on `{key}` has only its key)"
+        )));
+    }
     Err(bad(
-        "a field condition needs `match` or `range` (geo and values_count are not supported)",
+        "a field condition needs `match`, `range` or `values_count` (geo is not supported)",
     ))
 }
 
@@ -220,28 +259,30 @@ pub fn words(text: &str) -> Vec<String> {
 /// The values at `key` in `payload`: a dotted path, where `name[]` (or any array on the way)
 /// fans out over the array's elements; arrays at the end yield their elements.
 pub fn values_at<'a>(payload: &'a Map<String, Value>, key: &str) -> Vec<&'a Value> {
+    // Qdrant's paths: `a.b` looks into objects only; `a[].b` also looks into each item of the array
+    // at `a` (issue 16, item 3). An array at the end of the path is its items either way.
     let mut current: Vec<&Value> = Vec::new();
-    let mut parts = key.split('.');
-    let Some(first) = parts.next() else {
-        return current;
-    };
-    let first = first.trim_end_matches("[]");
-    if let Some(value) = payload.get(first) {
-        current.push(value);
-    }
-    for part in parts {
-        let part = part.trim_end_matches("[]");
+    for (i, part) in key.split('.').enumerate() {
+        let (name, into_items) = match part.strip_suffix("[]") {
+            Some(name) => (name, true),
+            None => (part, false),
+        };
         let mut next = Vec::new();
-        for value in current {
-            match value {
-                Value::Object(object) => next.extend(object.get(part)),
-                Value::Array(items) => {
-                    next.extend(items.iter().filter_map(|item| item.get(part)));
-                }
-                _ => {}
-            }
+        if i == 0 {
+            next.extend(payload.get(name));
+        } else {
+            next.extend(current.iter().filter_map(|value| value.get(name)));
         }
-        current = next;
+        current = if into_items {
+            next.into_iter()
+                .flat_map(|value| match value {
+                    Value::Array(items) => items.iter().collect::<Vec<_>>(),
+                    other => vec![other],
+                })
+                .collect()
+        } else {
+            next
+        };
     }
     let mut flat = Vec::new();
     for value in current {
@@ -254,6 +295,20 @@ pub fn values_at<'a>(payload: &'a Map<String, Value>, key: &str) -> Vec<&'a Valu
 }
 
 impl Filter {
+    fn uses_has_id(&self) -> bool {
+        let conditions = self
+            .must
+            .iter()
+            .chain(&self.should)
+            .chain(&self.must_not)
+            .chain(self.min_should.iter().flat_map(|(c, _)| c));
+        conditions.into_iter().any(|c| match c {
+            Condition::HasId(_) => true,
+            Condition::Nested(f) | Condition::NestedItems { filter: f, .. } => f.uses_has_id(),
+            _ => false,
+        })
+    }
+
     pub fn matches(&self, id: &PointId, payload: &Map<String, Value>) -> bool {
         self.must.iter().all(|c| c.matches(id, payload))
             && (self.should.is_empty() || self.should.iter().any(|c| c.matches(id, payload)))
@@ -264,11 +319,22 @@ impl Filter {
     }
 }
 
+fn within(x: f64, gt: Option<f64>, gte: Option<f64>, lt: Option<f64>, lte: Option<f64>) -> bool {
+    gt.is_none_or(|b| x > b)
+        && gte.is_none_or(|b| x >= b)
+        && lt.is_none_or(|b| x < b)
+        && lte.is_none_or(|b| x <= b)
+}
+
 impl Condition {
     fn matches(&self, id: &PointId, payload: &Map<String, Value>) -> bool {
         match self {
             Condition::HasId(ids) => ids.contains(id),
             Condition::Nested(filter) => filter.matches(id, payload),
+            Condition::NestedItems { key, filter } => values_at(payload, key)
+                .into_iter()
+                .filter_map(Value::as_object)
+                .any(|item| filter.matches(id, item)),
             Condition::IsEmpty(key) => values_at(payload, key).iter().all(|v| v.is_null()),
             Condition::IsNull(key) => {
                 let values = values_at(payload, key);
@@ -288,14 +354,13 @@ impl Condition {
                             query.iter().all(|w| have.contains(w))
                         })
                     }),
-                    FieldCheck::Range { gt, gte, lt, lte } => values.iter().any(|v| {
-                        v.as_f64().is_some_and(|x| {
-                            gt.is_none_or(|b| x > b)
-                                && gte.is_none_or(|b| x >= b)
-                                && lt.is_none_or(|b| x < b)
-                                && lte.is_none_or(|b| x <= b)
-                        })
-                    }),
+                    FieldCheck::Range { gt, gte, lt, lte } => values
+                        .iter()
+                        .any(|v| v.as_f64().is_some_and(|x| within(x, *gt, *gte, *lt, *lte))),
+                    FieldCheck::Count { gt, gte, lt, lte } => {
+                        let count = values.iter().filter(|v| !v.is_null()).count();
+                        within(count as f64, *gt, *gte, *lt, *lte)
+                    }
                 }
             }
         }
@@ -371,6 +436,79 @@ mod tests {
             json!({"must": [{"must_not": [{"key": "project", "match": {"value": "p9"}}]}]}),
             payload
         ));
+    }
+
+    #[test]
+    fn dotted_keys_look_into_arrays_only_with_brackets() {
+        // Issue 16, item 3.
+        let payload = json!({"country": {"cities": [{"population": 3.7}, {"population": 1.5}]}});
+        let population = |key: &str| -> Vec<Value> {
+            values_at(payload.as_object().unwrap(), key)
+                .into_iter()
+                .cloned()
+                .collect()
+        };
+        assert!(population("country.cities.population").is_empty());
+        assert_eq!(
+            population("country.cities[].population"),
+            vec![json!(3.7), json!(1.5)]
+        );
+        assert!(!check(
+            json!({"must": [{"key": "country.cities.population", "range": {"gt": 3}}]}),
+            payload.clone()
+        ));
+        assert!(check(
+            json!({"must": [{"key": "country.cities[].population", "range": {"gt": 3}}]}),
+            payload
+        ));
+    }
+
+    #[test]
+    fn nested_filters_hold_within_one_array_item() {
+        // Issue 16, item 5: both conditions must hold for the same city.
+        let payload = json!({"country": {"cities": [
+            {"name": "Berlin", "population": 3.7, "sightseeing": ["Brandenburg Gate"]},
+            {"name": "Munich", "population": 1.5, "sightseeing": ["Marienplatz"]}]}});
+        let nested = |must: Value| json!({"must": [{"nested": {"key": "country.cities[]", "filter": {"must": must}}}]});
+        assert!(check(
+            nested(json!([{"key": "population", "range": {"gte": 3.0}},
+                          {"key": "name", "match": {"value": "Berlin"}}])),
+            payload.clone()
+        ));
+        // Berlin is big and Munich has Marienplatz, but no one city has both.
+        assert!(!check(
+            nested(json!([{"key": "population", "range": {"gte": 3.0}},
+                          {"key": "sightseeing", "match": {"value": "Marienplatz"}}])),
+            payload.clone()
+        ));
+        // The key may leave out the brackets.
+        assert!(check(
+            json!({"must": [{"nested": {"key": "country.cities",
+                "filter": {"must": [{"key": "name", "match": {"value": "Munich"}}]}}}]}),
+            payload.clone()
+        ));
+        assert!(
+            parse(&json!({"must": [{"nested": {"key": "country.cities",
+            "filter": {"must": [{"has_id": [1]}]}}}]}))
+            .is_err()
+        );
+        // values_count counts an array's items.
+        assert!(check(
+            json!({"must": [{"key": "country.cities[].sightseeing", "values_count": {"gte": 2}}]}),
+            payload.clone()
+        ));
+        assert!(!check(
+            nested(json!([{"key": "sightseeing", "values_count": {"gt": 1}}])),
+            payload.clone()
+        ));
+        // A condition with only a key is Qdrant's 422.
+        let error = parse(&json!({"must": [{"key": "city"}]})).unwrap_err();
+        assert_eq!(error.status, 422);
+        assert!(
+            error
+                .message
+                .contains("At least one field condition must be specified")
+        );
     }
 
     #[test]

@@ -114,20 +114,159 @@ impl With {
         match &self.payload {
             WithPayload::None => Value::Null,
             WithPayload::All => Value::Object(payload.clone()),
-            WithPayload::Include(keys) => Value::Object(
-                payload
-                    .iter()
-                    .filter(|(k, _)| keys.contains(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-            WithPayload::Exclude(keys) => Value::Object(
-                payload
-                    .iter()
-                    .filter(|(k, _)| !keys.contains(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
+            WithPayload::Include(keys) => {
+                let whole = Value::Object(payload.clone());
+                let mut selected = Value::Object(Map::new());
+                for key in keys {
+                    if let Some(part) = project(&whole, &path(key)) {
+                        merge(&mut selected, part);
+                    }
+                }
+                selected
+            }
+            WithPayload::Exclude(keys) => {
+                let mut kept = Value::Object(payload.clone());
+                for key in keys {
+                    remove(&mut kept, &path(key));
+                }
+                kept
+            }
         }
+    }
+}
+
+/// A payload path as Qdrant writes it (`country.cities[].name`): each step a key, and whether to go
+/// into the items of the array found there.
+fn path(key: &str) -> Vec<(&str, bool)> {
+    key.split('.')
+        .map(|part| match part.strip_suffix("[]") {
+            Some(name) => (name, true),
+            None => (part, false),
+        })
+        .collect()
+}
+
+/// The part of `value` that `steps` selects, in the same shape (objects keep only the selected keys,
+/// arrays opened with `[]` keep every item's selected part). `None` when the path leads nowhere.
+fn project(value: &Value, steps: &[(&str, bool)]) -> Option<Value> {
+    let Some(((name, into_items), rest)) = steps.split_first() else {
+        return Some(value.clone());
+    };
+    let child = value.as_object()?.get(*name)?;
+    let inner = match child {
+        Value::Array(items) if *into_items && !rest.is_empty() => Value::Array(
+            items
+                .iter()
+                .filter_map(|item| project(item, rest))
+                .collect(),
+        ),
+        _ if rest.is_empty() => child.clone(),
+        _ => project(child, rest)?,
+    };
+    let mut object = Map::new();
+    object.insert(name.to_string(), inner);
+    Some(Value::Object(object))
+}
+
+/// Merges a projection into what was selected so far: objects key by key, arrays item by item.
+fn merge(into: &mut Value, part: Value) {
+    match (into, part) {
+        (Value::Object(into), Value::Object(part)) => {
+            for (key, value) in part {
+                match into.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        into.insert(key, value);
+                    }
+                }
+            }
+        }
+        (Value::Array(into), Value::Array(part)) => {
+            for (i, value) in part.into_iter().enumerate() {
+                match into.get_mut(i) {
+                    Some(existing) => merge(existing, value),
+                    None => into.push(value),
+                }
+            }
+        }
+        (into, part) => *into = part,
+    }
+}
+
+/// Removes what `steps` selects from `value`, in place.
+fn remove(value: &mut Value, steps: &[(&str, bool)]) {
+    let Some(((name, into_items), rest)) = steps.split_first() else {
+        return;
+    };
+    let Some(object) = value.as_object_mut() else {
+        return;
+    };
+    if rest.is_empty() {
+        object.remove(*name);
+        return;
+    }
+    match object.get_mut(*name) {
+        Some(Value::Array(items)) if *into_items => {
+            for item in items {
+                remove(item, rest);
+            }
+        }
+        Some(child) => remove(child, rest),
+        None => {}
+    }
+}
+
+#[cfg(test)]
+mod selector_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn select(with_payload: Value, payload: &Value) -> Value {
+        With::parse(&with_payload, &Value::Null, true)
+            .unwrap()
+            .payload(payload.as_object().unwrap())
+    }
+
+    #[test]
+    fn payload_selectors_take_dotted_paths() {
+        // Issue 16, item 2.
+        let payload = json!({"country": {"name": "Germany", "capital": "Berlin",
+            "cities": [{"name": "Berlin", "population": 3.7}, {"name": "Munich", "population": 1.5}]}});
+        assert_eq!(
+            select(
+                json!({"include": ["country.name", "country.capital"]}),
+                &payload
+            ),
+            json!({"country": {"name": "Germany", "capital": "Berlin"}})
+        );
+        assert_eq!(
+            select(json!({"include": ["country.cities[].name"]}), &payload),
+            json!({"country": {"cities": [{"name": "Berlin"}, {"name": "Munich"}]}})
+        );
+        assert_eq!(
+            select(
+                json!(["country.cities[].name", "country.cities[].population"]),
+                &payload
+            ),
+            json!({"country": {"cities": [{"name": "Berlin", "population": 3.7},
+                                          {"name": "Munich", "population": 1.5}]}})
+        );
+        assert_eq!(
+            select(json!({"exclude": ["country.cities"]}), &payload),
+            json!({"country": {"name": "Germany", "capital": "Berlin"}})
+        );
+        assert_eq!(
+            select(
+                json!({"exclude": ["country.cities[].population", "country.name"]}),
+                &payload
+            ),
+            json!({"country": {"capital": "Berlin", "cities": [{"name": "Berlin"}, {"name": "Munich"}]}})
+        );
+        assert_eq!(
+            select(json!({"include": ["nowhere.at.all"]}), &payload),
+            json!({})
+        );
+        // A top-level key still works as before.
+        assert_eq!(select(json!(["country"]), &payload), payload);
     }
 }
