@@ -396,6 +396,7 @@ fn retrieve(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> 
     let with = With::parse(&body["with_payload"], with_vector_of(body), true)?;
     let shared = store.collection(name)?;
     let collection = read(&shared);
+    collection.check_vector_names(&with)?;
     let records: Vec<Value> = ids
         .iter()
         .filter_map(|id| collection.slot_of(id))
@@ -578,7 +579,17 @@ fn run(
         })? as f32),
     };
     let params = &body["params"];
-    let ef = params["hnsw_ef"].as_u64().map(|n| n as usize);
+    let ef = match &params["hnsw_ef"] {
+        Value::Null => None,
+        v => match v.as_u64() {
+            Some(n) if n >= 1 => Some(n as usize),
+            _ => {
+                return Err(VecError::validation(format!(
+                    "params.hnsw_ef: value {v} invalid, must be 1 or larger"
+                )));
+            }
+        },
+    };
     let exact = params["exact"].as_bool().unwrap_or(false);
     let prefetches: Vec<&Value> = match &body["prefetch"] {
         Value::Null => Vec::new(),
@@ -759,6 +770,46 @@ mod tests {
             &json!(["a"])
         );
         assert_eq!(with_vector_of(&json!({})), &Value::Null);
+    }
+
+    #[test]
+    fn hnsw_ef_zero_and_unknown_vector_names_are_refused() {
+        let dir = std::env::temp_dir().join(format!("edgerag-vec-lib-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("vectors.sqlite")).unwrap();
+        store
+            .create_collection(
+                "c",
+                &json!({"vectors": {"text": {"size": 2, "distance": "Dot"}}}),
+            )
+            .unwrap();
+        let shared = store.collection("c").unwrap();
+        let collection = read(&shared);
+        let error = run(
+            &collection,
+            &json!({"query": [1.0, 0.0], "using": "text", "params": {"hnsw_ef": 0}}),
+            None,
+            10,
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(error.status, 422);
+        assert!(error.message.contains("hnsw_ef"), "{}", error.message);
+        drop(collection);
+        let error = retrieve(
+            &store,
+            "c",
+            &json!({"ids": [1], "with_vectors": ["text", "i_do_no_exist"]}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (error.status, error.message.as_str()),
+            (
+                400,
+                "Wrong input: Not existing vector name error: i_do_no_exist"
+            )
+        );
+        assert!(retrieve(&store, "c", &json!({"ids": [1], "with_vectors": ["text"]})).is_ok());
     }
 
     #[test]

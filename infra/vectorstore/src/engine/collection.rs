@@ -549,14 +549,14 @@ impl Collection {
                 if self.config.unnamed && wanted("") {
                     self.dense[""]
                         .vector(slot)
-                        .map_or(Value::Null, |v| crate::number::f32_array(&v))
+                        .map_or(Value::Null, crate::number::f32_array)
                 } else {
                     let mut named = Map::new();
                     for (name, index) in &self.dense {
                         if wanted(name)
                             && let Some(v) = index.vector(slot)
                         {
-                            named.insert(name.clone(), crate::number::f32_array(&v));
+                            named.insert(name.clone(), crate::number::f32_array(v));
                         }
                     }
                     for (name, v) in &s.sparse {
@@ -570,6 +570,20 @@ impl Collection {
         };
         record.insert("vector".into(), vector);
         Some(record)
+    }
+
+    /// A `with_vector` list may name only vectors this collection has (Qdrant's 400 otherwise).
+    pub fn check_vector_names(&self, with: &With) -> Result<()> {
+        if let WithVectors::Named(names) = &with.vectors
+            && let Some(unknown) = names
+                .iter()
+                .find(|n| !self.dense.contains_key(*n) && !self.sparse.contains_key(*n))
+        {
+            return Err(VecError::wrong_input(format!(
+                "Not existing vector name error: {unknown}"
+            )));
+        }
+        Ok(())
     }
 
     pub fn slot_of(&self, id: &PointId) -> Option<u32> {

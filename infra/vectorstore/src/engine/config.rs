@@ -58,8 +58,25 @@ impl Config {
                 }
             };
             hnsw.m = get("m", hnsw.m)?.clamp(2, 128);
-            hnsw.ef_construct = get("ef_construct", hnsw.ef_construct)?.clamp(4, 2048);
+            let ef_construct = get("ef_construct", hnsw.ef_construct)?;
+            if ef_construct < 4 {
+                return Err(VecError::validation(format!(
+                    "hnsw_config.ef_construct: value {ef_construct} invalid, must be 4 or larger"
+                )));
+            }
+            hnsw.ef_construct = ef_construct.min(2048);
             hnsw.full_scan_threshold_kb = get("full_scan_threshold", hnsw.full_scan_threshold_kb)?;
+        }
+        // One node serves every collection, so the shard count is accepted and reported as 1; it must
+        // still be a count.
+        match body.get("shard_number") {
+            None | Some(Value::Null) => {}
+            Some(n) if n.as_u64().is_some_and(|n| n >= 1) => {}
+            Some(n) => {
+                return Err(VecError::validation(format!(
+                    "shard_number: value {n} invalid, must be 1 or larger"
+                )));
+            }
         }
         let mut dense = BTreeMap::new();
         let mut unnamed = false;

@@ -338,6 +338,17 @@ impl Store {
                 "Format error in JSON body: field_name must not be empty",
             ));
         }
+        if schema == "integer"
+            && params.get("lookup") == Some(&Value::Bool(false))
+            && params.get("range") == Some(&Value::Bool(false))
+        {
+            return Err(VecError {
+                status: 422,
+                message:
+                    "Validation error: the 'lookup' and 'range' capabilities can't be both disabled"
+                        .into(),
+            });
+        }
         let shared = self.collection(name)?;
         let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
         self.db().execute(

@@ -412,3 +412,44 @@ fn a_store_from_before_index_params_opens_with_its_indexes() {
     let info = shared.read().unwrap().info();
     assert_eq!(info["payload_schema"]["project"]["params"], tenant);
 }
+
+#[test]
+fn invalid_collection_and_index_settings_get_qdrants_422() {
+    // Issue 16's invalid inputs, answered as Qdrant answers them.
+    let store = Store::open(&temp_db("invalid")).unwrap();
+    let vectors = json!({"size": 4, "distance": "Dot"});
+    for body in [
+        json!({"vectors": vectors, "shard_number": 0}),
+        json!({"vectors": vectors, "shard_number": -1}),
+        json!({"vectors": vectors, "hnsw_config": {"ef_construct": 0}}),
+    ] {
+        let error = store.create_collection("c", &body).unwrap_err();
+        assert_eq!(error.status, 422, "{body}");
+        assert!(
+            error.message.starts_with("Validation error"),
+            "{}",
+            error.message
+        );
+    }
+    store
+        .create_collection("c", &json!({"vectors": vectors, "shard_number": 2}))
+        .unwrap();
+    let error = store
+        .create_index(
+            "c",
+            "year",
+            &json!({"type": "integer", "lookup": false, "range": false}),
+        )
+        .unwrap_err();
+    assert_eq!(error.status, 422);
+    assert!(error.message.contains(
+        "Validation error: the 'lookup' and 'range' capabilities can't be both disabled"
+    ));
+    store
+        .create_index(
+            "c",
+            "year",
+            &json!({"type": "integer", "lookup": false, "range": true}),
+        )
+        .unwrap();
+}
