@@ -30,7 +30,10 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
 use embedded::{ApiKey, Embedded, constant_time_eq, percent_decode};
-use engine::{Collection, NewPoint, PointId, QueryVector, Search, Selector, Store, VecError, With};
+use engine::{
+    Collection, NewPoint, PayloadChange, PointId, QueryVector, Search, Selector, Store, VecError,
+    With,
+};
 use filter::{Condition, Filter};
 
 /// Largest request body accepted: Qdrant's default `max_request_size_mb`.
@@ -261,16 +264,67 @@ fn route(
         }
         (Method::POST, ["collections", name, "points", "delete"]) => {
             let body = parse_body(body)?;
-            let selector = if let Some(ids) = body.get("points").filter(|v| !v.is_null()) {
-                Selector::Ids(point_ids(ids)?)
-            } else if let Some(filter) = filter::parse(&body["filter"])? {
-                Selector::Filter(filter)
-            } else {
-                return Err(VecError::bad_request(
-                    "Format error in JSON body: expected `points` (a list of ids) or `filter`",
-                ));
+            Ok(completed(store.delete_points(name, selector_of(&body)?)?))
+        }
+        (Method::POST, ["collections", name, "points", "payload"]) => {
+            let body = parse_body(body)?;
+            let key = match &body["key"] {
+                Value::Null => None,
+                Value::String(key) if !key.is_empty() => Some(key.clone()),
+                _ => {
+                    return Err(VecError::bad_request(
+                        "Format error in JSON body: key must be a non-empty string",
+                    ));
+                }
             };
-            Ok(completed(store.delete_points(name, selector)?))
+            let change = PayloadChange::Set {
+                values: payload_of(&body)?,
+                key,
+            };
+            Ok(completed(store.update_payload(
+                name,
+                selector_of(&body)?,
+                &change,
+            )?))
+        }
+        (Method::PUT, ["collections", name, "points", "payload"]) => {
+            let body = parse_body(body)?;
+            let change = PayloadChange::Overwrite(payload_of(&body)?);
+            Ok(completed(store.update_payload(
+                name,
+                selector_of(&body)?,
+                &change,
+            )?))
+        }
+        (Method::POST, ["collections", name, "points", "payload", "delete"]) => {
+            let body = parse_body(body)?;
+            let keys = body["keys"]
+                .as_array()
+                .and_then(|keys| {
+                    keys.iter()
+                        .map(|k| k.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| {
+                    VecError::bad_request(
+                        "Format error in JSON body: keys must be a list of strings",
+                    )
+                })?;
+            let change = PayloadChange::Delete(keys);
+            Ok(completed(store.update_payload(
+                name,
+                selector_of(&body)?,
+                &change,
+            )?))
+        }
+        (Method::POST, ["collections", name, "points", "payload", "clear"]) => {
+            let body = parse_body(body)?;
+            let change = PayloadChange::Clear;
+            Ok(completed(store.update_payload(
+                name,
+                selector_of(&body)?,
+                &change,
+            )?))
         }
         (Method::POST, ["collections", name, "points", "scroll"]) => {
             scroll(store, name, &parse_body(body)?)
@@ -404,6 +458,26 @@ fn retrieve(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> 
         .map(|r| Value::Object(without_version(r)))
         .collect();
     Ok(Value::Array(records))
+}
+
+/// Which points a write is for: `points` (a list of ids) or `filter`.
+fn selector_of(body: &Value) -> Result<Selector, VecError> {
+    if let Some(ids) = body.get("points").filter(|v| !v.is_null()) {
+        Ok(Selector::Ids(point_ids(ids)?))
+    } else if let Some(filter) = filter::parse(&body["filter"])? {
+        Ok(Selector::Filter(filter))
+    } else {
+        Err(VecError::bad_request(
+            "Format error in JSON body: expected `points` (a list of ids) or `filter`",
+        ))
+    }
+}
+
+/// The `payload` object of a payload write.
+fn payload_of(body: &Value) -> Result<Map<String, Value>, VecError> {
+    body["payload"].as_object().cloned().ok_or_else(|| {
+        VecError::bad_request("Format error in JSON body: payload must be an object")
+    })
 }
 
 fn limit_of(value: &Value, default: usize) -> Result<usize, VecError> {

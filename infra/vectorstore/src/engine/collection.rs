@@ -190,6 +190,19 @@ impl Collection {
         Some(old.id)
     }
 
+    /// A new payload for a point that stays where it is: its payload indexes follow.
+    pub(super) fn replace_payload(&mut self, slot: u32, version: u64, payload: Map<String, Value>) {
+        let Some(Some(current)) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        for (key, index) in &mut self.indexes {
+            index.remove(slot, key, &current.payload);
+            index.add(slot, key, &payload, &self.dense);
+        }
+        current.payload = payload;
+        current.version = version;
+    }
+
     pub(super) fn slot(&self, slot: u32) -> Option<&Slot> {
         self.slots.get(slot as usize)?.as_ref()
     }

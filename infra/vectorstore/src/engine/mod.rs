@@ -27,4 +27,4 @@ pub use collection::Collection;
 pub use distance::{Distance, dot};
 pub use points::{NewPoint, PointVectors, SparseVector};
 pub use query::{QueryVector, Search, With, WithPayload, WithVectors};
-pub use store::{Selector, Shared, Store};
+pub use store::{PayloadChange, Selector, Shared, Store};

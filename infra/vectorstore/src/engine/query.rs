@@ -193,6 +193,11 @@ fn merge(into: &mut Value, part: Value) {
     }
 }
 
+/// Removes what the dotted `key` selects from `value`, in place.
+pub(super) fn remove_path(value: &mut Value, key: &str) {
+    remove(value, &path(key));
+}
+
 /// Removes what `steps` selects from `value`, in place.
 fn remove(value: &mut Value, steps: &[(&str, bool)]) {
     let Some(((name, into_items), rest)) = steps.split_first() else {

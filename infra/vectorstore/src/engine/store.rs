@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use rusqlite::{Connection, params};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::collection::Collection;
 use super::config::Config;
@@ -300,6 +300,58 @@ impl Store {
         Ok(operation)
     }
 
+    /// Changes the payloads of the selected points (ids that do not exist are ignored, as Qdrant
+    /// does for filters; a listed id that is missing is a 404); committed before it returns, and on
+    /// failure nothing changes. Returns the operation id.
+    pub fn update_payload(
+        &self,
+        name: &str,
+        selector: Selector,
+        change: &PayloadChange,
+    ) -> Result<u64> {
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        let operation = self.next_operation();
+        let slots: Vec<u32> = match &selector {
+            Selector::Ids(ids) => ids
+                .iter()
+                .map(|id| collection.slot_of(id).ok_or_else(|| VecError::no_point(id)))
+                .collect::<Result<_>>()?,
+            Selector::Filter(filter) => collection.scan(Some(filter), None).collect(),
+        };
+        let planned: Vec<(u32, Map<String, Value>)> = slots
+            .iter()
+            .filter_map(|slot| {
+                let current = &collection.slot(*slot)?.payload;
+                Some((*slot, change.apply(current)))
+            })
+            .collect();
+        {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            {
+                let mut update = tx.prepare_cached(
+                    "UPDATE points SET payload = ?3, version = ?4 WHERE collection = ?1 AND id = ?2",
+                )?;
+                for (slot, payload) in &planned {
+                    if let Some(id) = collection.id_of(*slot) {
+                        update.execute(params![
+                            name,
+                            id.storage_key(),
+                            Value::Object(payload.clone()).to_string(),
+                            operation as i64,
+                        ])?;
+                    }
+                }
+            }
+            tx.commit()?;
+        }
+        for (slot, payload) in planned {
+            collection.replace_payload(slot, operation, payload);
+        }
+        Ok(operation)
+    }
+
     /// Creates (or replaces) a payload index on `field`; `field_schema` is a type name or an object
     /// with a `type` and its parameters, as in Qdrant.
     pub fn create_index(&self, name: &str, field: &str, field_schema: &Value) -> Result<u64> {
@@ -394,4 +446,56 @@ impl Store {
 pub enum Selector {
     Ids(Vec<PointId>),
     Filter(Filter),
+}
+
+/// A change to the payloads of selected points, as Qdrant's payload endpoints make them.
+#[derive(Debug, Clone)]
+pub enum PayloadChange {
+    /// `POST points/payload`: merge these keys in (at `key`, a dotted path of objects, when given).
+    Set {
+        values: Map<String, Value>,
+        key: Option<String>,
+    },
+    /// `PUT points/payload`: the payload becomes exactly this.
+    Overwrite(Map<String, Value>),
+    /// `POST points/payload/delete`: remove these paths (dotted, `[]` into arrays).
+    Delete(Vec<String>),
+    /// `POST points/payload/clear`: the payload becomes empty.
+    Clear,
+}
+
+impl PayloadChange {
+    fn apply(&self, payload: &Map<String, Value>) -> Map<String, Value> {
+        match self {
+            PayloadChange::Set { values, key } => {
+                let mut next = payload.clone();
+                let mut target = &mut next;
+                for part in key.iter().flat_map(|k| k.split('.')) {
+                    let entry = target
+                        .entry(part.to_string())
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if !entry.is_object() {
+                        *entry = Value::Object(Map::new());
+                    }
+                    target = entry.as_object_mut().expect("made an object above");
+                }
+                for (k, v) in values {
+                    target.insert(k.clone(), v.clone());
+                }
+                next
+            }
+            PayloadChange::Overwrite(values) => values.clone(),
+            PayloadChange::Delete(keys) => {
+                let mut next = Value::Object(payload.clone());
+                for key in keys {
+                    super::query::remove_path(&mut next, key);
+                }
+                match next {
+                    Value::Object(map) => map,
+                    _ => Map::new(),
+                }
+            }
+            PayloadChange::Clear => Map::new(),
+        }
+    }
 }

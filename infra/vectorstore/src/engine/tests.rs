@@ -453,3 +453,115 @@ fn invalid_collection_and_index_settings_get_qdrants_422() {
         )
         .unwrap();
 }
+
+#[test]
+fn payload_changes_apply_persist_and_keep_indexes_right() {
+    // Issue 16: set / overwrite / delete / clear payload, by ids or by filter.
+    let path = temp_db("payload");
+    let store = Store::open(&path).unwrap();
+    store
+        .create_collection("c", &json!({"vectors": {"size": 2, "distance": "Dot"}}))
+        .unwrap();
+    store
+        .upsert(
+            "c",
+            (1..=3).map(|i| point(i, vec![1.0, 0.0], "a")).collect(),
+        )
+        .unwrap();
+    store
+        .create_index("c", "project", &json!("keyword"))
+        .unwrap();
+    let payload_of = |store: &Store, id: u64| -> Value {
+        let shared = store.collection("c").unwrap();
+        let collection = shared.read().unwrap();
+        let slot = collection.slot_of(&PointId::Num(id)).unwrap();
+        let with = With::parse(&json!(true), &Value::Null, true).unwrap();
+        collection.record(slot, &with).unwrap()["payload"].clone()
+    };
+    let in_project = |store: &Store, project: &str| -> usize {
+        let shared = store.collection("c").unwrap();
+        let collection = shared.read().unwrap();
+        let filter =
+            filter::parse(&json!({"must": [{"key": "project", "match": {"value": project}}]}))
+                .unwrap()
+                .unwrap();
+        collection.scan(Some(&filter), None).count()
+    };
+    let ids = |ids: &[u64]| Selector::Ids(ids.iter().map(|i| PointId::Num(*i)).collect());
+    let map = |v: Value| v.as_object().unwrap().clone();
+
+    store
+        .update_payload(
+            "c",
+            ids(&[1]),
+            &PayloadChange::Set {
+                values: map(json!({"lang": "en", "project": "b"})),
+                key: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(payload_of(&store, 1), json!({"project": "b", "lang": "en"}));
+    assert_eq!(
+        (in_project(&store, "a"), in_project(&store, "b")),
+        (2, 1),
+        "the index follows"
+    );
+    store
+        .update_payload(
+            "c",
+            ids(&[1]),
+            &PayloadChange::Set {
+                values: map(json!({"page": 3})),
+                key: Some("meta.source".into()),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        payload_of(&store, 1)["meta"],
+        json!({"source": {"page": 3}})
+    );
+    store
+        .update_payload(
+            "c",
+            ids(&[1]),
+            &PayloadChange::Delete(vec!["meta.source.page".into(), "lang".into()]),
+        )
+        .unwrap();
+    assert_eq!(
+        payload_of(&store, 1),
+        json!({"project": "b", "meta": {"source": {}}})
+    );
+    let by_filter = Selector::Filter(
+        filter::parse(&json!({"must": [{"key": "project", "match": {"value": "a"}}]}))
+            .unwrap()
+            .unwrap(),
+    );
+    store
+        .update_payload(
+            "c",
+            by_filter,
+            &PayloadChange::Overwrite(map(json!({"project": "c"}))),
+        )
+        .unwrap();
+    assert_eq!(payload_of(&store, 2), json!({"project": "c"}));
+    assert_eq!((in_project(&store, "a"), in_project(&store, "c")), (0, 2));
+    store
+        .update_payload("c", ids(&[3]), &PayloadChange::Clear)
+        .unwrap();
+    assert_eq!(payload_of(&store, 3), json!({}));
+    // A missing id is a 404 and changes nothing, even for the ids beside it.
+    let error = store
+        .update_payload("c", ids(&[2, 99]), &PayloadChange::Clear)
+        .unwrap_err();
+    assert_eq!(error.status, 404);
+    assert_eq!(payload_of(&store, 2), json!({"project": "c"}));
+    // Committed: a reopened store reads the same payloads and rebuilds the same index.
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        payload_of(&store, 1),
+        json!({"project": "b", "meta": {"source": {}}})
+    );
+    assert_eq!(payload_of(&store, 3), json!({}));
+    assert_eq!((in_project(&store, "b"), in_project(&store, "c")), (1, 1));
+}
