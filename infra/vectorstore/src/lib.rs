@@ -267,64 +267,19 @@ fn route(
             Ok(completed(store.delete_points(name, selector_of(&body)?)?))
         }
         (Method::POST, ["collections", name, "points", "payload"]) => {
-            let body = parse_body(body)?;
-            let key = match &body["key"] {
-                Value::Null => None,
-                Value::String(key) if !key.is_empty() => Some(key.clone()),
-                _ => {
-                    return Err(VecError::bad_request(
-                        "Format error in JSON body: key must be a non-empty string",
-                    ));
-                }
-            };
-            let change = PayloadChange::Set {
-                values: payload_of(&body)?,
-                key,
-            };
-            Ok(completed(store.update_payload(
-                name,
-                selector_of(&body)?,
-                &change,
-            )?))
+            payload_write(store, name, "set_payload", &parse_body(body)?)
         }
         (Method::PUT, ["collections", name, "points", "payload"]) => {
-            let body = parse_body(body)?;
-            let change = PayloadChange::Overwrite(payload_of(&body)?);
-            Ok(completed(store.update_payload(
-                name,
-                selector_of(&body)?,
-                &change,
-            )?))
+            payload_write(store, name, "overwrite_payload", &parse_body(body)?)
         }
         (Method::POST, ["collections", name, "points", "payload", "delete"]) => {
-            let body = parse_body(body)?;
-            let keys = body["keys"]
-                .as_array()
-                .and_then(|keys| {
-                    keys.iter()
-                        .map(|k| k.as_str().map(str::to_string))
-                        .collect::<Option<Vec<_>>>()
-                })
-                .ok_or_else(|| {
-                    VecError::bad_request(
-                        "Format error in JSON body: keys must be a list of strings",
-                    )
-                })?;
-            let change = PayloadChange::Delete(keys);
-            Ok(completed(store.update_payload(
-                name,
-                selector_of(&body)?,
-                &change,
-            )?))
+            payload_write(store, name, "delete_payload", &parse_body(body)?)
         }
         (Method::POST, ["collections", name, "points", "payload", "clear"]) => {
-            let body = parse_body(body)?;
-            let change = PayloadChange::Clear;
-            Ok(completed(store.update_payload(
-                name,
-                selector_of(&body)?,
-                &change,
-            )?))
+            payload_write(store, name, "clear_payload", &parse_body(body)?)
+        }
+        (Method::POST, ["collections", name, "points", "batch"]) => {
+            batch(store, name, &parse_body(body)?)
         }
         (Method::POST, ["collections", name, "points", "scroll"]) => {
             scroll(store, name, &parse_body(body)?)
@@ -458,6 +413,84 @@ fn retrieve(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> 
         .map(|r| Value::Object(without_version(r)))
         .collect();
     Ok(Value::Array(records))
+}
+
+/// One of the payload writes, named as `points/batch` names them; the same body as its endpoint.
+fn payload_write(store: &Store, name: &str, kind: &str, body: &Value) -> Result<Value, VecError> {
+    let change = match kind {
+        "set_payload" => {
+            let key = match &body["key"] {
+                Value::Null => None,
+                Value::String(key) if !key.is_empty() => Some(key.clone()),
+                _ => {
+                    return Err(VecError::bad_request(
+                        "Format error in JSON body: key must be a non-empty string",
+                    ));
+                }
+            };
+            PayloadChange::Set {
+                values: payload_of(body)?,
+                key,
+            }
+        }
+        "overwrite_payload" => PayloadChange::Overwrite(payload_of(body)?),
+        "delete_payload" => {
+            let keys = body["keys"]
+                .as_array()
+                .and_then(|keys| {
+                    keys.iter()
+                        .map(|k| k.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| {
+                    VecError::bad_request(
+                        "Format error in JSON body: keys must be a list of strings",
+                    )
+                })?;
+            PayloadChange::Delete(keys)
+        }
+        _ => PayloadChange::Clear,
+    };
+    Ok(completed(store.update_payload(
+        name,
+        selector_of(body)?,
+        &change,
+    )?))
+}
+
+/// `POST points/batch`: update operations applied in order, each as its own endpoint would; the
+/// first that fails stops the batch (the ones before it stay applied, as on Qdrant).
+fn batch(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
+    let operations = body["operations"].as_array().ok_or_else(|| {
+        VecError::bad_request("Format error in JSON body: operations must be a list")
+    })?;
+    store.collection(name)?;
+    let mut results = Vec::with_capacity(operations.len());
+    for operation in operations {
+        let (kind, inner) = operation
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.iter().next())
+            .ok_or_else(|| {
+                VecError::bad_request(
+                    "Format error in JSON body: each operation is an object with one key",
+                )
+            })?;
+        let result = match kind.as_str() {
+            "upsert" => upsert(store, name, inner)?,
+            "delete" => completed(store.delete_points(name, selector_of(inner)?)?),
+            "set_payload" | "overwrite_payload" | "delete_payload" | "clear_payload" => {
+                payload_write(store, name, kind, inner)?
+            }
+            other => {
+                return Err(VecError::bad_request(format!(
+                    "Format error in JSON body: batch operation `{other}` is not supported by this store"
+                )));
+            }
+        };
+        results.push(result);
+    }
+    Ok(Value::Array(results))
 }
 
 /// Which points a write is for: `points` (a list of ids) or `filter`.
@@ -884,6 +917,66 @@ mod tests {
             )
         );
         assert!(retrieve(&store, "c", &json!({"ids": [1], "with_vectors": ["text"]})).is_ok());
+    }
+
+    #[test]
+    fn batch_applies_mixed_operations_in_order() {
+        let dir = std::env::temp_dir().join(format!("edgerag-vec-batch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("vectors.sqlite")).unwrap();
+        let call = |method: Method, path: &str, body: Value| {
+            let segments: Vec<String> = path.split('/').map(str::to_string).collect();
+            route(&store, &method, &segments, body.to_string().as_bytes())
+        };
+        call(
+            Method::PUT,
+            "collections/c",
+            json!({"vectors": {"size": 2, "distance": "Dot"}}),
+        )
+        .unwrap();
+        let results = call(
+            Method::POST,
+            "collections/c/points/batch",
+            json!({"operations": [
+                {"upsert": {"points": [{"id": 7, "vector": [1.0, 0.0], "payload": {}},
+                                       {"id": 8, "vector": [0.0, 1.0], "payload": {"a": 1}}]}},
+                {"delete": {"points": [8]}},
+                {"set_payload": {"payload": {"lang": "en"}, "points": [7]}},
+                {"overwrite_payload": {"payload": {"lang": "fr", "x": 1}, "points": [7]}},
+                {"delete_payload": {"keys": ["x"], "points": [7]}},
+            ]}),
+        )
+        .unwrap();
+        assert_eq!(results.as_array().unwrap().len(), 5);
+        let points = call(
+            Method::POST,
+            "collections/c/points",
+            json!({"ids": [7, 8], "with_payload": true}),
+        )
+        .unwrap();
+        assert_eq!(points.as_array().unwrap().len(), 1, "8 was deleted");
+        assert_eq!(points[0]["payload"], json!({"lang": "fr"}));
+        // clear through its own endpoint; an unsupported operation stops the batch with a 400.
+        call(
+            Method::POST,
+            "collections/c/points/payload/clear",
+            json!({"points": [7]}),
+        )
+        .unwrap();
+        let error = call(
+            Method::POST,
+            "collections/c/points/batch",
+            json!({"operations": [{"set_payload": {"payload": {"y": 1}, "points": [7]}},
+                                  {"rotate_vectors": {}}]}),
+        )
+        .unwrap_err();
+        assert_eq!(error.status, 400);
+        let points = call(Method::POST, "collections/c/points", json!({"ids": [7]})).unwrap();
+        assert_eq!(
+            points[0]["payload"],
+            json!({"y": 1}),
+            "operations before the failure stay"
+        );
     }
 
     #[test]
