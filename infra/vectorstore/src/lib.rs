@@ -526,9 +526,7 @@ fn limit_of(value: &Value, default: usize) -> Result<usize, VecError> {
 
 fn scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
     if body.get("order_by").is_some_and(|v| !v.is_null()) {
-        return Err(VecError::bad_request(
-            "Wrong input: order_by is not supported by this store; points scroll in id order",
-        ));
+        return ordered_scroll(store, name, body);
     }
     let filter = filter::parse(&body["filter"])?;
     let limit = limit_of(&body["limit"], 10)?;
@@ -551,6 +549,127 @@ fn scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
         .map(|r| Value::Object(without_version(r)))
         .collect();
     Ok(json!({"points": points, "next_page_offset": next}))
+}
+
+/// What `order_by` sorts on: a number, or a datetime as microseconds since the epoch.
+fn order_value(value: &Value, schema: &str) -> Option<f64> {
+    match (schema, value) {
+        ("datetime", Value::String(text)) => datetime_micros(text).map(|m| m as f64),
+        (_, Value::Number(n)) => n.as_f64(),
+        _ => None,
+    }
+}
+
+/// RFC 3339 (`2024-05-01T10:00:00Z`), the same without a zone (taken as UTC), or a plain date.
+fn datetime_micros(text: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_micros());
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp_micros());
+        }
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_micros())
+}
+
+/// `scroll` with `order_by`, as Qdrant serves it: every (point, value) pair of the key's values in
+/// order (a point with two values appears twice), from `start_from` on, with no page offset (the
+/// client pages with `start_from` and a `has_id` exclusion). The key needs a range-capable index.
+fn ordered_scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
+    let (key, descending, start_from) = match &body["order_by"] {
+        Value::String(key) => (key.clone(), false, Value::Null),
+        Value::Object(o) => {
+            let key = o.get("key").and_then(Value::as_str).ok_or_else(|| {
+                VecError::bad_request("Format error in JSON body: order_by.key is required")
+            })?;
+            let descending = match o.get("direction").and_then(Value::as_str) {
+                None | Some("asc") => false,
+                Some("desc") => true,
+                Some(other) => {
+                    return Err(VecError::bad_request(format!(
+                        "Format error in JSON body: order_by.direction is asc or desc, not {other}"
+                    )));
+                }
+            };
+            let start = o.get("start_from").cloned().unwrap_or(Value::Null);
+            (key.to_string(), descending, start)
+        }
+        _ => {
+            return Err(VecError::bad_request(
+                "Format error in JSON body: order_by is a key or {key, direction, start_from}",
+            ));
+        }
+    };
+    if !body["offset"].is_null() {
+        return Err(VecError::bad_request(
+            "Bad request: Can't use offset with order_by; page with order_by.start_from instead",
+        ));
+    }
+    let filter = filter::parse(&body["filter"])?;
+    let limit = limit_of(&body["limit"], 10)?;
+    let with = With::parse(&body["with_payload"], with_vector_of(body), true)?;
+    let shared = store.collection(name)?;
+    let collection = read(&shared);
+    let schema = match collection.index_schema(&key) {
+        Some(schema @ ("integer" | "float" | "datetime")) => schema.to_string(),
+        _ => {
+            return Err(VecError::bad_request(format!(
+                "Bad request: No range index for `order_by` key: `{key}`. Create an integer, float or \
+                 datetime payload index on it to use order_by"
+            )));
+        }
+    };
+    let start = match &start_from {
+        Value::Null => None,
+        value => Some(order_value(value, &schema).ok_or_else(|| {
+            VecError::bad_request(
+                "Format error in JSON body: order_by.start_from must be a number or a datetime",
+            )
+        })?),
+    };
+    let mut entries: Vec<(f64, u32)> = Vec::new();
+    for slot in collection.scan(filter.as_ref(), None) {
+        let Some(payload) = collection.payload_of(slot) else {
+            continue;
+        };
+        for value in filter::values_at(payload, &key) {
+            let Some(x) = order_value(value, &schema) else {
+                continue;
+            };
+            let from_start = start.is_none_or(|s| if descending { x <= s } else { x >= s });
+            if from_start {
+                entries.push((x, slot));
+            }
+        }
+    }
+    entries.sort_by(|a, b| {
+        let by_value = if descending {
+            b.0.total_cmp(&a.0)
+        } else {
+            a.0.total_cmp(&b.0)
+        };
+        by_value.then(a.1.cmp(&b.1))
+    });
+    let points: Vec<Value> = entries
+        .into_iter()
+        .take(limit)
+        .filter_map(|(x, slot)| {
+            let mut record = without_version(collection.record(slot, &with)?);
+            let order = if schema == "integer" || schema == "datetime" {
+                json!(x as i64)
+            } else {
+                json!(x)
+            };
+            record.insert("order_value".into(), order);
+            Some(Value::Object(record))
+        })
+        .collect();
+    Ok(json!({"points": points, "next_page_offset": Value::Null}))
 }
 
 /// A request's `with_vector`, or `with_vectors`, Qdrant's alias of it (issue 16, item 7).
@@ -977,6 +1096,90 @@ mod tests {
             json!({"y": 1}),
             "operations before the failure stay"
         );
+    }
+
+    #[test]
+    fn order_by_sorts_every_value_and_pages_with_start_from() {
+        let dir = std::env::temp_dir().join(format!("edgerag-vec-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("vectors.sqlite")).unwrap();
+        let call = |path: &str, body: Value| {
+            let segments: Vec<String> = path.split('/').map(str::to_string).collect();
+            let method =
+                if path.ends_with("/c") || path.ends_with("/index") || path.ends_with("/points") {
+                    Method::PUT
+                } else {
+                    Method::POST
+                };
+            route(&store, &method, &segments, body.to_string().as_bytes())
+        };
+        call(
+            "collections/c",
+            json!({"vectors": {"size": 2, "distance": "Dot"}}),
+        )
+        .unwrap();
+        let points: Vec<Value> = (0..6)
+            .map(|i| {
+                json!({"id": i, "vector": [1.0, 0.0], "payload": {
+                "n": i, "multi": [i, 10 - i], "day": format!("2024-01-0{}", 6 - i)}})
+            })
+            .collect();
+        call("collections/c/points", json!({"points": points})).unwrap();
+        let ids = |result: &Value| -> Vec<i64> {
+            result["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_i64().unwrap())
+                .collect()
+        };
+        // No range index: refused, as on Qdrant.
+        let error = call("collections/c/points/scroll", json!({"order_by": "n"})).unwrap_err();
+        assert!(
+            error.message.contains("No range index"),
+            "{}",
+            error.message
+        );
+        for (field, schema) in [("n", "integer"), ("multi", "integer"), ("day", "datetime")] {
+            call(
+                "collections/c/index",
+                json!({"field_name": field, "field_schema": schema}),
+            )
+            .unwrap();
+        }
+        let page = call(
+            "collections/c/points/scroll",
+            json!({"order_by": {"key": "n", "direction": "desc"}, "limit": 3}),
+        )
+        .unwrap();
+        assert_eq!(ids(&page), [5, 4, 3]);
+        assert_eq!(page["next_page_offset"], Value::Null);
+        let page = call(
+            "collections/c/points/scroll",
+            json!({"order_by": {"key": "n", "start_from": 2}, "limit": 2}),
+        )
+        .unwrap();
+        assert_eq!(ids(&page), [2, 3]);
+        // Dates order as dates: day 2024-01-06 belongs to point 0, the latest.
+        let page = call(
+            "collections/c/points/scroll",
+            json!({"order_by": {"key": "day", "direction": "desc"}, "limit": 2}),
+        )
+        .unwrap();
+        assert_eq!(ids(&page), [0, 1]);
+        // Each value is an entry: 12 entries for 6 points.
+        let page = call(
+            "collections/c/points/scroll",
+            json!({"order_by": "multi", "limit": 20}),
+        )
+        .unwrap();
+        assert_eq!(ids(&page).len(), 12);
+        let error = call(
+            "collections/c/points/scroll",
+            json!({"order_by": "n", "offset": 1}),
+        )
+        .unwrap_err();
+        assert_eq!(error.status, 400);
     }
 
     #[test]

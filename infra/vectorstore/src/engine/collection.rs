@@ -585,6 +585,16 @@ impl Collection {
         Some(record)
     }
 
+    /// The stored payload of a slot, borrowed.
+    pub fn payload_of(&self, slot: u32) -> Option<&Map<String, Value>> {
+        self.slot(slot).map(|s| &s.payload)
+    }
+
+    /// The schema of the payload index on `key`, if there is one.
+    pub fn index_schema(&self, key: &str) -> Option<&str> {
+        self.indexes.get(key).map(|index| index.schema.as_str())
+    }
+
     /// A `with_vector` list may name only vectors this collection has (Qdrant's 400 otherwise).
     pub fn check_vector_names(&self, with: &With) -> Result<()> {
         if let WithVectors::Named(names) = &with.vectors
