@@ -300,6 +300,9 @@ fn route(
             let collection = read(&shared);
             query(&collection, &parse_body(body)?)
         }
+        (Method::POST, ["collections", name, "points", "query", "groups"]) => {
+            query_groups(store, name, &parse_body(body)?)
+        }
         (Method::POST, ["collections", name, "points", "query", "batch"]) => {
             let body = parse_body(body)?;
             let searches = body["searches"].as_array().ok_or_else(|| {
@@ -936,6 +939,134 @@ fn query(collection: &Collection, body: &Value) -> Result<Value, VecError> {
     Ok(json!({"points": scored(collection, hits, offset, &with)}))
 }
 
+/// A group's id: a keyword or an integer value of the `group_by` key (others form no group).
+fn group_id(value: &Value) -> Option<Value> {
+    match value {
+        Value::String(_) => Some(value.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(value.clone()),
+        _ => None,
+    }
+}
+
+/// `POST points/query/groups`: the query's hits grouped by the values of `group_by` (a point with
+/// several values joins each of their groups), at most `group_size` hits a group, the `limit` groups
+/// with the best hits, best first; `with_lookup` adds the point of another collection whose id is the
+/// group's. The query runs with a growing limit until enough groups are full or every point was seen.
+fn query_groups(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
+    let key = body["group_by"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| VecError::bad_request("Format error in JSON body: group_by is required"))?;
+    let group_size = match &body["group_size"] {
+        Value::Null => 3,
+        v => v
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                VecError::validation(format!(
+                    "group_size: value {v} invalid, must be 1 or larger"
+                ))
+            })?,
+    };
+    let groups_wanted = match &body["limit"] {
+        Value::Null => 10,
+        v => v
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                VecError::validation(format!("limit: value {v} invalid, must be 1 or larger"))
+            })?,
+    };
+    let with = With::parse(&body["with_payload"], with_vector_of(body), false)?;
+    let shared = store.collection(name)?;
+    let collection = read(&shared);
+    let total = collection.len().max(1);
+    let mut fetch = (groups_wanted * group_size * 2).min(total);
+    let groups: Vec<(Value, Vec<(u32, f32)>)> = loop {
+        let mut ask = body.clone();
+        ask["limit"] = json!(fetch);
+        let hits = run(&collection, &ask, None, fetch, 0)?;
+        let seen_all = hits.len() < fetch || fetch >= total;
+        let mut groups: Vec<(Value, Vec<(u32, f32)>)> = Vec::new();
+        for (slot, score) in hits {
+            let Some(payload) = collection.payload_of(slot) else {
+                continue;
+            };
+            let mut ids: Vec<Value> = filter::values_at(payload, key)
+                .into_iter()
+                .filter_map(group_id)
+                .collect();
+            ids.dedup();
+            for id in ids {
+                match groups.iter_mut().find(|(g, _)| *g == id) {
+                    Some((_, members)) if members.len() < group_size => members.push((slot, score)),
+                    Some(_) => {}
+                    None => groups.push((id, vec![(slot, score)])),
+                }
+            }
+        }
+        let full = groups
+            .iter()
+            .take(groups_wanted)
+            .filter(|(_, members)| members.len() >= group_size)
+            .count();
+        if seen_all || (groups.len() >= groups_wanted && full == groups_wanted) {
+            groups.truncate(groups_wanted);
+            break groups;
+        }
+        fetch = (fetch * 2).min(total);
+    };
+    let lookup = match &body["with_lookup"] {
+        Value::Null => None,
+        Value::String(other) => Some((
+            other.clone(),
+            With::parse(&json!(true), &json!(false), true)?,
+        )),
+        Value::Object(o) => {
+            let other = o.get("collection").and_then(Value::as_str).ok_or_else(|| {
+                VecError::bad_request(
+                    "Format error in JSON body: with_lookup.collection is required",
+                )
+            })?;
+            let vectors = o.get("with_vectors").or_else(|| o.get("with_vector"));
+            let with = With::parse(
+                o.get("with_payload").unwrap_or(&Value::Null),
+                vectors.unwrap_or(&Value::Null),
+                true,
+            )?;
+            Some((other.to_string(), with))
+        }
+        _ => {
+            return Err(VecError::bad_request(
+                "Format error in JSON body: with_lookup is a collection name or {collection, ...}",
+            ));
+        }
+    };
+    let lookup_collection = match &lookup {
+        Some((other, _)) => Some(store.collection(other)?),
+        None => None,
+    };
+    let lookup_read = lookup_collection.as_ref().map(read);
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(id, members)| {
+            let mut group = json!({"id": id, "hits": scored(&collection, members, 0, &with)});
+            if let (Some(other), Some((_, with))) = (&lookup_read, &lookup) {
+                let found = PointId::parse(&id)
+                    .ok()
+                    .and_then(|pid| other.slot_of(&pid))
+                    .and_then(|slot| other.record(slot, with))
+                    .map_or(Value::Null, |r| Value::Object(without_version(r)));
+                group["lookup"] = found;
+            }
+            group
+        })
+        .collect();
+    Ok(json!({"groups": groups}))
+}
+
 /// `POST /points/search`, the older search endpoint many integrations still call.
 fn legacy_search(collection: &Collection, body: &Value) -> Result<Value, VecError> {
     let (using, vector) = match &body["vector"] {
@@ -1180,6 +1311,92 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.status, 400);
+    }
+
+    #[test]
+    fn query_groups_give_one_group_per_document_with_lookup() {
+        let dir = std::env::temp_dir().join(format!("edgerag-vec-groups-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("vectors.sqlite")).unwrap();
+        let call = |method: Method, path: &str, body: Value| {
+            let segments: Vec<String> = path.split('/').map(str::to_string).collect();
+            route(&store, &method, &segments, body.to_string().as_bytes())
+        };
+        for c in ["chunks", "docs"] {
+            call(
+                Method::PUT,
+                &format!("collections/{c}"),
+                json!({"vectors": {"size": 2, "distance": "Dot"}}),
+            )
+            .unwrap();
+        }
+        // 20 documents of 4 chunks; document d's chunks score d + 1 - chunk / 10.
+        let chunks: Vec<Value> = (0..80)
+            .map(|i| {
+                let (doc, chunk) = (i / 4, i % 4);
+                json!({"id": i, "vector": [doc as f32 + 1.0 - chunk as f32 / 10.0, 0.0],
+                       "payload": {"doc": doc, "tags": ["all", format!("t{}", doc % 2)]}})
+            })
+            .collect();
+        call(
+            Method::PUT,
+            "collections/chunks/points",
+            json!({"points": chunks}),
+        )
+        .unwrap();
+        let docs: Vec<Value> = (0..20)
+            .map(|d| json!({"id": d, "vector": [0.0, 1.0], "payload": {"title": format!("doc {d}")}}))
+            .collect();
+        call(
+            Method::PUT,
+            "collections/docs/points",
+            json!({"points": docs}),
+        )
+        .unwrap();
+        let result = call(
+            Method::POST,
+            "collections/chunks/points/query/groups",
+            json!({"query": [1.0, 0.0], "group_by": "doc", "group_size": 2, "limit": 3,
+                   "with_payload": true, "with_lookup": "docs"}),
+        )
+        .unwrap();
+        let groups = result["groups"].as_array().unwrap();
+        let ids: Vec<i64> = groups.iter().map(|g| g["id"].as_i64().unwrap()).collect();
+        assert_eq!(
+            ids,
+            [19, 18, 17],
+            "the documents with the best chunks, best first"
+        );
+        for group in groups {
+            let hits = group["hits"].as_array().unwrap();
+            assert_eq!(hits.len(), 2);
+            assert!(hits.iter().all(|h| h["payload"]["doc"] == group["id"]));
+            assert_eq!(
+                group["lookup"]["payload"]["title"],
+                format!("doc {}", group["id"])
+            );
+        }
+        // A point with several values joins each group; floats and missing keys form none.
+        let result = call(
+            Method::POST,
+            "collections/chunks/points/query/groups",
+            json!({"query": [1.0, 0.0], "group_by": "tags", "group_size": 3, "limit": 5}),
+        )
+        .unwrap();
+        let ids: Vec<&str> = result["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["all", "t1", "t0"]);
+        let result = call(
+            Method::POST,
+            "collections/chunks/points/query/groups",
+            json!({"query": [1.0, 0.0], "group_by": "nowhere"}),
+        )
+        .unwrap();
+        assert_eq!(result["groups"], json!([]));
     }
 
     #[test]
