@@ -300,6 +300,7 @@ fn route(
             let collection = read(&shared);
             query(&collection, &parse_body(body)?)
         }
+        (Method::POST, ["collections", name, "facet"]) => facet(store, name, &parse_body(body)?),
         (Method::POST, ["collections", name, "points", "query", "groups"]) => {
             query_groups(store, name, &parse_body(body)?)
         }
@@ -939,6 +940,81 @@ fn query(collection: &Collection, body: &Value) -> Result<Value, VecError> {
     Ok(json!({"points": scored(collection, hits, offset, &with)}))
 }
 
+/// `POST /collections/{name}/facet`: how many (filtered) points hold each value of an indexed
+/// keyword, integer, bool or uuid field, most common first, ties by value; `limit` values (10).
+fn facet(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
+    let key = body["key"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| VecError::bad_request("Format error in JSON body: key is required"))?;
+    let limit = match &body["limit"] {
+        Value::Null => 10,
+        v => v
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                VecError::validation(format!("limit: value {v} invalid, must be 1 or larger"))
+            })?,
+    };
+    let filter = filter::parse(&body["filter"])?;
+    let shared = store.collection(name)?;
+    let collection = read(&shared);
+    if !matches!(
+        collection.index_schema(key),
+        Some("keyword" | "integer" | "bool" | "uuid")
+    ) {
+        return Err(VecError::bad_request(format!(
+            "Bad request: Index required but not found for \"{key}\" of one of the following types: \
+             [keyword, integer, bool, uuid]. Help: Create an index for this key or use a different key."
+        )));
+    }
+    let mut counts: Vec<(Value, usize)> = Vec::new();
+    let mut positions: HashMap<String, usize> = HashMap::new();
+    for slot in collection.scan(filter.as_ref(), None) {
+        let Some(payload) = collection.payload_of(slot) else {
+            continue;
+        };
+        let mut seen: Vec<&Value> = Vec::new();
+        for value in filter::values_at(payload, key) {
+            if !(value.is_string() || value.is_boolean() || value.as_i64().is_some())
+                || seen.contains(&value)
+            {
+                continue;
+            }
+            seen.push(value);
+            let text = value.to_string();
+            match positions.get(&text) {
+                Some(&i) => counts[i].1 += 1,
+                None => {
+                    positions.insert(text, counts.len());
+                    counts.push((value.clone(), 1));
+                }
+            }
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| facet_order(&a.0, &b.0)));
+    let hits: Vec<Value> = counts
+        .into_iter()
+        .take(limit)
+        .map(|(value, count)| json!({"value": value, "count": count}))
+        .collect();
+    Ok(json!({"hits": hits}))
+}
+
+/// Facet values of one field in their natural order: numbers by value, strings and bools as such.
+fn facet_order(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&y.as_f64().unwrap_or(0.0)),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
 /// A group's id: a keyword or an integer value of the `group_by` key (others form no group).
 fn group_id(value: &Value) -> Option<Value> {
     match value {
@@ -1397,6 +1473,73 @@ mod tests {
         )
         .unwrap();
         assert_eq!(result["groups"], json!([]));
+    }
+
+    #[test]
+    fn facets_count_points_per_value() {
+        let dir = std::env::temp_dir().join(format!("edgerag-vec-facet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("vectors.sqlite")).unwrap();
+        let call = |method: Method, path: &str, body: Value| {
+            let segments: Vec<String> = path.split('/').map(str::to_string).collect();
+            route(&store, &method, &segments, body.to_string().as_bytes())
+        };
+        call(
+            Method::PUT,
+            "collections/c",
+            json!({"vectors": {"size": 2, "distance": "Dot"}}),
+        )
+        .unwrap();
+        let cities = ["Berlin", "London", "Berlin", "Moscow", "London", "Berlin"];
+        let points: Vec<Value> = cities
+            .iter()
+            .enumerate()
+            .map(|(i, city)| {
+                json!({"id": i, "vector": [1.0, 0.0],
+                "payload": {"city": city, "n": i % 2, "tags": ["x", "x", format!("y{i}")]}})
+            })
+            .collect();
+        call(
+            Method::PUT,
+            "collections/c/points",
+            json!({"points": points}),
+        )
+        .unwrap();
+        let error = call(Method::POST, "collections/c/facet", json!({"key": "city"})).unwrap_err();
+        assert!(
+            error.message.contains("Index required"),
+            "{}",
+            error.message
+        );
+        for (field, schema) in [("city", "keyword"), ("n", "integer"), ("tags", "keyword")] {
+            call(
+                Method::PUT,
+                "collections/c/index",
+                json!({"field_name": field, "field_schema": schema}),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            call(Method::POST, "collections/c/facet", json!({"key": "city"})).unwrap(),
+            json!({"hits": [{"value": "Berlin", "count": 3}, {"value": "London", "count": 2},
+                            {"value": "Moscow", "count": 1}]})
+        );
+        assert_eq!(
+            call(Method::POST, "collections/c/facet", json!({"key": "n"})).unwrap(),
+            json!({"hits": [{"value": 0, "count": 3}, {"value": 1, "count": 3}]})
+        );
+        // A point counts once per value, however often it holds it; limit and filter apply.
+        let tags = call(
+            Method::POST,
+            "collections/c/facet",
+            json!({"key": "tags", "limit": 2,
+                   "filter": {"must": [{"key": "city", "match": {"value": "Berlin"}}]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            tags,
+            json!({"hits": [{"value": "x", "count": 3}, {"value": "y0", "count": 1}]})
+        );
     }
 
     #[test]
