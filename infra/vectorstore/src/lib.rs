@@ -541,6 +541,7 @@ fn scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
     let with = With::parse(&body["with_payload"], with_vector_of(body), true)?;
     let shared = store.collection(name)?;
     let collection = read(&shared);
+    collection.check_vector_names(&with)?;
     let mut slots = collection.scan(filter.as_ref(), from.as_ref());
     let page: Vec<u32> = slots.by_ref().take(limit).collect();
     let next = slots
@@ -619,6 +620,7 @@ fn ordered_scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecE
     let with = With::parse(&body["with_payload"], with_vector_of(body), true)?;
     let shared = store.collection(name)?;
     let collection = read(&shared);
+    collection.check_vector_names(&with)?;
     let schema = match collection.index_schema(&key) {
         Some(schema @ ("integer" | "float" | "datetime")) => schema.to_string(),
         _ => {
@@ -936,6 +938,7 @@ fn query(collection: &Collection, body: &Value) -> Result<Value, VecError> {
     }
     let offset = limit_of(&body["offset"], 0)?;
     let with = With::parse(&body["with_payload"], with_vector_of(body), false)?;
+    collection.check_vector_names(&with)?;
     let hits = run(collection, body, None, 10, offset)?;
     Ok(json!({"points": scored(collection, hits, offset, &with)}))
 }
@@ -1058,6 +1061,7 @@ fn query_groups(store: &Store, name: &str, body: &Value) -> Result<Value, VecErr
     let with = With::parse(&body["with_payload"], with_vector_of(body), false)?;
     let shared = store.collection(name)?;
     let collection = read(&shared);
+    collection.check_vector_names(&with)?;
     let total = collection.len().max(1);
     let mut fetch = (groups_wanted * group_size * 2).min(total);
     let groups: Vec<(Value, Vec<(u32, f32)>)> = loop {
@@ -1170,6 +1174,7 @@ fn legacy_search(collection: &Collection, body: &Value) -> Result<Value, VecErro
     }
     let offset = limit_of(&body["offset"], 0)?;
     let with = With::parse(&body["with_payload"], with_vector_of(body), false)?;
+    collection.check_vector_names(&with)?;
     let hits = run(collection, &request, None, 10, offset)?;
     Ok(Value::Array(scored(collection, hits, offset, &with)))
 }
@@ -1243,6 +1248,20 @@ mod tests {
             )
         );
         assert!(retrieve(&store, "c", &json!({"ids": [1], "with_vectors": ["text"]})).is_ok());
+        // The same on scroll and query.
+        let error = scroll(&store, "c", &json!({"with_vector": ["nope"]})).unwrap_err();
+        assert_eq!(error.status, 400);
+        let shared = store.collection("c").unwrap();
+        let error = query(
+            &read(&shared),
+            &json!({"query": [1.0, 0.0], "using": "text", "with_vector": ["nope"]}),
+        )
+        .unwrap_err();
+        assert!(
+            error.message.contains("Not existing vector name"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
