@@ -12,6 +12,29 @@ use tests::{
     workspace_root, write_manifest,
 };
 
+/// A loopback HTTP server answering `from target` to everything; it counts the connections made to it.
+async fn from_target_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let service = hyper::service::service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"from target"),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (target, connections)
+}
+
 fn probe_app(routes: &[(&str, &str)], extra: &str) -> String {
     let mut text = String::from("spin_manifest_version = 2\n[application]\nname = \"probe-app\"\n");
     let mut components = Vec::new();
@@ -271,24 +294,7 @@ async fn a_missing_required_variable_stops_start_up_with_a_clear_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_requests_follow_allowed_outbound_hosts() {
     // A loopback server that counts connections: the denied call must never reach it.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counter = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let service = hyper::service::service_fn(|_request| async {
-                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
-                    Bytes::from_static(b"from target"),
-                )))
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
-        }
-    });
+    let (target, connections) = from_target_server().await;
 
     let extra = format!(
         "[variables]\ntarget = {{ default = \"127.0.0.1:{}\" }}\n[component.open]\nsource = \"{}\"\nallowed_outbound_hosts = [\"http://{{{{ target }}}}\"]\n",
@@ -657,21 +663,7 @@ async fn route_parameters_and_path_info_arrive_as_spin_names_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_0_2_components_get_routes_variables_outbound_and_fresh_instances() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let service = hyper::service::service_fn(|_request| async {
-                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
-                    Bytes::from_static(b"from target"),
-                )))
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
-        }
-    });
+    let (target, _) = from_target_server().await;
     let text = format!(
         "spin_manifest_version = 2\n[application]\nname = \"p2\"\n\
          [variables]\ngreeting = {{ default = \"hi\" }}\ntarget = {{ default = \"127.0.0.1:{port}\" }}\n\

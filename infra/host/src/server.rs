@@ -208,11 +208,7 @@ async fn handle(
     };
 
     let limit = frontend.limits.max_body_bytes;
-    let declared = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(request.headers());
     if declared.is_some_and(|n| n > limit) {
         let mut response = too_large(limit, &request_id);
         if declared.is_some_and(|n| n <= DRAIN_LIMIT_BYTES) {
@@ -388,11 +384,7 @@ pub(crate) async fn chained(
         );
     }
     let limit = frontend.limits.max_body_bytes;
-    let declared = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(request.headers());
     if declared.is_some_and(|n| n > limit) {
         let response = too_large(limit, &request_id);
         return finish(
@@ -480,6 +472,14 @@ fn finish(
         instantiate_us = instantiation.map(|d| d.as_micros() as u64),
     );
     response
+}
+
+/// The body length a request declares with `content-length`, if it declares a valid one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// Builds the request the guest sees: an absolute URI, Spin's `spin-*` headers (any the sender set

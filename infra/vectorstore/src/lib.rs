@@ -1183,6 +1183,19 @@ fn legacy_search(collection: &Collection, body: &Value) -> Result<Value, VecErro
 mod tests {
     use super::*;
 
+    /// A fresh store in its own temporary folder.
+    fn test_store(name: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!("edgerag-vec-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Store::open(&dir.join("vectors.sqlite")).unwrap()
+    }
+
+    /// One request through the store's router, as the HTTP front makes it (`path` without the `/`).
+    fn call(store: &Store, method: Method, path: &str, body: Value) -> Result<Value, VecError> {
+        let segments: Vec<String> = path.split('/').map(str::to_string).collect();
+        route(store, &method, &segments, body.to_string().as_bytes())
+    }
+
     #[test]
     fn rrf_scores_are_qdrants_one_over_position_plus_k() {
         // Issue 16, item 1: the top item of each list scores 1 / (0 + 2) = 0.5, not 1 / 3.
@@ -1212,9 +1225,7 @@ mod tests {
 
     #[test]
     fn hnsw_ef_zero_and_unknown_vector_names_are_refused() {
-        let dir = std::env::temp_dir().join(format!("edgerag-vec-lib-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("vectors.sqlite")).unwrap();
+        let store = test_store("lib");
         store
             .create_collection(
                 "c",
@@ -1266,13 +1277,8 @@ mod tests {
 
     #[test]
     fn batch_applies_mixed_operations_in_order() {
-        let dir = std::env::temp_dir().join(format!("edgerag-vec-batch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("vectors.sqlite")).unwrap();
-        let call = |method: Method, path: &str, body: Value| {
-            let segments: Vec<String> = path.split('/').map(str::to_string).collect();
-            route(&store, &method, &segments, body.to_string().as_bytes())
-        };
+        let store = test_store("batch");
+        let call = |method: Method, path: &str, body: Value| call(&store, method, path, body);
         call(
             Method::PUT,
             "collections/c",
@@ -1326,18 +1332,15 @@ mod tests {
 
     #[test]
     fn order_by_sorts_every_value_and_pages_with_start_from() {
-        let dir = std::env::temp_dir().join(format!("edgerag-vec-order-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("vectors.sqlite")).unwrap();
+        let store = test_store("order");
         let call = |path: &str, body: Value| {
-            let segments: Vec<String> = path.split('/').map(str::to_string).collect();
             let method =
                 if path.ends_with("/c") || path.ends_with("/index") || path.ends_with("/points") {
                     Method::PUT
                 } else {
                     Method::POST
                 };
-            route(&store, &method, &segments, body.to_string().as_bytes())
+            call(&store, method, path, body)
         };
         call(
             "collections/c",
@@ -1410,13 +1413,8 @@ mod tests {
 
     #[test]
     fn query_groups_give_one_group_per_document_with_lookup() {
-        let dir = std::env::temp_dir().join(format!("edgerag-vec-groups-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("vectors.sqlite")).unwrap();
-        let call = |method: Method, path: &str, body: Value| {
-            let segments: Vec<String> = path.split('/').map(str::to_string).collect();
-            route(&store, &method, &segments, body.to_string().as_bytes())
-        };
+        let store = test_store("groups");
+        let call = |method: Method, path: &str, body: Value| call(&store, method, path, body);
         for c in ["chunks", "docs"] {
             call(
                 Method::PUT,
@@ -1496,13 +1494,8 @@ mod tests {
 
     #[test]
     fn facets_count_points_per_value() {
-        let dir = std::env::temp_dir().join(format!("edgerag-vec-facet-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("vectors.sqlite")).unwrap();
-        let call = |method: Method, path: &str, body: Value| {
-            let segments: Vec<String> = path.split('/').map(str::to_string).collect();
-            route(&store, &method, &segments, body.to_string().as_bytes())
-        };
+        let store = test_store("facet");
+        let call = |method: Method, path: &str, body: Value| call(&store, method, path, body);
         call(
             Method::PUT,
             "collections/c",

@@ -50,15 +50,7 @@ async fn handle(request: Request) -> impl IntoResponse {
         }
         [.., "outbound"] => {
             let url = query.strip_prefix("url=").unwrap_or_default().to_string();
-            match spin_sdk::http::get(&url).await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let body = response.into_body().collect().await;
-                    let body = body.map(|b| b.to_bytes()).unwrap_or_default();
-                    text(200, format!("{status} {}", String::from_utf8_lossy(&body)))
-                }
-                Err(error) => text(502, format!("outbound failed: {error:?}")),
-            }
+            fetch(&url).await
         }
         [.., "instance"] => text(200, served.to_string()),
         // Calls this same route on this same component through local service chaining, forever: the
@@ -66,15 +58,7 @@ async fn handle(request: Request) -> impl IntoResponse {
         [.., "chain-self"] => {
             let name = spin_sdk::variables::get("name").await.unwrap_or_default();
             let url = format!("http://{name}.spin.internal{path}");
-            match spin_sdk::http::get(&url).await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let body = response.into_body().collect().await;
-                    let body = body.map(|b| b.to_bytes()).unwrap_or_default();
-                    text(200, format!("{status} {}", String::from_utf8_lossy(&body)))
-                }
-                Err(error) => text(502, format!("outbound failed: {error:?}")),
-            }
+            fetch(&url).await
         }
         [.., "trap"] => panic!("the probe was asked to trap"),
         [.., "spin"] => {
@@ -112,6 +96,19 @@ async fn handle(request: Request) -> impl IntoResponse {
             text(200, total.to_string())
         }
         _ => text(404, format!("no probe at {path}")),
+    }
+}
+
+/// GETs `url` and answers `200 "<status> <body>"`, or 502 with the error.
+async fn fetch(url: &str) -> Answer {
+    match spin_sdk::http::get(url).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await;
+            let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+            text(200, format!("{status} {}", String::from_utf8_lossy(&body)))
+        }
+        Err(error) => text(502, format!("outbound failed: {error:?}")),
     }
 }
 
