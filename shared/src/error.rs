@@ -22,6 +22,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: u64 },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Well-formed but unusable content: an empty, undecodable or oversized document.
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{message}")]
     TooManyRequests {
         message: String,
@@ -58,6 +61,7 @@ impl ApiError {
             Self::Conflict(_) => 409,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType(_) => 415,
+            Self::Unprocessable(_) => 422,
             Self::TooManyRequests { .. } => 429,
             Self::Internal(_) => 500,
             Self::Unavailable(_) => 503,
@@ -75,6 +79,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Unprocessable(_) => "unprocessable",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::Internal(_) => "internal",
             Self::Unavailable(_) => "unavailable",

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod ingest;
 pub mod reply;
 pub mod request;
 pub mod route;

@@ -1,0 +1,120 @@
+//! Keyword (BM25-style) sparse vectors: the same analysis for chunks at ingest and for queries at
+//! search, so a query term meets the chunk terms it should.
+//!
+//! Terms are Unicode words (UAX #29), lowercased and stemmed with the Snowball English stemmer. A
+//! chunk's value for a term is BM25's saturated term frequency with length normalisation; the inverse
+//! document frequency is left to the vector store (Qdrant's `idf` modifier), which knows the corpus.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use rust_stemmers::{Algorithm, Stemmer};
+use unicode_segmentation::UnicodeSegmentation;
+
+/// BM25's term-frequency saturation.
+pub const K1: f32 = 1.2;
+/// BM25's length normalisation.
+pub const B: f32 = 0.75;
+/// The length (in terms) a chunk is normalised against: about what the default chunk size holds.
+pub const AVERAGE_TERMS: f32 = 120.0;
+
+/// A sparse vector as Qdrant takes it: sorted, distinct indices and their values.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SparseVector {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+fn stemmer() -> &'static Stemmer {
+    static STEMMER: OnceLock<Stemmer> = OnceLock::new();
+    STEMMER.get_or_init(|| Stemmer::create(Algorithm::English))
+}
+
+/// The terms of `text`, in order: lowercased, stemmed words.
+pub fn terms(text: &str) -> Vec<String> {
+    let stemmer = stemmer();
+    text.unicode_words()
+        .map(|word| stemmer.stem(&word.to_lowercase()).into_owned())
+        .filter(|term| !term.is_empty())
+        .collect()
+}
+
+/// A term's dimension: FNV-1a of its UTF-8 bytes. Two terms may share one (about one pair in a
+/// million at 100,000 distinct terms); that only blurs their two scores together.
+pub fn term_index(term: &str) -> u32 {
+    term.bytes().fold(0x811c_9dc5u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// A chunk's sparse vector.
+pub fn document_vector(text: &str) -> SparseVector {
+    let terms = terms(text);
+    let length = terms.len() as f32;
+    let mut counts: BTreeMap<u32, f32> = BTreeMap::new();
+    for term in &terms {
+        *counts.entry(term_index(term)).or_default() += 1.0;
+    }
+    let norm = K1 * (1.0 - B + B * length / AVERAGE_TERMS);
+    let (indices, values) = counts
+        .into_iter()
+        .map(|(index, tf)| (index, tf * (K1 + 1.0) / (tf + norm)))
+        .unzip();
+    SparseVector { indices, values }
+}
+
+/// A query's sparse vector: each distinct term once, weight 1 (the store multiplies in its idf).
+pub fn query_vector(text: &str) -> SparseVector {
+    let mut indices: Vec<u32> = terms(text).iter().map(|t| term_index(t)).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    let values = vec![1.0; indices.len()];
+    SparseVector { indices, values }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_are_lowercased_stemmed_words() {
+        assert_eq!(
+            terms("Running runners RAN, the cats' café-2024!"),
+            vec!["run", "runner", "ran", "the", "cat", "café", "2024"]
+        );
+        assert!(terms("  ... — !").is_empty());
+    }
+
+    #[test]
+    fn query_terms_meet_the_document_terms_they_should() {
+        let doc =
+            document_vector("Vaccines reduce infections; vaccinated people were infected less.");
+        let query = query_vector("does vaccination reduce infection");
+        let shared: Vec<u32> = query
+            .indices
+            .iter()
+            .filter(|i| doc.indices.contains(i))
+            .copied()
+            .collect();
+        // reduce, infect(ion) and vaccin(ation) meet; "does" does not.
+        assert_eq!(shared.len(), 3, "{query:?} {doc:?}");
+    }
+
+    #[test]
+    fn values_saturate_with_frequency_and_shrink_with_length() {
+        let once = document_vector("apple");
+        let thrice = document_vector("apple apple apple");
+        assert!(thrice.values[0] > once.values[0]);
+        assert!(thrice.values[0] < 3.0 * once.values[0]);
+        assert!(thrice.values[0] < K1 + 1.0);
+        let long = document_vector(&format!("apple {}", "pear ".repeat(300)));
+        let apple = long
+            .indices
+            .iter()
+            .position(|&i| i == term_index("appl"))
+            .unwrap();
+        assert!(long.values[apple] < once.values[0]);
+        assert!(once.indices.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(query_vector("apple Apples apple").indices.len(), 1);
+    }
+}
