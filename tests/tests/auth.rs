@@ -351,7 +351,7 @@ async fn the_whole_account_lifecycle() {
     let access = login.json()["access_token"].as_str().unwrap().to_string();
 
     // Export everything, then delete the account: it cannot sign in, and the address is free again.
-    let org = created(addr, "/v1/auth/orgs", &access, json!({"name": "Alice's"})).await;
+    let org = created(addr, "/v1/orgs", &access, json!({"name": "Alice's"})).await;
     let export = call(
         addr,
         "GET",
@@ -407,7 +407,7 @@ async fn the_whole_account_lifecycle() {
         401
     );
     let (fresh, _) = sign_up(addr, "alice@example.com").await;
-    let orgs = call(addr, "GET", "/v1/auth/orgs", Some(&bearer(&fresh)), None)
+    let orgs = call(addr, "GET", "/v1/orgs", Some(&bearer(&fresh)), None)
         .await
         .json();
     assert_eq!(
@@ -539,14 +539,14 @@ async fn world(host: &host::RunningHost, data_dir: &Path) -> World {
     let (owner, _) = sign_up(addr, "owner@example.com").await;
     let (viewer, viewer_id) = sign_up(addr, "viewer@example.com").await;
     let (outsider, _) = sign_up(addr, "outsider@example.com").await;
-    let org = created(addr, "/v1/auth/orgs", &owner, json!({"name": "Acme"})).await["id"]
+    let org = created(addr, "/v1/orgs", &owner, json!({"name": "Acme"})).await["id"]
         .as_str()
         .unwrap()
         .to_string();
     let project_name = "Acme help centre";
     let project = created(
         addr,
-        &format!("/v1/auth/orgs/{org}/projects"),
+        &format!("/v1/orgs/{org}/projects"),
         &owner,
         json!({"name": project_name}),
     )
@@ -556,7 +556,7 @@ async fn world(host: &host::RunningHost, data_dir: &Path) -> World {
         .to_string();
     created(
         addr,
-        &format!("/v1/auth/orgs/{org}/members"),
+        &format!("/v1/orgs/{org}/members"),
         &owner,
         json!({"email": "viewer@example.com", "role": "member"}),
     )
@@ -564,19 +564,19 @@ async fn world(host: &host::RunningHost, data_dir: &Path) -> World {
     let role = call(
         addr,
         "PUT",
-        &format!("/v1/auth/projects/{project}/members/{viewer_id}"),
+        &format!("/v1/projects/{project}/members/{viewer_id}"),
         Some(&bearer(&owner)),
         Some(json!({"role": "viewer"})),
     )
     .await;
     assert_eq!(role.status, 200, "{}", role.text());
-    let other_org = created(addr, "/v1/auth/orgs", &outsider, json!({"name": "Other"})).await["id"]
+    let other_org = created(addr, "/v1/orgs", &outsider, json!({"name": "Other"})).await["id"]
         .as_str()
         .unwrap()
         .to_string();
     let other_project = created(
         addr,
-        &format!("/v1/auth/orgs/{other_org}/projects"),
+        &format!("/v1/orgs/{other_org}/projects"),
         &outsider,
         json!({"name": "Other bot"}),
     )
@@ -587,7 +587,7 @@ async fn world(host: &host::RunningHost, data_dir: &Path) -> World {
     let key = |token: String, project: String, actions: Value| async move {
         created(
             addr,
-            &format!("/v1/auth/projects/{project}/keys"),
+            &format!("/v1/projects/{project}/keys"),
             &token,
             json!({"name": "k", "actions": actions}),
         )
@@ -625,7 +625,7 @@ async fn world(host: &host::RunningHost, data_dir: &Path) -> World {
         addr,
         "DELETE",
         &format!(
-            "/v1/auth/projects/{project}/keys/{}",
+            "/v1/projects/{project}/keys/{}",
             revoked["id"].as_str().unwrap()
         ),
         Some(&bearer(&owner)),
@@ -785,67 +785,55 @@ async fn access_control_holds_on_every_route_of_every_function() {
 
     // The auth function's project and organisation routes.
     let auth_routes: Vec<(&str, String, Option<Value>)> = vec![
-        ("GET", format!("/v1/auth/projects/{p}"), None),
+        ("GET", format!("/v1/projects/{p}"), None),
         (
             "PATCH",
-            format!("/v1/auth/projects/{p}"),
+            format!("/v1/projects/{p}"),
             Some(json!({"name": "renamed"})),
         ),
-        ("DELETE", format!("/v1/auth/projects/{p}"), None),
-        ("POST", format!("/v1/auth/projects/{p}/restore"), None),
-        ("POST", format!("/v1/auth/projects/{p}/purge"), None),
-        ("GET", format!("/v1/auth/projects/{p}/members"), None),
+        ("DELETE", format!("/v1/projects/{p}"), None),
+        ("POST", format!("/v1/projects/{p}/restore"), None),
+        ("POST", format!("/v1/projects/{p}/purge"), None),
+        ("GET", format!("/v1/projects/{p}/members"), None),
         (
             "PUT",
-            format!("/v1/auth/projects/{p}/members/someone"),
+            format!("/v1/projects/{p}/members/someone"),
             Some(json!({"role": "owner"})),
         ),
-        (
-            "DELETE",
-            format!("/v1/auth/projects/{p}/members/someone"),
-            None,
-        ),
-        ("GET", format!("/v1/auth/projects/{p}/keys"), None),
+        ("DELETE", format!("/v1/projects/{p}/members/someone"), None),
+        ("GET", format!("/v1/projects/{p}/keys"), None),
         (
             "POST",
-            format!("/v1/auth/projects/{p}/keys"),
+            format!("/v1/projects/{p}/keys"),
             Some(json!({"name": "x", "actions": ["search"]})),
         ),
         (
             "POST",
-            format!("/v1/auth/projects/{p}/widget-keys"),
+            format!("/v1/projects/{p}/widget-keys"),
             Some(json!({"name": "x", "origins": ["https://evil.example"]})),
         ),
-        (
-            "DELETE",
-            format!("/v1/auth/projects/{p}/keys/somekey"),
-            None,
-        ),
-        ("GET", format!("/v1/auth/orgs/{org}"), None),
-        ("GET", format!("/v1/auth/orgs/{org}/members"), None),
+        ("DELETE", format!("/v1/projects/{p}/keys/somekey"), None),
+        ("GET", format!("/v1/orgs/{org}"), None),
+        ("GET", format!("/v1/orgs/{org}/members"), None),
         (
             "POST",
-            format!("/v1/auth/orgs/{org}/members"),
+            format!("/v1/orgs/{org}/members"),
             Some(json!({"email": "outsider@example.com", "role": "owner"})),
         ),
         (
             "PATCH",
-            format!("/v1/auth/orgs/{org}/members/someone"),
+            format!("/v1/orgs/{org}/members/someone"),
             Some(json!({"role": "owner"})),
         ),
-        (
-            "DELETE",
-            format!("/v1/auth/orgs/{org}/members/someone"),
-            None,
-        ),
-        ("GET", format!("/v1/auth/orgs/{org}/audit"), None),
-        ("GET", format!("/v1/auth/orgs/{org}/projects"), None),
+        ("DELETE", format!("/v1/orgs/{org}/members/someone"), None),
+        ("GET", format!("/v1/orgs/{org}/audit"), None),
+        ("GET", format!("/v1/orgs/{org}/projects"), None),
         (
             "POST",
-            format!("/v1/auth/orgs/{org}/projects"),
+            format!("/v1/orgs/{org}/projects"),
             Some(json!({"name": "x"})),
         ),
-        ("GET", format!("/v1/auth/orgs/{org}/trash"), None),
+        ("GET", format!("/v1/orgs/{org}/trash"), None),
     ];
     for (method, path, body) in &auth_routes {
         let attacks = [
@@ -878,11 +866,11 @@ async fn access_control_holds_on_every_route_of_every_function() {
         }
         // The viewer may read the project and its members, and the organisation it belongs to; nothing else.
         let reads = [
-            format!("/v1/auth/projects/{p}"),
-            format!("/v1/auth/projects/{p}/members"),
-            format!("/v1/auth/orgs/{org}"),
-            format!("/v1/auth/orgs/{org}/members"),
-            format!("/v1/auth/orgs/{org}/projects"),
+            format!("/v1/projects/{p}"),
+            format!("/v1/projects/{p}/members"),
+            format!("/v1/orgs/{org}"),
+            format!("/v1/orgs/{org}/members"),
+            format!("/v1/orgs/{org}/projects"),
         ];
         let reply = call(addr, method, path, Some(&bearer(&w.viewer)), body.clone()).await;
         if *method == "GET" && reads.contains(path) {
@@ -895,7 +883,7 @@ async fn access_control_holds_on_every_route_of_every_function() {
     let listing = call(
         addr,
         "GET",
-        &format!("/v1/auth/orgs/{org}/projects"),
+        &format!("/v1/orgs/{org}/projects"),
         Some(&bearer(&w.viewer)),
         None,
     )
@@ -908,7 +896,7 @@ async fn access_control_holds_on_every_route_of_every_function() {
     let project = call(
         addr,
         "GET",
-        &format!("/v1/auth/projects/{p}"),
+        &format!("/v1/projects/{p}"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -949,7 +937,7 @@ async fn trash_restore_purge_and_the_audit_log() {
     let trashed = call(
         addr,
         "DELETE",
-        &format!("/v1/auth/projects/{p}"),
+        &format!("/v1/projects/{p}"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -965,7 +953,7 @@ async fn trash_restore_purge_and_the_audit_log() {
     let trash = call(
         addr,
         "GET",
-        &format!("/v1/auth/orgs/{org}/trash"),
+        &format!("/v1/orgs/{org}/trash"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -975,7 +963,7 @@ async fn trash_restore_purge_and_the_audit_log() {
     let restored = call(
         addr,
         "POST",
-        &format!("/v1/auth/projects/{p}/restore"),
+        &format!("/v1/projects/{p}/restore"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -988,7 +976,7 @@ async fn trash_restore_purge_and_the_audit_log() {
     let early = call(
         addr,
         "POST",
-        &format!("/v1/auth/projects/{p}/purge"),
+        &format!("/v1/projects/{p}/purge"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -998,7 +986,7 @@ async fn trash_restore_purge_and_the_audit_log() {
     call(
         addr,
         "DELETE",
-        &format!("/v1/auth/projects/{p}"),
+        &format!("/v1/projects/{p}"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -1006,7 +994,7 @@ async fn trash_restore_purge_and_the_audit_log() {
     let purged = call(
         addr,
         "POST",
-        &format!("/v1/auth/projects/{p}/purge"),
+        &format!("/v1/projects/{p}/purge"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -1036,7 +1024,7 @@ async fn trash_restore_purge_and_the_audit_log() {
     let log = call(
         addr,
         "GET",
-        &format!("/v1/auth/orgs/{org}/audit?limit=1000"),
+        &format!("/v1/orgs/{org}/audit?limit=1000"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -1079,7 +1067,7 @@ async fn trash_restore_purge_and_the_audit_log() {
         &call(
             addr,
             "GET",
-            &format!("/v1/auth/orgs/{org}/audit"),
+            &format!("/v1/orgs/{org}/audit"),
             Some(&bearer(&w.viewer)),
             None,
         )
@@ -1092,7 +1080,7 @@ async fn trash_restore_purge_and_the_audit_log() {
     let delete = call(
         addr,
         "DELETE",
-        &format!("/v1/auth/orgs/{org}/audit"),
+        &format!("/v1/orgs/{org}/audit"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -1109,7 +1097,7 @@ async fn widget_keys_work_only_from_their_origins_and_only_to_respond() {
     let p = &w.project;
     let widget = created(
         addr,
-        &format!("/v1/auth/projects/{p}/widget-keys"),
+        &format!("/v1/projects/{p}/widget-keys"),
         &w.owner,
         json!({"name": "site", "origins": ["https://shop.example"]}),
     )
@@ -1187,7 +1175,7 @@ async fn widget_keys_work_only_from_their_origins_and_only_to_respond() {
         let reply = call(
             addr,
             "POST",
-            &format!("/v1/auth/projects/{p}/widget-keys"),
+            &format!("/v1/projects/{p}/widget-keys"),
             Some(&bearer(&w.owner)),
             Some(bad.clone()),
         )
@@ -1336,8 +1324,8 @@ async fn bad_input_gets_a_clear_json_error() {
             "{\"email\": \"x@example.com\", \"password\": \"a long enough password\", \"admin\": true}",
             400,
         ),
-        ("/v1/auth/orgs", "application/json", "{\"name\": \"\"}", 400),
-        ("/v1/auth/orgs", "application/json", "[]", 400),
+        ("/v1/orgs", "application/json", "{\"name\": \"\"}", 400),
+        ("/v1/orgs", "application/json", "[]", 400),
     ];
     for (path, content_type, body, status) in cases {
         let reply = post(path, content_type, body).await.unwrap();
@@ -1348,23 +1336,16 @@ async fn bad_input_gets_a_clear_json_error() {
     let reply = call(
         addr,
         "POST",
-        "/v1/auth/orgs",
+        "/v1/orgs",
         Some(&bearer(&token)),
         Some(serde_json::from_str(&huge).unwrap()),
     )
     .await;
     assert_eq!(reply.status, 413);
-    let bad_id = call(
-        addr,
-        "GET",
-        "/v1/auth/projects/a.b",
-        Some(&bearer(&token)),
-        None,
-    )
-    .await;
+    let bad_id = call(addr, "GET", "/v1/projects/a.b", Some(&bearer(&token)), None).await;
     assert_eq!(bad_id.status, 400);
     // Nothing above created an organisation.
-    let orgs = call(addr, "GET", "/v1/auth/orgs", Some(&bearer(&token)), None)
+    let orgs = call(addr, "GET", "/v1/orgs", Some(&bearer(&token)), None)
         .await
         .json();
     assert_eq!(orgs["items"], json!([]));
@@ -1492,7 +1473,7 @@ async fn the_trash_empties_itself_after_30_days_and_keys_show_their_last_use() {
     let keys = call(
         addr,
         "GET",
-        &format!("/v1/auth/projects/{p}/keys"),
+        &format!("/v1/projects/{p}/keys"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -1519,7 +1500,7 @@ async fn the_trash_empties_itself_after_30_days_and_keys_show_their_last_use() {
         call(
             addr,
             "DELETE",
-            &format!("/v1/auth/projects/{p}"),
+            &format!("/v1/projects/{p}"),
             Some(&bearer(&w.owner)),
             None
         )
@@ -1535,7 +1516,7 @@ async fn the_trash_empties_itself_after_30_days_and_keys_show_their_last_use() {
     let trash = call(
         addr,
         "GET",
-        &format!("/v1/auth/orgs/{org}/trash"),
+        &format!("/v1/orgs/{org}/trash"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -1549,7 +1530,7 @@ async fn the_trash_empties_itself_after_30_days_and_keys_show_their_last_use() {
     let trash = call(
         addr,
         "GET",
-        &format!("/v1/auth/orgs/{org}/trash"),
+        &format!("/v1/orgs/{org}/trash"),
         Some(&bearer(&w.owner)),
         None,
     )
@@ -1559,7 +1540,7 @@ async fn the_trash_empties_itself_after_30_days_and_keys_show_their_last_use() {
     let restore = call(
         addr,
         "POST",
-        &format!("/v1/auth/projects/{p}/restore"),
+        &format!("/v1/projects/{p}/restore"),
         Some(&bearer(&w.owner)),
         None,
     )

@@ -2,7 +2,17 @@
 //! `edgerag:platform/auth` interface they import (satisfied by composing them with the auth component at
 //! build time), and the glue from spin-sdk requests to `shared`'s types.
 //!
+//! It also holds the adapters to the stores and models over Spin's outbound HTTP: the document store
+//! (CouchDB's API), the vector store (Qdrant's), the object store (S3) and the embedding model
+//! (OpenAI's `/v1/embeddings`), each tested end to end against the real server it speaks to.
+//!
 //! It holds no domain logic (that is `shared`'s) and is never linked into the auth component.
+
+pub mod couch;
+pub mod embed;
+pub mod objects;
+pub mod outbound;
+pub mod vectors;
 
 /// Generated bindings of the `auth-consumer` world; the only unsafe code is the generator's.
 #[allow(unsafe_code)]
@@ -73,4 +83,32 @@ fn api_error(error: types::Error) -> ApiError {
         },
         _ => ApiError::Internal(format!("auth failed: {} {}", error.code, error.message)),
     }
+}
+
+/// A future that says it is `Send` so that `object_store`'s `Send`-bound HTTP trait can hold Spin's
+/// outbound HTTP futures, which are not. Sound because a component runs on one thread: WASI 0.3
+/// guests have no threads, and this crate is only ever run inside one.
+#[allow(unsafe_code)]
+mod single_thread {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub struct AssertSend<F>(pub F);
+
+    // SAFETY: see the module comment; nothing here is ever shared with or moved to another thread.
+    unsafe impl<F> Send for AssertSend<F> {}
+
+    impl<F: Future> Future for AssertSend<F> {
+        type Output = F::Output;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            // SAFETY: a structural projection of the only field; it is never moved out.
+            unsafe { self.map_unchecked_mut(|s| &mut s.0) }.poll(cx)
+        }
+    }
+}
+
+pub(crate) fn send_send<F: std::future::Future>(future: F) -> single_thread::AssertSend<F> {
+    single_thread::AssertSend(future)
 }

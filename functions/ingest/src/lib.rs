@@ -1,50 +1,251 @@
-//! The ingest function: uploads, URLs, Q&A pairs and webhooks turned into cleaned, chunked, embedded documents.
+//! The ingest function: documents and Q&A pairs in, cleaned, chunked, embedded and indexed; read back
+//! and deleted for real.
 //!
-//! Thin glue on spin-sdk: route, parse, call `shared`, answer. It holds no domain logic of its own and
-//! never depends on another function or on the host.
+//! Glue on spin-sdk: route, parse, authorise, call the document flows, answer. The logic of text,
+//! chunks, keyword vectors and versions is `shared::ingest`'s; the stores are reached through
+//! `guest`'s adapters. It never depends on another function or on the host.
 
 #![forbid(unsafe_code)]
 
+mod documents;
+mod input;
+mod stores;
+
+use http_body_util::BodyExt;
+use serde_json::json;
 use shared::auth::Action;
-use shared::{Reply, Route, Service, route};
+use shared::ingest::document::{Kind, Status, validate_id};
+use shared::request::query_pairs;
+use shared::{ApiError, Reply, Route, Service, route};
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
+
+use documents::{Documents, ListQuery, Mode};
+use stores::Stores;
 
 #[derive(Debug, Clone, Copy)]
 enum Endpoint {
     Health,
     Access,
+    Create,
+    List,
+    DeleteByTag,
+    Get,
+    Put,
+    Delete,
+    Chunks,
+    Content,
+    Qa,
 }
 
+const fn at(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
+    Route {
+        method,
+        path,
+        endpoint,
+    }
+}
+
+use Endpoint as E;
+
 const ROUTES: &[Route<Endpoint>] = &[
-    Route {
-        method: "GET",
-        path: "/v1/ingest/health",
-        endpoint: Endpoint::Health,
-    },
-    Route {
-        method: "GET",
-        path: "/v1/ingest/projects/:project/access",
-        endpoint: Endpoint::Access,
-    },
+    at("GET", "/v1/ingest/health", E::Health),
+    at("GET", "/v1/ingest/projects/:project/access", E::Access),
+    at("POST", "/v1/projects/:project/documents", E::Create),
+    at("GET", "/v1/projects/:project/documents", E::List),
+    at("DELETE", "/v1/projects/:project/documents", E::DeleteByTag),
+    at("GET", "/v1/projects/:project/documents/:id", E::Get),
+    at("PUT", "/v1/projects/:project/documents/:id", E::Put),
+    at("DELETE", "/v1/projects/:project/documents/:id", E::Delete),
+    at(
+        "GET",
+        "/v1/projects/:project/documents/:id/chunks",
+        E::Chunks,
+    ),
+    at(
+        "GET",
+        "/v1/projects/:project/documents/:id/content",
+        E::Content,
+    ),
+    at("POST", "/v1/projects/:project/qa", E::Qa),
 ];
+
+/// What reading needs versus what writing needs: viewers read, editors (and `ingest` keys) write.
+fn action(endpoint: Endpoint) -> Action {
+    match endpoint {
+        E::List | E::Get | E::Chunks | E::Content | E::Access | E::Health => Action::Search,
+        E::Create | E::Put | E::Delete | E::DeleteByTag | E::Qa => Action::Ingest,
+    }
+}
+
+async fn read_body(request: Request) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    let mut stream = request.into_body();
+    while let Some(frame) = stream.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::BadRequest(format!("reading the body failed: {e:?}")))?;
+        if let Some(data) = frame.data_ref() {
+            if body.len() + data.len() > input::MAX_DOCUMENT_BYTES {
+                return Err(ApiError::PayloadTooLarge {
+                    limit: input::MAX_DOCUMENT_BYTES as u64,
+                });
+            }
+            body.extend_from_slice(data);
+        }
+    }
+    Ok(body)
+}
+
+fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ApiError> {
+    value
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("`{name}` is a whole number")))
+}
+
+fn list_query(query: &str) -> Result<ListQuery, ApiError> {
+    let mut list = ListQuery::default();
+    for (name, value) in query_pairs(query)? {
+        match name.as_str() {
+            "after" => list.after = Some(value),
+            "limit" => list.limit = number::<usize>("limit", &value)?.clamp(1, 200),
+            "tag" => list.tag = Some(value),
+            "source" => list.source = Some(value),
+            "status" => {
+                list.status =
+                    Some(serde_json::from_value::<Status>(json!(value)).map_err(|_| {
+                        ApiError::BadRequest("`status` is processing, ready or failed".into())
+                    })?)
+            }
+            "kind" => {
+                list.kind = Some(
+                    serde_json::from_value::<Kind>(json!(value))
+                        .map_err(|_| ApiError::BadRequest("`kind` is document or qa".into()))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    Ok(list)
+}
+
+fn query_value(query: &str, wanted: &str) -> Result<Option<String>, ApiError> {
+    Ok(query_pairs(query)?
+        .into_iter()
+        .find(|(name, _)| name == wanted)
+        .map(|(_, value)| value))
+}
+
+async fn answer(request: Request) -> Result<Reply, ApiError> {
+    let found = route::resolve(ROUTES, request.method().as_str(), request.uri().path())?;
+    let endpoint = found.endpoint;
+    if let E::Health = endpoint {
+        return Ok(Reply::json(200, &Service::Ingest.health()));
+    }
+    let project = found.param("project").unwrap_or_default().to_string();
+    let id = found.param("id").unwrap_or_default().to_string();
+    let principal = guest::authorize(request.headers(), &project, action(endpoint)).await?;
+    if let E::Access = endpoint {
+        return Ok(Reply::json(200, &principal));
+    }
+    if !id.is_empty() {
+        validate_id(&id)?;
+    }
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = read_body(request).await?;
+    let stores = Stores::load().await?;
+    let documents = Documents {
+        stores: &stores,
+        project: &project,
+    };
+    match endpoint {
+        E::Create => {
+            let new = input::document(content_type.as_deref(), &query, body)?;
+            let (status, body) = documents.write(new, Mode::Create).await?;
+            Ok(Reply::json(status, &body))
+        }
+        E::Put => {
+            let mut new = input::document(content_type.as_deref(), &query, body)?;
+            if new.id.as_ref().is_some_and(|given| *given != id) {
+                return Err(ApiError::BadRequest(
+                    "the body's id differs from the path's".into(),
+                ));
+            }
+            new.id = Some(id);
+            let (status, body) = documents.write(new, Mode::Upsert).await?;
+            Ok(Reply::json(status, &body))
+        }
+        E::Qa => {
+            let pairs = input::qa_pairs(content_type.as_deref(), &body)?;
+            let mut written = Vec::with_capacity(pairs.len());
+            for pair in pairs {
+                let (_, outcome) = documents.write(pair, Mode::Upsert).await?;
+                written.push(outcome["document"].clone());
+            }
+            Ok(Reply::json(201, &json!({"pairs": written})))
+        }
+        E::List => Ok(Reply::json(
+            200,
+            &documents.list(&list_query(&query)?).await?,
+        )),
+        E::Get => Ok(Reply::json(200, &documents.get(&id).await?)),
+        E::Delete => Ok(Reply::json(200, &documents.delete(&id).await?)),
+        E::DeleteByTag => {
+            let tag = query_value(&query, "tag")?.ok_or_else(|| {
+                ApiError::BadRequest("a bulk delete names its documents by `?tag=`".into())
+            })?;
+            let ids = documents.with_tag(&tag).await?;
+            for id in &ids {
+                documents.delete(id).await?;
+            }
+            Ok(Reply::json(200, &json!({"deleted": ids})))
+        }
+        E::Chunks => {
+            let version = query_value(&query, "version")?
+                .map(|v| number::<u32>("version", &v))
+                .transpose()?;
+            let after = query_value(&query, "after")?
+                .map(|v| number::<u32>("after", &v))
+                .transpose()?;
+            let limit = query_value(&query, "limit")?
+                .map(|v| number::<usize>("limit", &v))
+                .transpose()?
+                .unwrap_or(100)
+                .clamp(1, 500);
+            Ok(Reply::json(
+                200,
+                &documents.chunks(&id, version, after, limit).await?,
+            ))
+        }
+        E::Content => {
+            let version = query_value(&query, "version")?
+                .map(|v| number::<u32>("version", &v))
+                .transpose()?;
+            let (content_type, bytes) = documents.content(&id, version).await?;
+            Ok(Reply {
+                status: 200,
+                headers: vec![("content-type", content_type.as_str().to_string())],
+                body: bytes.to_vec(),
+            })
+        }
+        E::Health | E::Access => unreachable!("answered above"),
+    }
+}
 
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
-    let reply = match route::resolve(ROUTES, request.method().as_str(), request.uri().path()) {
-        Ok(found) => match found.endpoint {
-            Endpoint::Health => Reply::json(200, &Service::Ingest.health()),
-            // Whether the caller's credential may use this function on the project.
-            Endpoint::Access => Reply::from_result(
-                guest::authorize(
-                    request.headers(),
-                    found.param("project").unwrap_or_default(),
-                    Action::Ingest,
-                )
-                .await,
-            ),
-        },
-        Err(error) => Reply::error(&error),
+    let reply = match answer(request).await {
+        Ok(reply) => reply,
+        Err(error) => {
+            if let ApiError::Internal(detail) | ApiError::Unavailable(detail) = &error {
+                eprintln!("ingest: {detail}");
+            }
+            Reply::error(&error)
+        }
     };
     reply.into_http()
 }

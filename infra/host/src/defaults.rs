@@ -116,7 +116,8 @@ pub async fn start_defaults(
             })
             .await?;
             tracing::info!("models (OpenAI API) on {}/v1", server.url());
-            let base = format!("{}/v1", server.url());
+            // Origins, as `allowed_outbound_hosts` takes them; the paths are variables of their own.
+            let base = server.url();
             if which.embeddings {
                 defaults.provide("embeddings_url", base.clone());
                 defaults.provide("embeddings_api_key", api_key.clone());

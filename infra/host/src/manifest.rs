@@ -320,10 +320,16 @@ impl AppManifest {
         for (kind, triggers) in &mut self.trigger {
             let mut counter = 1;
             for trigger in triggers.iter_mut().filter(|t| t.id.is_none()) {
-                let id = match &trigger.component {
+                // The natural id when it is free; a component with several routes gets counter ids
+                // for the others, as Spin's normalisation does.
+                let natural = match &trigger.component {
                     Some(ComponentSpec::Reference(component)) => {
-                        format!("{component}-{kind}-trigger")
+                        Some(format!("{component}-{kind}-trigger"))
                     }
+                    _ => None,
+                };
+                let id = match natural {
+                    Some(id) if !trigger_ids.contains(&id) => id,
                     _ => loop {
                         let candidate = format!("{kind}-trigger{counter}");
                         counter += 1;
@@ -332,9 +338,6 @@ impl AppManifest {
                         }
                     },
                 };
-                if trigger_ids.contains(&id) {
-                    bail!("two triggers have the id `{id}`");
-                }
                 trigger_ids.push(id.clone());
                 trigger.id = Some(id);
             }

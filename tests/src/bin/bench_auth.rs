@@ -108,7 +108,7 @@ async fn run() -> anyhow::Result<()> {
         call(
             addr,
             "POST",
-            "/v1/auth/orgs",
+            "/v1/orgs",
             Some(&token),
             Some(&json!({"name": "bench"})),
         )
@@ -120,7 +120,7 @@ async fn run() -> anyhow::Result<()> {
         call(
             addr,
             "POST",
-            &format!("/v1/auth/orgs/{org}/projects"),
+            &format!("/v1/orgs/{org}/projects"),
             Some(&token),
             Some(&json!({"name": "bench"})),
         )
@@ -132,7 +132,7 @@ async fn run() -> anyhow::Result<()> {
         call(
             addr,
             "POST",
-            &format!("/v1/auth/projects/{project}/keys"),
+            &format!("/v1/projects/{project}/keys"),
             Some(&token),
             Some(&json!({"name": "bench", "actions": ["search"]})),
         )

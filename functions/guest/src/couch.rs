@@ -1,0 +1,194 @@
+//! A database of the document store over CouchDB's HTTP API (the embedded store, CouchDB, Cloudant,
+//! pouchdb-server).
+
+use serde_json::{Value, json};
+use shared::ApiError;
+
+use crate::outbound::{Answer, encode, send_json};
+
+/// One CouchDB database reached with Basic auth.
+pub struct Couch {
+    base: String,
+    authorization: String,
+}
+
+impl std::fmt::Debug for Couch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Couch").field("base", &self.base).finish()
+    }
+}
+
+fn unavailable(what: &str, detail: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(format!("document store {what}: {detail}"))
+}
+
+impl Couch {
+    pub fn new(url: &str, user: &str, password: &str, database: &str) -> Self {
+        use base64::Engine;
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Self {
+            base: format!("{}/{database}", url.trim_end_matches('/')),
+            authorization: format!("Basic {credentials}"),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, ApiError> {
+        let answer = send_json(
+            method,
+            &format!("{}{path}", self.base),
+            &[("authorization", &self.authorization)],
+            body,
+        )
+        .await
+        .map_err(|e| unavailable(method, e))?;
+        match answer.status {
+            401 | 403 => Err(unavailable(
+                method,
+                format!("refused our credentials ({})", answer.status),
+            )),
+            s if s >= 500 => Err(unavailable(method, format!("answered {s}"))),
+            _ => Ok(answer),
+        }
+    }
+
+    fn no_database(answer: &Answer) -> bool {
+        answer.status == 404
+            && answer
+                .json()
+                .get("reason")
+                .and_then(Value::as_str)
+                .is_some_and(|r| r.contains("Database does not exist") || r == "no_db_file")
+    }
+
+    async fn create_database(&self) -> Result<(), ApiError> {
+        let answer = self.call("PUT", "", None).await?;
+        if answer.ok() || answer.status == 412 {
+            Ok(())
+        } else {
+            Err(unavailable("create database", answer.status))
+        }
+    }
+
+    /// A document, or `None`.
+    pub async fn get(&self, id: &str) -> Result<Option<Value>, ApiError> {
+        let answer = self.call("GET", &format!("/{}", encode(id)), None).await?;
+        match answer.status {
+            404 => Ok(None),
+            200 => Ok(Some(answer.json())),
+            s => Err(unavailable("get", s)),
+        }
+    }
+
+    /// Writes a document (with its `_rev` to update one); `Conflict` when someone else wrote it first.
+    pub async fn put(&self, doc: &Value) -> Result<String, ApiError> {
+        let id = doc.get("_id").and_then(Value::as_str).unwrap_or_default();
+        let path = format!("/{}", encode(id));
+        let mut answer = self.call("PUT", &path, Some(doc)).await?;
+        if Self::no_database(&answer) {
+            self.create_database().await?;
+            answer = self.call("PUT", &path, Some(doc)).await?;
+        }
+        match answer.status {
+            409 => Err(ApiError::Conflict(
+                "the document changed while this request ran; retry".into(),
+            )),
+            200..=299 => Ok(answer
+                .json()
+                .get("rev")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()),
+            s => Err(unavailable("put", s)),
+        }
+    }
+
+    /// Writes many documents in one request (`_deleted: true` ones are deleted); fails when any fails.
+    pub async fn bulk(&self, docs: Vec<Value>) -> Result<(), ApiError> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let body = json!({"docs": docs});
+        let mut answer = self.call("POST", "/_bulk_docs", Some(&body)).await?;
+        if Self::no_database(&answer) {
+            self.create_database().await?;
+            answer = self.call("POST", "/_bulk_docs", Some(&body)).await?;
+        }
+        if !answer.ok() {
+            return Err(unavailable("_bulk_docs", answer.status));
+        }
+        let failed = answer
+            .json()
+            .as_array()
+            .map(|rows| rows.iter().filter(|r| r.get("error").is_some()).count())
+            .unwrap_or(0);
+        if failed > 0 {
+            return Err(unavailable("_bulk_docs", format!("{failed} writes failed")));
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` rows of ids starting with `prefix`, after `after`, with their documents when
+    /// `docs`. Each row is `{id, value: {rev}, doc?}`.
+    pub async fn prefix(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        docs: bool,
+    ) -> Result<Vec<Value>, ApiError> {
+        // `_all_docs` orders ids by code point: `prefix\u{fff0}` bounds the range and `after\u{0}` is the
+        // first id after `after`.
+        let start = match after {
+            Some(after) if after.starts_with(prefix) => format!("{after}\u{0}"),
+            _ => prefix.to_string(),
+        };
+        let end = format!("{prefix}\u{fff0}");
+        let path = format!(
+            "/_all_docs?include_docs={docs}&startkey={}&endkey={}&limit={limit}",
+            encode(&Value::String(start).to_string()),
+            encode(&Value::String(end).to_string())
+        );
+        let answer = self.call("GET", &path, None).await?;
+        if Self::no_database(&answer) {
+            return Ok(Vec::new());
+        }
+        if !answer.ok() {
+            return Err(unavailable("_all_docs", answer.status));
+        }
+        Ok(answer
+            .json()
+            .get("rows")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Deletes every document whose id starts with `prefix`; returns how many.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, ApiError> {
+        let mut deleted = 0;
+        loop {
+            let rows = self.prefix(prefix, None, 500, false).await?;
+            if rows.is_empty() {
+                return Ok(deleted);
+            }
+            let docs: Vec<Value> = rows
+                .iter()
+                .map(|row| {
+                    json!({
+                        "_id": row["id"],
+                        "_rev": row["value"]["rev"],
+                        "_deleted": true,
+                    })
+                })
+                .collect();
+            deleted += docs.len();
+            self.bulk(docs).await?;
+        }
+    }
+}

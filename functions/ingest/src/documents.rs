@@ -1,0 +1,592 @@
+//! A document's life in the three stores: written as a new version that becomes live only once
+//! complete, read back, and deleted everywhere.
+//!
+//! The order of writes is what keeps the stores consistent: the record says `processing` before
+//! anything else is written; the file, the chunk records and the (not yet live) points follow, all
+//! under deterministic names so that writing them again is harmless; one vector store request then
+//! makes the new version live (shared::ingest::visibility); only after that are the old version's
+//! points removed and the record marked `ready`.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use shared::ApiError;
+use shared::ingest::chunk::{Chunk, chunk};
+use shared::ingest::document::{
+    self, ContentType, DocumentRecord, Kind, Status, Version, chunk_record_id, chunk_record_prefix,
+    content_hash, object_key, object_prefix, point_id, record_id,
+};
+use shared::ingest::{sparse, visibility};
+
+use crate::input::NewDocument;
+use crate::stores::Stores;
+
+/// How long a `processing` record blocks another write before it counts as abandoned (its writer
+/// died); the next write then takes over.
+const STALE_MS: u64 = 10 * 60 * 1000;
+/// Points per upsert request.
+const UPSERT_BATCH: usize = 256;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn new_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).expect("the platform provides randomness");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no document {id} in this project"))
+}
+
+/// Whether a write makes a document or a new version of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `POST`: a new document; an id that exists is a conflict.
+    Create,
+    /// `PUT` and Q&A: a new version, or a new document when the id is free.
+    Upsert,
+}
+
+/// One project's documents.
+pub struct Documents<'a> {
+    pub stores: &'a Stores,
+    pub project: &'a str,
+}
+
+/// What a record looks like to clients.
+pub fn summary(record: &DocumentRecord) -> Value {
+    let live = record.live();
+    json!({
+        "id": record.id,
+        "kind": record.kind,
+        "title": record.title,
+        "tags": record.tags,
+        "metadata": record.metadata,
+        "source_uri": record.source_uri,
+        "status": record.status,
+        "version": record.live_version,
+        "pending_version": record.pending_version,
+        "content_type": live.map(|v| v.content_type),
+        "bytes": live.map(|v| v.bytes),
+        "chunks": live.map(|v| v.chunks),
+        "content_sha256": live.map(|v| v.content_sha256.clone()),
+        "versions": record.versions,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "error": record.error,
+        "answer": record.answer,
+    })
+}
+
+impl Documents<'_> {
+    async fn record(&self, id: &str) -> Result<Option<DocumentRecord>, ApiError> {
+        match self.stores.couch.get(&record_id(self.project, id)).await? {
+            Some(doc) => serde_json::from_value(doc)
+                .map(Some)
+                .map_err(|e| ApiError::Internal(format!("document record {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn save(&self, record: &mut DocumentRecord) -> Result<(), ApiError> {
+        record.updated_at = now_ms();
+        let doc = serde_json::to_value(&*record).map_err(|e| ApiError::Internal(e.to_string()))?;
+        record.rev = Some(self.stores.couch.put(&doc).await?);
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Value, ApiError> {
+        let record = self.record(id).await?.ok_or_else(|| not_found(id))?;
+        Ok(summary(&record))
+    }
+
+    /// Writes `new` as a document (or its next version). Everything that can be wrong with the input
+    /// is found before the first write.
+    pub async fn write(&self, new: NewDocument, mode: Mode) -> Result<(u16, Value), ApiError> {
+        let started = Instant::now();
+        let id = new.id.clone().unwrap_or_else(new_id);
+        let extracted = document::extract(new.content_type, &new.bytes, new.charset.as_deref())?;
+        let title = new
+            .title
+            .clone()
+            .or_else(|| extracted.title.clone())
+            .unwrap_or_else(|| id.clone());
+        let chunks = chunk(&extracted, &title, &self.stores.chunking)
+            .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        if new.kind == Kind::Qa && chunks.len() > 1 {
+            return Err(ApiError::Unprocessable(
+                "a question must fit one chunk; shorten it".into(),
+            ));
+        }
+        let extract_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let hash = content_hash(&new.bytes);
+
+        let existing = self.record(&id).await?;
+        if let Some(record) = &existing {
+            // A document whose every write failed has nothing to protect.
+            if mode == Mode::Create
+                && (record.live_version.is_some() || record.status == Status::Processing)
+            {
+                return Err(ApiError::Conflict(format!(
+                    "document {id} exists; PUT /documents/{id} writes a new version"
+                )));
+            }
+            if record.status == Status::Processing && now_ms() < record.updated_at + STALE_MS {
+                return Err(ApiError::Conflict(format!(
+                    "a version of document {id} is being written; try again when it is done"
+                )));
+            }
+            let same = record.live().is_some_and(|live| {
+                live.content_sha256 == hash && live.content_type == new.content_type
+            }) && record.title == title
+                && record.tags == new.tags
+                && record.metadata == new.metadata
+                && record.source_uri == new.source_uri
+                && record.answer == new.answer;
+            if same && record.status == Status::Ready {
+                return Ok((
+                    200,
+                    json!({"document": summary(record), "unchanged": true, "version": record.live_version}),
+                ));
+            }
+        }
+        let created = existing.is_none();
+        let now = now_ms();
+        let mut record = existing.unwrap_or_else(|| DocumentRecord {
+            record_id: record_id(self.project, &id),
+            rev: None,
+            project: self.project.to_string(),
+            id: id.clone(),
+            kind: new.kind,
+            title: title.clone(),
+            tags: Vec::new(),
+            metadata: Default::default(),
+            source_uri: None,
+            status: Status::Processing,
+            live_version: None,
+            pending_version: None,
+            versions: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            error: None,
+            answer: None,
+        });
+        // A version a dead writer left behind is cleaned away before its number is reused.
+        if let Some(abandoned) = record.pending_version.take() {
+            self.remove_version(&id, abandoned).await?;
+        }
+        let version = record
+            .next_version()
+            .max(record.live_version.unwrap_or(0) + 1);
+        record.status = Status::Processing;
+        record.pending_version = Some(version);
+        record.error = None;
+        self.save(&mut record).await?;
+
+        let staged = async {
+            let timings = self.stage(&id, version, &title, &new, &chunks).await?;
+            self.stores
+                .vectors
+                .batch(&visibility::promotion(self.project, &id, version))
+                .await?;
+            Ok::<_, ApiError>(timings)
+        };
+        let (embed_ms, store_ms) = match staged.await {
+            Ok(timings) => timings,
+            Err(error) => {
+                // Leave the previous version live and say what failed; the staged pieces go.
+                let _ = self.remove_version(&id, version).await;
+                record.status = if record.live_version.is_some() {
+                    Status::Ready
+                } else {
+                    Status::Failed
+                };
+                record.pending_version = None;
+                record.error = Some(error.to_string());
+                let _ = self.save(&mut record).await;
+                return Err(error);
+            }
+        };
+        // The new version is live: the old versions' points go, and their files and chunk records
+        // beyond the kept count.
+        self.stores
+            .vectors
+            .delete(&visibility::other_versions(
+                self.project,
+                &id,
+                Some(version),
+            ))
+            .await?;
+        record.versions.push(Version {
+            version,
+            content_type: new.content_type,
+            content_sha256: hash,
+            bytes: new.bytes.len() as u64,
+            chunks: chunks.len() as u32,
+            created_at: now_ms(),
+            kept: true,
+        });
+        let keep = self.stores.keep_versions;
+        let kept: Vec<u32> = record
+            .versions
+            .iter()
+            .filter(|v| v.kept)
+            .map(|v| v.version)
+            .collect();
+        if kept.len() > keep {
+            for old in &kept[..kept.len() - keep] {
+                self.remove_files(&id, *old).await?;
+                if let Some(v) = record.versions.iter_mut().find(|v| v.version == *old) {
+                    v.kept = false;
+                }
+            }
+        }
+        record.title = title;
+        record.kind = new.kind;
+        record.tags = new.tags;
+        record.metadata = new.metadata;
+        record.source_uri = new.source_uri;
+        record.answer = new.answer;
+        record.live_version = Some(version);
+        record.pending_version = None;
+        record.status = Status::Ready;
+        self.save(&mut record).await?;
+        let total_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok((
+            if created { 201 } else { 200 },
+            json!({
+                "document": summary(&record),
+                "version": version,
+                "chunks": chunks.len(),
+                "unchanged": false,
+                "timings": {"extract_ms": extract_ms, "embed_ms": embed_ms, "store_ms": store_ms, "total_ms": total_ms},
+            }),
+        ))
+    }
+
+    /// Writes a version's file, chunk records and points (not yet live). Returns the milliseconds
+    /// spent embedding and storing.
+    async fn stage(
+        &self,
+        id: &str,
+        version: u32,
+        title: &str,
+        new: &NewDocument,
+        chunks: &[Chunk],
+    ) -> Result<(f64, f64), ApiError> {
+        let stores = self.stores;
+        let started = Instant::now();
+        let texts: Vec<String> = chunks.iter().map(Chunk::embed_text).collect();
+        let dense = stores.embedder.embed(&texts).await?;
+        let embed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let started = Instant::now();
+        let dimension = dense.first().map_or(0, Vec::len);
+        stores.vectors.ensure_collection(dimension).await?;
+        stores
+            .objects
+            .put(
+                &object_key(self.project, id, version),
+                Bytes::from(new.bytes.clone()),
+            )
+            .await?;
+        let records: Vec<Value> = chunks
+            .iter()
+            .map(|c| {
+                json!({
+                    "_id": chunk_record_id(self.project, id, version, c.ordinal),
+                    "type": "chunk",
+                    "project": self.project,
+                    "document": id,
+                    "version": version,
+                    "ordinal": c.ordinal,
+                    "text": c.text,
+                    "heading_path": c.heading_path,
+                    "start": c.start,
+                    "end": c.end,
+                    "page": c.page,
+                    "tokens": c.tokens,
+                    "sha256": c.sha256,
+                })
+            })
+            .collect();
+        for batch in records.chunks(500) {
+            stores.couch.bulk(batch.to_vec()).await?;
+        }
+        let points: Vec<Value> = chunks
+            .iter()
+            .zip(dense)
+            .map(|(c, vector)| {
+                let keyword = sparse::document_vector(&c.embed_text());
+                json!({
+                    "id": point_id(self.project, id, version, c.ordinal),
+                    "vector": {
+                        guest::vectors::DENSE: vector,
+                        guest::vectors::KEYWORD: keyword,
+                    },
+                    "payload": {
+                        "project": self.project,
+                        "document": id,
+                        "version": version,
+                        visibility::LIVE: false,
+                        "kind": new.kind,
+                        "ordinal": c.ordinal,
+                        "chunk_id": chunk_record_id(self.project, id, version, c.ordinal),
+                        "text": c.text,
+                        "title": title,
+                        "source_uri": new.source_uri,
+                        "tags": new.tags,
+                        "metadata": new.metadata,
+                        "heading_path": c.heading_path,
+                        "start": c.start,
+                        "end": c.end,
+                        "page": c.page,
+                        "sha256": c.sha256,
+                        "answer": new.answer,
+                        "content_type": new.content_type,
+                    },
+                })
+            })
+            .collect();
+        for batch in points.chunks(UPSERT_BATCH) {
+            stores.vectors.upsert(batch.to_vec()).await?;
+        }
+        Ok((embed_ms, started.elapsed().as_secs_f64() * 1000.0))
+    }
+
+    /// Removes everything of one version: its points, chunk records and file.
+    async fn remove_version(&self, id: &str, version: u32) -> Result<(), ApiError> {
+        let filter = json!({"must": [
+            {"key": "project", "match": {"value": self.project}},
+            {"key": "document", "match": {"value": id}},
+            {"key": "version", "match": {"value": version}},
+        ]});
+        self.stores.vectors.delete(&filter).await?;
+        self.remove_files(id, version).await
+    }
+
+    /// Removes a version's chunk records and file (its points are gone already).
+    async fn remove_files(&self, id: &str, version: u32) -> Result<(), ApiError> {
+        self.stores
+            .couch
+            .delete_prefix(&chunk_record_prefix(self.project, id, Some(version)))
+            .await?;
+        self.stores
+            .objects
+            .delete_prefix(&object_key(self.project, id, version))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a document everywhere: points first (search stops seeing it), then chunk records and
+    /// files, and the record last, so a delete that fails halfway can simply be repeated.
+    pub async fn delete(&self, id: &str) -> Result<Value, ApiError> {
+        let record = self.record(id).await?.ok_or_else(|| not_found(id))?;
+        let points = self
+            .stores
+            .vectors
+            .count(&visibility::other_versions(self.project, id, None))
+            .await?;
+        self.stores
+            .vectors
+            .delete(&visibility::other_versions(self.project, id, None))
+            .await?;
+        let chunks = self
+            .stores
+            .couch
+            .delete_prefix(&chunk_record_prefix(self.project, id, None))
+            .await?;
+        let files = self
+            .stores
+            .objects
+            .delete_prefix(&object_prefix(self.project, id))
+            .await?;
+        let mut tombstone =
+            serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+        tombstone["_deleted"] = json!(true);
+        self.stores
+            .couch
+            .bulk(vec![json!({
+                "_id": tombstone["_id"],
+                "_rev": tombstone["_rev"],
+                "_deleted": true,
+            })])
+            .await?;
+        Ok(json!({"deleted": id, "points": points, "chunks": chunks, "files": files}))
+    }
+
+    /// A page of the project's documents, in id order, filtered.
+    pub async fn list(&self, query: &ListQuery) -> Result<Value, ApiError> {
+        let prefix = document::project_record_prefix(self.project);
+        let mut after = query.after.as_ref().map(|a| record_id(self.project, a));
+        let mut found = Vec::new();
+        let mut more = false;
+        'pages: loop {
+            let rows = self
+                .stores
+                .couch
+                .prefix(&prefix, after.as_deref(), 200, true)
+                .await?;
+            let last = rows
+                .last()
+                .and_then(|r| r["id"].as_str())
+                .map(str::to_string);
+            for row in &rows {
+                let Ok(record) = serde_json::from_value::<DocumentRecord>(row["doc"].clone())
+                else {
+                    continue;
+                };
+                if query.matches(&record) {
+                    if found.len() == query.limit {
+                        more = true;
+                        break 'pages;
+                    }
+                    found.push(record);
+                }
+            }
+            if rows.len() < 200 {
+                break;
+            }
+            after = last;
+        }
+        let next = more.then(|| found.last().map(|r| r.id.clone())).flatten();
+        Ok(json!({
+            "documents": found.iter().map(summary).collect::<Vec<_>>(),
+            "next": next,
+        }))
+    }
+
+    /// The ids of every document carrying `tag`.
+    pub async fn with_tag(&self, tag: &str) -> Result<Vec<String>, ApiError> {
+        let query = ListQuery {
+            tag: Some(tag.to_string()),
+            limit: usize::MAX,
+            ..ListQuery::default()
+        };
+        let listed = self.list(&query).await?;
+        Ok(listed["documents"]
+            .as_array()
+            .map(|docs| {
+                docs.iter()
+                    .filter_map(|d| d["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The chunks of the live version (or of `version`), in order, a page at a time.
+    pub async fn chunks(
+        &self,
+        id: &str,
+        version: Option<u32>,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<Value, ApiError> {
+        let record = self.record(id).await?.ok_or_else(|| not_found(id))?;
+        let version = version.or(record.live_version).ok_or_else(|| {
+            ApiError::NotFound(format!("document {id} has no complete version yet"))
+        })?;
+        let prefix = chunk_record_prefix(self.project, id, Some(version));
+        let after = after.map(|a| chunk_record_id(self.project, id, version, a));
+        let rows = self
+            .stores
+            .couch
+            .prefix(&prefix, after.as_deref(), limit + 1, true)
+            .await?;
+        let mut chunks: Vec<Value> = rows
+            .iter()
+            .map(|row| {
+                let mut doc = row["doc"].clone();
+                if let Some(obj) = doc.as_object_mut() {
+                    let id = obj.remove("_id");
+                    obj.remove("_rev");
+                    obj.remove("type");
+                    obj.remove("project");
+                    obj.insert("id".into(), id.unwrap_or_default());
+                }
+                doc
+            })
+            .collect();
+        let more = chunks.len() > limit;
+        chunks.truncate(limit);
+        let next = if more {
+            chunks.last().and_then(|c| c["ordinal"].as_u64())
+        } else {
+            None
+        };
+        Ok(json!({"document": id, "version": version, "chunks": chunks, "next": next}))
+    }
+
+    /// The original bytes of the live version (or of `version`) and their content type.
+    pub async fn content(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<(ContentType, Bytes), ApiError> {
+        let record = self.record(id).await?.ok_or_else(|| not_found(id))?;
+        let wanted = version.or(record.live_version).ok_or_else(|| {
+            ApiError::NotFound(format!("document {id} has no complete version yet"))
+        })?;
+        let entry = record
+            .versions
+            .iter()
+            .find(|v| v.version == wanted && v.kept)
+            .ok_or_else(|| ApiError::NotFound(format!("version {wanted} of {id} is not kept")))?;
+        let bytes = self
+            .stores
+            .objects
+            .get(&object_key(self.project, id, wanted))
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("the file of {id} version {wanted} is gone"))
+            })?;
+        Ok((entry.content_type, bytes))
+    }
+}
+
+/// Filters and page of `GET /documents`.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub after: Option<String>,
+    pub limit: usize,
+    pub tag: Option<String>,
+    pub status: Option<Status>,
+    pub source: Option<String>,
+    pub kind: Option<Kind>,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            after: None,
+            limit: 50,
+            tag: None,
+            status: None,
+            source: None,
+            kind: None,
+        }
+    }
+}
+
+impl ListQuery {
+    fn matches(&self, record: &DocumentRecord) -> bool {
+        self.tag.as_ref().is_none_or(|t| record.tags.contains(t))
+            && self.status.is_none_or(|s| record.status == s)
+            && self.kind.is_none_or(|k| record.kind == k)
+            && self.source.as_ref().is_none_or(|s| {
+                record
+                    .source_uri
+                    .as_deref()
+                    .is_some_and(|uri| uri.starts_with(s.as_str()))
+            })
+    }
+}

@@ -1,0 +1,208 @@
+//! What a client sends, parsed and checked before anything is written.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use shared::ApiError;
+use shared::ingest::document::{
+    ContentType, Kind, validate_id, validate_metadata, validate_tags, validate_title,
+};
+use shared::request::query_pairs;
+
+/// The largest document body accepted (the host may set a lower limit of its own).
+pub const MAX_DOCUMENT_BYTES: usize = 32 << 20;
+/// Most Q&A pairs in one request.
+pub const MAX_QA_PAIRS: usize = 500;
+/// Longest source URI.
+const MAX_URI_CHARS: usize = 2048;
+
+/// A document to write, checked.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    pub id: Option<String>,
+    pub title: Option<String>,
+    pub content_type: ContentType,
+    pub charset: Option<String>,
+    pub bytes: Vec<u8>,
+    pub tags: Vec<String>,
+    pub metadata: Map<String, Value>,
+    pub source_uri: Option<String>,
+    pub kind: Kind,
+    pub answer: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonDocument {
+    id: Option<String>,
+    title: Option<String>,
+    text: String,
+    content_type: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    metadata: Map<String, Value>,
+    source_uri: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPair {
+    id: Option<String>,
+    question: String,
+    answer: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    metadata: Map<String, Value>,
+}
+
+fn media(content_type: Option<&str>) -> String {
+    content_type
+        .and_then(|c| c.split(';').next())
+        .map(|c| c.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn source_uri(uri: Option<String>) -> Result<Option<String>, ApiError> {
+    match uri.map(|u| u.trim().to_string()).filter(|u| !u.is_empty()) {
+        Some(uri) if uri.chars().count() > MAX_URI_CHARS || uri.chars().any(char::is_control) => {
+            Err(ApiError::BadRequest(format!(
+                "source_uri is at most {MAX_URI_CHARS} characters of one line"
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+fn checked(mut doc: NewDocument) -> Result<NewDocument, ApiError> {
+    if let Some(id) = &doc.id {
+        validate_id(id)?;
+    }
+    doc.title = doc
+        .title
+        .as_deref()
+        .map(validate_title)
+        .transpose()?
+        .filter(|t| !t.is_empty());
+    doc.tags = validate_tags(&doc.tags)?;
+    validate_metadata(&doc.metadata)?;
+    doc.source_uri = source_uri(doc.source_uri)?;
+    if doc.bytes.is_empty() {
+        return Err(ApiError::Unprocessable("the document is empty".into()));
+    }
+    Ok(doc)
+}
+
+/// A document from a request body: JSON `{text, ...}`, or the raw bytes of a text, Markdown, HTML or
+/// PDF file with its options in the query string.
+pub fn document(
+    content_type: Option<&str>,
+    query: &str,
+    body: Vec<u8>,
+) -> Result<NewDocument, ApiError> {
+    if body.len() > MAX_DOCUMENT_BYTES {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_DOCUMENT_BYTES as u64,
+        });
+    }
+    if media(content_type) == "application/json" {
+        let json: JsonDocument =
+            shared::request::json_body(content_type, &body, MAX_DOCUMENT_BYTES)?;
+        let format = match json.content_type.as_deref() {
+            None => ContentType::Text,
+            Some(value) => match ContentType::parse(value)? {
+                ContentType::Pdf => {
+                    return Err(ApiError::UnsupportedMediaType(
+                        "a PDF is sent as the raw body with `content-type: application/pdf`, not inside JSON".into(),
+                    ));
+                }
+                format => format,
+            },
+        };
+        return checked(NewDocument {
+            id: json.id,
+            title: json.title,
+            content_type: format,
+            charset: None,
+            bytes: json.text.into_bytes(),
+            tags: json.tags,
+            metadata: json.metadata,
+            source_uri: json.source_uri,
+            kind: Kind::Document,
+            answer: None,
+        });
+    }
+    let Some(header) = content_type else {
+        return Err(ApiError::UnsupportedMediaType(
+            "send a content-type: application/json, text/plain, text/markdown, text/html or application/pdf".into(),
+        ));
+    };
+    let format = ContentType::parse(header)?;
+    let mut doc = NewDocument {
+        id: None,
+        title: None,
+        content_type: format,
+        charset: shared::ingest::text::charset(header).map(str::to_string),
+        bytes: body,
+        tags: Vec::new(),
+        metadata: Map::new(),
+        source_uri: None,
+        kind: Kind::Document,
+        answer: None,
+    };
+    for (name, value) in query_pairs(query)? {
+        match name.as_str() {
+            "id" => doc.id = Some(value),
+            "title" => doc.title = Some(value),
+            "tags" | "tag" => doc.tags.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+            ),
+            "source_uri" => doc.source_uri = Some(value),
+            _ => {}
+        }
+    }
+    checked(doc)
+}
+
+/// Q&A pairs from `[{question, answer, tags?, id?, metadata?}]`.
+pub fn qa_pairs(content_type: Option<&str>, body: &[u8]) -> Result<Vec<NewDocument>, ApiError> {
+    let pairs: Vec<JsonPair> = shared::request::json_body(content_type, body, 4 << 20)?;
+    if pairs.is_empty() || pairs.len() > MAX_QA_PAIRS {
+        return Err(ApiError::BadRequest(format!(
+            "send 1 to {MAX_QA_PAIRS} pairs"
+        )));
+    }
+    pairs
+        .into_iter()
+        .map(|pair| {
+            let question = shared::ingest::text::one_line(&pair.question);
+            let answer = shared::ingest::text::clean(&pair.answer);
+            if question.is_empty() || answer.is_empty() {
+                return Err(ApiError::Unprocessable(
+                    "every pair needs a question and an answer".into(),
+                ));
+            }
+            let id = pair.id.unwrap_or_else(|| {
+                let hash =
+                    shared::ingest::document::content_hash(question.to_lowercase().as_bytes());
+                format!("qa-{}", &hash[..20])
+            });
+            checked(NewDocument {
+                id: Some(id),
+                title: Some(question.clone()),
+                content_type: ContentType::Text,
+                charset: None,
+                bytes: question.into_bytes(),
+                tags: pair.tags,
+                metadata: pair.metadata,
+                source_uri: None,
+                kind: Kind::Qa,
+                answer: Some(answer),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,83 @@
+//! The stores and the model ingest writes to, built once per request from the component's variables.
+
+use guest::couch::Couch;
+use guest::embed::Embedder;
+use guest::objects::Objects;
+use guest::vectors::Qdrant;
+use shared::ApiError;
+use shared::ingest::chunk::ChunkConfig;
+
+/// The database ingest keeps document and chunk records in.
+pub const DATABASE: &str = "edgerag_ingest";
+
+/// Everything ingest talks to, and how it cuts documents.
+pub struct Stores {
+    pub couch: Couch,
+    pub vectors: Qdrant,
+    pub objects: Objects,
+    pub embedder: Embedder,
+    pub chunking: ChunkConfig,
+    /// Versions whose records and files are kept (the live one included).
+    pub keep_versions: usize,
+}
+
+async fn variable(name: &str) -> Result<String, ApiError> {
+    spin_sdk::variables::get(name)
+        .await
+        .map_err(|e| ApiError::Internal(format!("variable {name}: {e:?}")))
+}
+
+async fn optional(name: &str, default: &str) -> String {
+    match spin_sdk::variables::get(name).await {
+        Ok(value) if !value.trim().is_empty() => value.trim().to_string(),
+        _ => default.to_string(),
+    }
+}
+
+async fn number(name: &str, default: usize) -> Result<usize, ApiError> {
+    optional(name, &default.to_string())
+        .await
+        .parse()
+        .map_err(|_| ApiError::Internal(format!("variable {name} is not a whole number")))
+}
+
+impl Stores {
+    pub async fn load() -> Result<Self, ApiError> {
+        let defaults = ChunkConfig::default();
+        let chunking = ChunkConfig {
+            max_tokens: number("chunk_max_tokens", defaults.max_tokens).await?,
+            overlap_tokens: number("chunk_overlap_tokens", defaults.overlap_tokens).await?,
+            max_chunks: number("max_chunks_per_document", defaults.max_chunks).await?,
+        };
+        chunking
+            .validate()
+            .map_err(|e| ApiError::Internal(format!("chunking variables: {e}")))?;
+        Ok(Self {
+            couch: Couch::new(
+                &variable("docstore_url").await?,
+                &variable("docstore_user").await?,
+                &variable("docstore_password").await?,
+                DATABASE,
+            ),
+            vectors: Qdrant::new(
+                &variable("vectorstore_url").await?,
+                &variable("vectorstore_api_key").await?,
+            ),
+            objects: Objects::new(
+                &variable("objectstore_url").await?,
+                &optional("objectstore_region", "us-east-1").await,
+                &optional("objectstore_bucket", "edgerag").await,
+                &variable("objectstore_access_key").await?,
+                &variable("objectstore_secret_key").await?,
+            )?,
+            embedder: Embedder::new(
+                &variable("embeddings_url").await?,
+                &optional("embeddings_path", "/v1/embeddings").await,
+                &variable("embeddings_api_key").await?,
+                &optional("embeddings_model", "all-MiniLM-L6-v2").await,
+            ),
+            chunking,
+            keep_versions: number("keep_versions", 3).await?.max(1),
+        })
+    }
+}
