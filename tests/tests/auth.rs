@@ -783,6 +783,107 @@ async fn access_control_holds_on_every_route_of_every_function() {
         }
     }
 
+    // Ingest's document routes: reads need search (a viewer's), writes need ingest (an editor's).
+    let ingest_routes: Vec<(&str, String, Option<Value>, bool)> = vec![
+        ("GET", format!("/v1/projects/{p}/documents"), None, false),
+        ("GET", format!("/v1/projects/{p}/documents/d1"), None, false),
+        (
+            "GET",
+            format!("/v1/projects/{p}/documents/d1/chunks"),
+            None,
+            false,
+        ),
+        (
+            "GET",
+            format!("/v1/projects/{p}/documents/d1/content"),
+            None,
+            false,
+        ),
+        (
+            "POST",
+            format!("/v1/projects/{p}/documents"),
+            Some(json!({"text": "x"})),
+            true,
+        ),
+        (
+            "PUT",
+            format!("/v1/projects/{p}/documents/d1"),
+            Some(json!({"text": "x"})),
+            true,
+        ),
+        (
+            "DELETE",
+            format!("/v1/projects/{p}/documents/d1"),
+            None,
+            true,
+        ),
+        (
+            "DELETE",
+            format!("/v1/projects/{p}/documents?tag=t"),
+            None,
+            true,
+        ),
+        (
+            "POST",
+            format!("/v1/projects/{p}/qa"),
+            Some(json!([{"question": "q", "answer": "a"}])),
+            true,
+        ),
+    ];
+    for (method, path, body, write) in &ingest_routes {
+        let attacks = [
+            ("missing credential", None, &[401][..]),
+            (
+                "another project's token",
+                Some(bearer(&w.outsider)),
+                &[403, 404][..],
+            ),
+            (
+                "another project's key",
+                Some(format!("ApiKey {}", w.outsider_key)),
+                &[403, 404][..],
+            ),
+            ("expired token", Some(bearer(&w.expired_token)), &[401][..]),
+            (
+                "tampered token",
+                Some(bearer(&w.tampered_token)),
+                &[401][..],
+            ),
+            (
+                "revoked key",
+                Some(format!("ApiKey {}", w.revoked_key)),
+                &[401][..],
+            ),
+            (
+                "expired key",
+                Some(format!("ApiKey {}", w.expired_key)),
+                &[401][..],
+            ),
+        ];
+        for (what, credential, statuses) in attacks {
+            let reply = call(addr, method, path, credential.as_deref(), body.clone()).await;
+            refused(&reply, statuses, &format!("{what}: {method} {path}"), &w);
+        }
+        for (who, credential) in [
+            ("search-only key", format!("ApiKey {}", w.search_key)),
+            ("viewer", bearer(&w.viewer)),
+        ] {
+            let reply = call(addr, method, path, Some(&credential), body.clone()).await;
+            if *write {
+                refused(&reply, &[403], &format!("{who}: {method} {path}"), &w);
+            } else {
+                // Allowed to read: the project has no document d1, so a 404 that is about the document.
+                assert!(
+                    reply.status == 200
+                        || (reply.status == 404 && reply.text().contains("no document")),
+                    "{who} reading {path}: {} {}",
+                    reply.status,
+                    reply.text()
+                );
+            }
+        }
+    }
+
     // The auth function's project and organisation routes.
     let auth_routes: Vec<(&str, String, Option<Value>)> = vec![
         ("GET", format!("/v1/projects/{p}"), None),

@@ -73,8 +73,8 @@ const ROUTES: &[Route<Endpoint>] = &[
 /// What reading needs versus what writing needs: viewers read, editors (and `ingest` keys) write.
 fn action(endpoint: Endpoint) -> Action {
     match endpoint {
-        E::List | E::Get | E::Chunks | E::Content | E::Access | E::Health => Action::Search,
-        E::Create | E::Put | E::Delete | E::DeleteByTag | E::Qa => Action::Ingest,
+        E::List | E::Get | E::Chunks | E::Content | E::Health => Action::Search,
+        E::Access | E::Create | E::Put | E::Delete | E::DeleteByTag | E::Qa => Action::Ingest,
     }
 }
 

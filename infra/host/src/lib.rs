@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 mod defaults;
 pub mod manifest;
 pub mod metrics;

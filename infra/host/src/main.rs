@@ -68,6 +68,28 @@ enum Command {
         #[arg(long, requires = "tls_cert", env = "SPIN_TLS_KEY")]
         tls_key: Option<PathBuf>,
     },
+    /// Upload files, directories (recursively) and JSONL (`{id, title, text, tags?}` per line) to a
+    /// project; what it already holds with the same content is skipped, so a re-run continues.
+    Ingest {
+        /// The API's origin, e.g. http://127.0.0.1:3000.
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        /// The project's id.
+        #[arg(long)]
+        project: String,
+        /// A key of the project with the `ingest` and `search` actions.
+        #[arg(long, env = "EDGERAG_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Uploads in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// A tag for every document (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Files and directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +118,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
+        Command::Ingest {
+            url,
+            project,
+            api_key,
+            concurrency,
+            tags,
+            paths,
+        } => runtime.block_on(async {
+            let summary = host::bulk::run(host::bulk::Options {
+                url,
+                project,
+                api_key,
+                paths,
+                concurrency,
+                tags,
+            })
+            .await?;
+            let secs = summary.elapsed.as_secs_f64().max(0.001);
+            println!(
+                "{} documents ({} added, {} updated, {} unchanged, {} failed), {} chunks in {:.1} s: {:.1} documents/s, {:.1} chunks/s",
+                summary.documents(),
+                summary.added,
+                summary.updated,
+                summary.unchanged,
+                summary.failed.len(),
+                summary.chunks,
+                secs,
+                summary.documents() as f64 / secs,
+                summary.chunks as f64 / secs,
+            );
+            if summary.failed.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} documents failed (listed above)", summary.failed.len())
+            }
+        }),
         Command::Up {
             manifest,
             listen,
