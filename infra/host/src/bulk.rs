@@ -425,7 +425,7 @@ pub async fn run(options: Options) -> anyhow::Result<Summary> {
                 );
                 bar.set_position(n);
                 bar.set_message(message.clone());
-                if !terminal && (n % 100 == 0 || n == total) {
+                if !terminal && (n.is_multiple_of(100) || n == total) {
                     eprintln!("{n}/{total} documents, {message}");
                 }
             }
