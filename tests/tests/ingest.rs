@@ -14,11 +14,18 @@ use tests::stores::{Inspector, pdf};
 use tests::{Options, Reply, exchange, start, temp_dir, workspace_root};
 
 async fn host() -> (host::RunningHost, PathBuf) {
+    host_with(&[]).await
+}
+
+async fn host_with(vars: &[(&str, &str)]) -> (host::RunningHost, PathBuf) {
     let data_dir = temp_dir("ingest");
-    let env = BTreeMap::from([(
+    let mut env = BTreeMap::from([(
         "SPIN_VARIABLE_AUTH_OPERATOR_KEY".to_string(),
         OPERATOR.to_string(),
     )]);
+    for (name, value) in vars {
+        env.insert(name.to_string(), value.to_string());
+    }
     let options = Options {
         env,
         data_dir: Some(data_dir.clone()),
@@ -743,4 +750,103 @@ fn token_counts_agree_with_the_model_s_tokenizer() {
         compared += 1;
     }
     assert_eq!(compared, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_document_becomes_a_job_whose_steps_chain_until_it_is_live() {
+    let (host, data_dir) = host_with(&[
+        ("SPIN_VARIABLE_INLINE_CHUNKS", "2"),
+        ("SPIN_VARIABLE_JOB_STEP_CHUNKS", "2"),
+    ])
+    .await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let p = &owner.project;
+    let text: String = (0..120)
+        .map(|i| format!("Paragraph {i}: the warehouse ships parcel number {i} on weekdays."))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let reply = upload(
+        addr,
+        "PUT",
+        &format!("/v1/projects/{p}/documents/big"),
+        &key,
+        "text/plain",
+        text,
+    )
+    .await;
+    let body = ok(&reply, 202, "a large document");
+    let total = body["chunks"].as_u64().unwrap();
+    assert!(
+        total > 8,
+        "{total} chunks: more steps than the chain depth limit"
+    );
+    assert_eq!(body["document"]["status"], "processing");
+    let job = body["job"]["id"].as_str().unwrap().to_string();
+    assert!(
+        body["job"].get("token").is_none(),
+        "the step token is not shown"
+    );
+    let started = std::time::Instant::now();
+    let finished = loop {
+        let reply = call(
+            addr,
+            "GET",
+            &format!("/v1/projects/{p}/jobs/{job}"),
+            Some(&key),
+            None,
+        )
+        .await;
+        let job = ok(&reply, 200, "job");
+        if job["status"] != "running" {
+            break job;
+        }
+        assert!(started.elapsed().as_secs() < 120, "the job is stuck: {job}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(finished["status"], "done", "{finished}");
+    assert_eq!(finished["chunks_done"], total);
+    let doc = ok(
+        &call(
+            addr,
+            "GET",
+            &format!("/v1/projects/{p}/documents/big"),
+            Some(&key),
+            None,
+        )
+        .await,
+        200,
+        "doc",
+    );
+    assert_eq!(doc["status"], "ready");
+    assert_eq!(doc["chunks"], total);
+    let points = Inspector::new(&host, &data_dir)
+        .scroll("edgerag_chunks", visibility::live_filter(p))
+        .await;
+    assert_eq!(points.len() as u64, total);
+    // A step cannot be run from outside without the job's token.
+    let forged = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{p}/jobs/{job}/step"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(forged.status, 401, "{}", forged.text());
+    let listed = ok(
+        &call(
+            addr,
+            "GET",
+            &format!("/v1/projects/{p}/jobs"),
+            Some(&key),
+            None,
+        )
+        .await,
+        200,
+        "jobs",
+    );
+    assert_eq!(listed["jobs"][0]["id"], job.as_str());
+    host.stop().await;
 }

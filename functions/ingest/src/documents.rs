@@ -48,6 +48,17 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no document {id} in this project"))
 }
 
+/// A document read and cut, not yet written.
+#[derive(Debug)]
+pub struct Prepared {
+    pub id: String,
+    pub title: String,
+    pub chunks: Vec<Chunk>,
+    pub hash: String,
+}
+
+pub use crate::input::Meta;
+
 /// Whether a write makes a document or a new version of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -89,7 +100,7 @@ pub fn summary(record: &DocumentRecord) -> Value {
 }
 
 impl Documents<'_> {
-    async fn record(&self, id: &str) -> Result<Option<DocumentRecord>, ApiError> {
+    pub async fn record(&self, id: &str) -> Result<Option<DocumentRecord>, ApiError> {
         match self.stores.couch.get(&record_id(self.project, id)).await? {
             Some(doc) => serde_json::from_value(doc)
                 .map(Some)
@@ -110,12 +121,11 @@ impl Documents<'_> {
         Ok(summary(&record))
     }
 
-    /// Writes `new` as a document (or its next version). Everything that can be wrong with the input
-    /// is found before the first write.
-    pub async fn write(&self, new: NewDocument, mode: Mode) -> Result<(u16, Value), ApiError> {
-        let started = Instant::now();
-        let id = new.id.clone().unwrap_or_else(new_id);
+    /// Reads and cuts `new`: everything that can be wrong with the input is found here, before the
+    /// first write.
+    pub fn prepare(&self, new: &NewDocument) -> Result<Prepared, ApiError> {
         let extracted = document::extract(new.content_type, &new.bytes, new.charset.as_deref())?;
+        let id = new.id.clone().unwrap_or_else(new_id);
         let title = new
             .title
             .clone()
@@ -128,10 +138,27 @@ impl Documents<'_> {
                 "a question must fit one chunk; shorten it".into(),
             ));
         }
-        let extract_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let hash = content_hash(&new.bytes);
+        Ok(Prepared {
+            id,
+            title,
+            chunks,
+            hash: content_hash(&new.bytes),
+        })
+    }
 
-        let existing = self.record(&id).await?;
+    /// Writes `new` as a document (or its next version). A small one is indexed within this request
+    /// (201 or 200); a large one becomes a job whose steps run as chained requests (202).
+    pub async fn write(&self, new: NewDocument, mode: Mode) -> Result<(u16, Value), ApiError> {
+        let started = Instant::now();
+        let prepared = self.prepare(&new)?;
+        let extract_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let Prepared {
+            id,
+            title,
+            chunks,
+            hash,
+        } = &prepared;
+        let existing = self.record(id).await?;
         if let Some(record) = &existing {
             // A document whose every write failed has nothing to protect.
             if mode == Mode::Create
@@ -147,8 +174,8 @@ impl Documents<'_> {
                 )));
             }
             let same = record.live().is_some_and(|live| {
-                live.content_sha256 == hash && live.content_type == new.content_type
-            }) && record.title == title
+                live.content_sha256 == *hash && live.content_type == new.content_type
+            }) && record.title == *title
                 && record.tags == new.tags
                 && record.metadata == new.metadata
                 && record.source_uri == new.source_uri
@@ -161,14 +188,56 @@ impl Documents<'_> {
             }
         }
         let created = existing.is_none();
+        let (mut record, version) = self.begin(existing, &new, &prepared).await?;
+        if chunks.len() > self.stores.inline_chunks {
+            let job = crate::jobs::Jobs { documents: self }
+                .start(&record, version, &new, chunks.len())
+                .await?;
+            return Ok((
+                202,
+                json!({"document": summary(&record), "version": version, "chunks": chunks.len(), "job": job}),
+            ));
+        }
+        let staged = self
+            .stage(id, version, title, &new.meta(), &chunks[..])
+            .await;
+        let (embed_ms, store_ms) = match staged {
+            Ok(timings) => timings,
+            Err(error) => {
+                self.abandon(&mut record, version, &error).await;
+                return Err(error);
+            }
+        };
+        self.finish(&mut record, version, &new.meta(), title, hash, chunks.len())
+            .await?;
+        let total_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok((
+            if created { 201 } else { 200 },
+            json!({
+                "document": summary(&record),
+                "version": version,
+                "chunks": chunks.len(),
+                "unchanged": false,
+                "timings": {"extract_ms": extract_ms, "embed_ms": embed_ms, "store_ms": store_ms, "total_ms": total_ms},
+            }),
+        ))
+    }
+
+    /// Marks the record `processing` with its next version and stores the original bytes.
+    async fn begin(
+        &self,
+        existing: Option<DocumentRecord>,
+        new: &NewDocument,
+        prepared: &Prepared,
+    ) -> Result<(DocumentRecord, u32), ApiError> {
         let now = now_ms();
         let mut record = existing.unwrap_or_else(|| DocumentRecord {
-            record_id: record_id(self.project, &id),
+            record_id: record_id(self.project, &prepared.id),
             rev: None,
             project: self.project.to_string(),
-            id: id.clone(),
+            id: prepared.id.clone(),
             kind: new.kind,
-            title: title.clone(),
+            title: prepared.title.clone(),
             tags: Vec::new(),
             metadata: Default::default(),
             source_uri: None,
@@ -183,7 +252,7 @@ impl Documents<'_> {
         });
         // A version a dead writer left behind is cleaned away before its number is reused.
         if let Some(abandoned) = record.pending_version.take() {
-            self.remove_version(&id, abandoned).await?;
+            self.remove_version(&prepared.id, abandoned).await?;
         }
         let version = record
             .next_version()
@@ -192,33 +261,56 @@ impl Documents<'_> {
         record.pending_version = Some(version);
         record.error = None;
         self.save(&mut record).await?;
+        if let Err(error) = self
+            .stores
+            .objects
+            .put(
+                &object_key(self.project, &prepared.id, version),
+                Bytes::from(new.bytes.clone()),
+            )
+            .await
+        {
+            self.abandon(&mut record, version, &error).await;
+            return Err(error);
+        }
+        Ok((record, version))
+    }
 
-        let staged = async {
-            let timings = self.stage(&id, version, &title, &new, &chunks).await?;
-            self.stores
-                .vectors
-                .batch(&visibility::promotion(self.project, &id, version))
-                .await?;
-            Ok::<_, ApiError>(timings)
+    /// After a failed write: the staged pieces go, the previous version stays live, and the record
+    /// says what failed.
+    pub async fn abandon(&self, record: &mut DocumentRecord, version: u32, error: &ApiError) {
+        let _ = self.remove_version(&record.id, version).await;
+        record.status = if record.live_version.is_some() {
+            Status::Ready
+        } else {
+            Status::Failed
         };
-        let (embed_ms, store_ms) = match staged.await {
-            Ok(timings) => timings,
-            Err(error) => {
-                // Leave the previous version live and say what failed; the staged pieces go.
-                let _ = self.remove_version(&id, version).await;
-                record.status = if record.live_version.is_some() {
-                    Status::Ready
-                } else {
-                    Status::Failed
-                };
-                record.pending_version = None;
-                record.error = Some(error.to_string());
-                let _ = self.save(&mut record).await;
-                return Err(error);
-            }
-        };
-        // The new version is live: the old versions' points go, and their files and chunk records
-        // beyond the kept count.
+        record.pending_version = None;
+        record.error = Some(error.to_string());
+        let _ = self.save(record).await;
+    }
+
+    /// Makes `version` live, removes the older versions' points (and their files and chunk records
+    /// beyond the kept count) and marks the record `ready`.
+    pub async fn finish(
+        &self,
+        record: &mut DocumentRecord,
+        version: u32,
+        meta: &Meta,
+        title: &str,
+        hash: &str,
+        chunks: usize,
+    ) -> Result<(), ApiError> {
+        let id = record.id.clone();
+        let promoted = self
+            .stores
+            .vectors
+            .batch(&visibility::promotion(self.project, &id, version))
+            .await;
+        if let Err(error) = promoted {
+            self.abandon(record, version, &error).await;
+            return Err(error);
+        }
         self.stores
             .vectors
             .delete(&visibility::other_versions(
@@ -229,10 +321,10 @@ impl Documents<'_> {
             .await?;
         record.versions.push(Version {
             version,
-            content_type: new.content_type,
-            content_sha256: hash,
-            bytes: new.bytes.len() as u64,
-            chunks: chunks.len() as u32,
+            content_type: meta.content_type,
+            content_sha256: hash.to_string(),
+            bytes: meta.bytes,
+            chunks: chunks as u32,
             created_at: now_ms(),
             kept: true,
         });
@@ -251,37 +343,26 @@ impl Documents<'_> {
                 }
             }
         }
-        record.title = title;
-        record.kind = new.kind;
-        record.tags = new.tags;
-        record.metadata = new.metadata;
-        record.source_uri = new.source_uri;
-        record.answer = new.answer;
+        record.title = title.to_string();
+        record.kind = meta.kind;
+        record.tags = meta.tags.clone();
+        record.metadata = meta.metadata.clone();
+        record.source_uri = meta.source_uri.clone();
+        record.answer = meta.answer.clone();
         record.live_version = Some(version);
         record.pending_version = None;
         record.status = Status::Ready;
-        self.save(&mut record).await?;
-        let total_ms = started.elapsed().as_secs_f64() * 1000.0;
-        Ok((
-            if created { 201 } else { 200 },
-            json!({
-                "document": summary(&record),
-                "version": version,
-                "chunks": chunks.len(),
-                "unchanged": false,
-                "timings": {"extract_ms": extract_ms, "embed_ms": embed_ms, "store_ms": store_ms, "total_ms": total_ms},
-            }),
-        ))
+        self.save(record).await
     }
 
-    /// Writes a version's file, chunk records and points (not yet live). Returns the milliseconds
+    /// Writes chunks' records and points (not yet live) for one version. Returns the milliseconds
     /// spent embedding and storing.
-    async fn stage(
+    pub async fn stage(
         &self,
         id: &str,
         version: u32,
         title: &str,
-        new: &NewDocument,
+        meta: &Meta,
         chunks: &[Chunk],
     ) -> Result<(f64, f64), ApiError> {
         let stores = self.stores;
@@ -292,13 +373,6 @@ impl Documents<'_> {
         let started = Instant::now();
         let dimension = dense.first().map_or(0, Vec::len);
         stores.vectors.ensure_collection(dimension).await?;
-        stores
-            .objects
-            .put(
-                &object_key(self.project, id, version),
-                Bytes::from(new.bytes.clone()),
-            )
-            .await?;
         let records: Vec<Value> = chunks
             .iter()
             .map(|c| {
@@ -338,21 +412,21 @@ impl Documents<'_> {
                         "document": id,
                         "version": version,
                         visibility::LIVE: false,
-                        "kind": new.kind,
+                        "kind": meta.kind,
                         "ordinal": c.ordinal,
                         "chunk_id": chunk_record_id(self.project, id, version, c.ordinal),
                         "text": c.text,
                         "title": title,
-                        "source_uri": new.source_uri,
-                        "tags": new.tags,
-                        "metadata": new.metadata,
+                        "source_uri": meta.source_uri,
+                        "tags": meta.tags,
+                        "metadata": meta.metadata,
                         "heading_path": c.heading_path,
                         "start": c.start,
                         "end": c.end,
                         "page": c.page,
                         "sha256": c.sha256,
-                        "answer": new.answer,
-                        "content_type": new.content_type,
+                        "answer": meta.answer,
+                        "content_type": meta.content_type,
                     },
                 })
             })
@@ -364,7 +438,7 @@ impl Documents<'_> {
     }
 
     /// Removes everything of one version: its points, chunk records and file.
-    async fn remove_version(&self, id: &str, version: u32) -> Result<(), ApiError> {
+    pub async fn remove_version(&self, id: &str, version: u32) -> Result<(), ApiError> {
         let filter = json!({"must": [
             {"key": "project", "match": {"value": self.project}},
             {"key": "document", "match": {"value": id}},

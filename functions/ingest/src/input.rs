@@ -30,6 +30,55 @@ pub struct NewDocument {
     pub answer: Option<String>,
 }
 
+/// What a document carries besides its bytes: kept with a job so that its steps can cut the stored
+/// bytes again exactly as the request did.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct Meta {
+    pub id: Option<String>,
+    pub title: Option<String>,
+    pub content_type: ContentType,
+    pub charset: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: Map<String, Value>,
+    pub source_uri: Option<String>,
+    pub kind: Kind,
+    pub answer: Option<String>,
+    pub bytes: u64,
+}
+
+impl NewDocument {
+    pub fn meta(&self) -> Meta {
+        Meta {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            content_type: self.content_type,
+            charset: self.charset.clone(),
+            tags: self.tags.clone(),
+            metadata: self.metadata.clone(),
+            source_uri: self.source_uri.clone(),
+            kind: self.kind,
+            answer: self.answer.clone(),
+            bytes: self.bytes.len() as u64,
+        }
+    }
+
+    /// The document again from its metadata and stored bytes (a job's step).
+    pub fn from_meta(meta: Meta, bytes: Vec<u8>) -> Self {
+        Self {
+            id: meta.id,
+            title: meta.title,
+            content_type: meta.content_type,
+            charset: meta.charset,
+            bytes,
+            tags: meta.tags,
+            metadata: meta.metadata,
+            source_uri: meta.source_uri,
+            kind: meta.kind,
+            answer: meta.answer,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonDocument {

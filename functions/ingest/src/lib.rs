@@ -9,6 +9,7 @@
 
 mod documents;
 mod input;
+mod jobs;
 mod stores;
 
 use http_body_util::BodyExt;
@@ -36,6 +37,10 @@ enum Endpoint {
     Chunks,
     Content,
     Qa,
+    Jobs,
+    Job,
+    Resume,
+    Step,
 }
 
 const fn at(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
@@ -68,13 +73,24 @@ const ROUTES: &[Route<Endpoint>] = &[
         E::Content,
     ),
     at("POST", "/v1/projects/:project/qa", E::Qa),
+    at("GET", "/v1/projects/:project/jobs", E::Jobs),
+    at("GET", "/v1/projects/:project/jobs/:job", E::Job),
+    at("POST", "/v1/projects/:project/jobs/:job/resume", E::Resume),
+    at("POST", "/v1/projects/:project/jobs/:job/step", E::Step),
 ];
 
 /// What reading needs versus what writing needs: viewers read, editors (and `ingest` keys) write.
 fn action(endpoint: Endpoint) -> Action {
     match endpoint {
-        E::List | E::Get | E::Chunks | E::Content | E::Health => Action::Search,
-        E::Access | E::Create | E::Put | E::Delete | E::DeleteByTag | E::Qa => Action::Ingest,
+        E::List | E::Get | E::Chunks | E::Content | E::Health | E::Jobs | E::Job => Action::Search,
+        E::Access
+        | E::Create
+        | E::Put
+        | E::Delete
+        | E::DeleteByTag
+        | E::Qa
+        | E::Resume
+        | E::Step => Action::Ingest,
     }
 }
 
@@ -143,6 +159,28 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
     }
     let project = found.param("project").unwrap_or_default().to_string();
     let id = found.param("id").unwrap_or_default().to_string();
+    let job = found.param("job").unwrap_or_default().to_string();
+    if let E::Step = endpoint {
+        // A job's step is the component calling itself: it proves itself with the job's token.
+        let token = request
+            .headers()
+            .get(jobs::TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        shared::auth::validate_id(&project, "project")?;
+        let stores = Stores::load().await?;
+        let documents = Documents {
+            stores: &stores,
+            project: &project,
+        };
+        let body = jobs::Jobs {
+            documents: &documents,
+        }
+        .step(&job, &token)
+        .await?;
+        return Ok(Reply::json(200, &body));
+    }
     let principal = guest::authorize(request.headers(), &project, action(endpoint)).await?;
     if let E::Access = endpoint {
         return Ok(Reply::json(200, &principal));
@@ -232,7 +270,31 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
                 body: bytes.to_vec(),
             })
         }
-        E::Health | E::Access => unreachable!("answered above"),
+        E::Jobs => Ok(Reply::json(
+            200,
+            &jobs::Jobs {
+                documents: &documents,
+            }
+            .list()
+            .await?,
+        )),
+        E::Job => Ok(Reply::json(
+            200,
+            &jobs::Jobs {
+                documents: &documents,
+            }
+            .get(&job)
+            .await?,
+        )),
+        E::Resume => Ok(Reply::json(
+            202,
+            &jobs::Jobs {
+                documents: &documents,
+            }
+            .resume(&job)
+            .await?,
+        )),
+        E::Health | E::Access | E::Step => unreachable!("answered above"),
     }
 }
 

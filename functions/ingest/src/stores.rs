@@ -19,6 +19,10 @@ pub struct Stores {
     pub chunking: ChunkConfig,
     /// Versions whose records and files are kept (the live one included).
     pub keep_versions: usize,
+    /// Documents of up to this many chunks are indexed within their request; larger ones by a job.
+    pub inline_chunks: usize,
+    /// Chunks a job's step indexes.
+    pub step_chunks: usize,
 }
 
 async fn variable(name: &str) -> Result<String, ApiError> {
@@ -78,6 +82,8 @@ impl Stores {
             ),
             chunking,
             keep_versions: number("keep_versions", 3).await?.max(1),
+            inline_chunks: number("inline_chunks", 64).await?,
+            step_chunks: number("job_step_chunks", 64).await?.max(1),
         })
     }
 }

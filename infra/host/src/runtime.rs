@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -163,6 +163,9 @@ struct Outbound {
     chain: ChainLink,
     /// How many chained requests led to this instance's request (0 for one from outside).
     depth: u32,
+    /// Set once the instance has returned its response: a chained request it makes after that is
+    /// not nested in anyone's request (a job's next step, say) and starts a new chain.
+    responded: Arc<AtomicBool>,
 }
 
 /// The way from an instance back to the application's front, for chained requests: set once the
@@ -212,7 +215,11 @@ impl WasiHttpHooks for Outbound {
         }
         if let Some(target) = target {
             let front = self.chain.get().and_then(Weak::upgrade);
-            let depth = self.depth + 1;
+            let depth = if self.responded.load(Ordering::Relaxed) {
+                1
+            } else {
+                self.depth + 1
+            };
             return Box::new(async move {
                 let Some(front) = front else {
                     return Err(wasmtime_wasi_http::Error::DestinationUnavailable);
@@ -479,6 +486,7 @@ impl HandlerState for ComponentRuntime {
         let started = Instant::now();
         let mut wasi = WasiCtxBuilder::new();
         wasi.envs(&self.environment).inherit_stderr();
+        let responded = Arc::new(AtomicBool::new(false));
         let state = StoreState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -488,6 +496,7 @@ impl HandlerState for ComponentRuntime {
                 allowed: self.allowed.clone(),
                 chain: self.chain.clone(),
                 depth: 0,
+                responded: responded.clone(),
             },
             variables: self.variables.clone(),
             instantiate_micros: 0,
@@ -501,7 +510,7 @@ impl HandlerState for ComponentRuntime {
             store,
             proxy,
             view: http_view,
-            expiration: Expiration::new(self.request_timeout, self.stream_timeout),
+            expiration: Expiration::new(self.request_timeout, self.stream_timeout, responded),
             state: OneShot,
         })
     }
@@ -551,14 +560,20 @@ const EXPIRY_GRACE: Duration = Duration::from_millis(250);
 pub struct Expiration {
     request_timeout: Duration,
     stream_timeout: Duration,
+    responded: Arc<AtomicBool>,
     timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl Expiration {
-    fn new(request_timeout: Duration, stream_timeout: Duration) -> Self {
+    fn new(
+        request_timeout: Duration,
+        stream_timeout: Duration,
+        responded: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             request_timeout,
             stream_timeout,
+            responded,
             timer: None,
         }
     }
@@ -585,7 +600,10 @@ impl WorkerExpiration for Expiration {
             // The server answers 504 at the request timeout; the instance gets a little longer so that
             // answer is never pre-empted by the instance being torn down.
             WorkerStatus::Requests => self.request_timeout + EXPIRY_GRACE,
-            WorkerStatus::PostReturn => self.stream_timeout,
+            WorkerStatus::PostReturn => {
+                self.responded.store(true, Ordering::Relaxed);
+                self.stream_timeout
+            }
         };
         let deadline = start + limit;
         let this = &mut *self;

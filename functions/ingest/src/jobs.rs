@@ -1,0 +1,261 @@
+//! Jobs: a write too large for one request, done in bounded steps.
+//!
+//! Each step is a request the component makes to itself through Spin's local service chaining
+//! (`http://ingest.spin.internal`), sent after the current request has been answered. A step reads
+//! the job's cursor from the document store, cuts the stored original again (deterministically),
+//! embeds and writes the next slice of chunks under their fixed ids, moves the cursor, and starts the
+//! next step; the last one makes the version live. A step that died is simply run again: by the next
+//! `GET` of the job once it has stalled, or by `POST .../jobs/:id/resume`. No threads, no timers.
+
+use serde_json::{Value, json};
+use shared::ApiError;
+use shared::ingest::document::{DocumentRecord, object_key};
+
+use crate::documents::{Documents, now_ms};
+use crate::input::{Meta, NewDocument};
+
+/// The header a step request proves itself with.
+pub const TOKEN_HEADER: &str = "x-edgerag-job-token";
+/// A job whose cursor has not moved for this long is taken to have lost its step.
+const STALL_MS: u64 = 60_000;
+/// Failed steps before the job gives up.
+const MAX_ATTEMPTS: u32 = 3;
+
+fn job_id(project: &str, id: &str) -> String {
+    format!("job:{project}:{id}")
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the platform provides randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What clients see of a job.
+fn public(job: &Value) -> Value {
+    let mut job = job.clone();
+    if let Some(obj) = job.as_object_mut() {
+        for private in ["_id", "_rev", "type", "token", "meta"] {
+            obj.remove(private);
+        }
+    }
+    job
+}
+
+pub struct Jobs<'a, 'b> {
+    pub documents: &'a Documents<'b>,
+}
+
+impl Jobs<'_, '_> {
+    fn couch(&self) -> &guest::couch::Couch {
+        &self.documents.stores.couch
+    }
+
+    fn project(&self) -> &str {
+        self.documents.project
+    }
+
+    /// Records a job for `version` of `record` (already `processing`, its bytes stored) and starts
+    /// its first step once this request has been answered.
+    pub async fn start(
+        &self,
+        record: &DocumentRecord,
+        version: u32,
+        new: &NewDocument,
+        chunks: usize,
+    ) -> Result<Value, ApiError> {
+        let id = format!("{}-v{version}-{}", record.id, &new_token()[..8]);
+        let mut meta = new.meta();
+        meta.id = Some(record.id.clone());
+        let job = json!({
+            "_id": job_id(self.project(), &id),
+            "type": "job",
+            "id": id,
+            "kind": "ingest",
+            "project": self.project(),
+            "document": record.id,
+            "version": version,
+            "status": "running",
+            "chunks_total": chunks,
+            "chunks_done": 0,
+            "items_total": 1,
+            "items_done": 0,
+            "attempts": 0,
+            "errors": [],
+            "created_at": now_ms(),
+            "updated_at": now_ms(),
+            "finished_at": null,
+            "embed_ms": 0.0,
+            "store_ms": 0.0,
+            "token": new_token(),
+            "meta": meta,
+        });
+        let mut stored = job.clone();
+        stored["_rev"] = json!(self.couch().put(&job).await?);
+        kick(self.project(), &stored);
+        Ok(public(&stored))
+    }
+
+    async fn load(&self, id: &str) -> Result<Value, ApiError> {
+        self.couch()
+            .get(&job_id(self.project(), id))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no job {id} in this project")))
+    }
+
+    /// A job's state; a running job whose step was lost is started again.
+    pub async fn get(&self, id: &str) -> Result<Value, ApiError> {
+        let job = self.load(id).await?;
+        if job["status"] == "running"
+            && now_ms() > job["updated_at"].as_u64().unwrap_or(0) + STALL_MS
+        {
+            kick(self.project(), &job);
+        }
+        Ok(public(&job))
+    }
+
+    /// Starts a running job's next step now.
+    pub async fn resume(&self, id: &str) -> Result<Value, ApiError> {
+        let job = self.load(id).await?;
+        if job["status"] == "running" {
+            kick(self.project(), &job);
+        }
+        Ok(public(&job))
+    }
+
+    /// The project's jobs, newest first (at most 100).
+    pub async fn list(&self) -> Result<Value, ApiError> {
+        let rows = self
+            .couch()
+            .prefix(&format!("job:{}:", self.project()), None, 1000, true)
+            .await?;
+        let mut jobs: Vec<Value> = rows.iter().map(|r| public(&r["doc"])).collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j["created_at"].as_u64().unwrap_or(0)));
+        jobs.truncate(100);
+        Ok(json!({"jobs": jobs}))
+    }
+
+    /// One step: the next slice of chunks, or the promotion when none is left.
+    pub async fn step(&self, id: &str, token: &str) -> Result<Value, ApiError> {
+        let mut job = self.load(id).await?;
+        let expected = job["token"].as_str().unwrap_or_default();
+        if expected.is_empty() || !constant_time_eq(expected.as_bytes(), token.as_bytes()) {
+            return Err(ApiError::Unauthenticated("not this job's step".into()));
+        }
+        if job["status"] != "running" {
+            return Ok(public(&job));
+        }
+        // Claim the step: a second runner of the same step loses this write and stops.
+        job["updated_at"] = json!(now_ms());
+        job["_rev"] = json!(self.couch().put(&job).await?);
+        match self.advance(&mut job).await {
+            Ok(()) => {}
+            Err(error) => {
+                let attempts = job["attempts"].as_u64().unwrap_or(0) as u32 + 1;
+                job["attempts"] = json!(attempts);
+                if let Some(errors) = job["errors"].as_array_mut() {
+                    errors.push(json!({"at": now_ms(), "error": error.to_string()}));
+                }
+                if attempts >= MAX_ATTEMPTS {
+                    job["status"] = json!("failed");
+                    job["finished_at"] = json!(now_ms());
+                    if let Some(mut record) = self.record(&job).await? {
+                        let version = job["version"].as_u64().unwrap_or(0) as u32;
+                        self.documents.abandon(&mut record, version, &error).await;
+                    }
+                }
+            }
+        }
+        job["updated_at"] = json!(now_ms());
+        job["_rev"] = json!(self.couch().put(&job).await?);
+        if job["status"] == "running" {
+            kick(self.project(), &job);
+        }
+        Ok(public(&job))
+    }
+
+    async fn record(&self, job: &Value) -> Result<Option<DocumentRecord>, ApiError> {
+        self.documents
+            .record(job["document"].as_str().unwrap_or_default())
+            .await
+    }
+
+    async fn advance(&self, job: &mut Value) -> Result<(), ApiError> {
+        let documents = self.documents;
+        let stores = documents.stores;
+        let document = job["document"].as_str().unwrap_or_default().to_string();
+        let version = job["version"].as_u64().unwrap_or(0) as u32;
+        let meta: Meta = serde_json::from_value(job["meta"].clone())
+            .map_err(|e| ApiError::Internal(format!("job {}: {e}", job["id"])))?;
+        let bytes = stores
+            .objects
+            .get(&object_key(self.project(), &document, version))
+            .await?
+            .ok_or_else(|| {
+                ApiError::Internal(format!("job {}: the stored file is gone", job["id"]))
+            })?;
+        let new = NewDocument::from_meta(meta.clone(), bytes.to_vec());
+        let prepared = documents.prepare(&new)?;
+        let done = job["chunks_done"].as_u64().unwrap_or(0) as usize;
+        let total = prepared.chunks.len();
+        if done < total {
+            let end = (done + stores.step_chunks).min(total);
+            let (embed_ms, store_ms) = documents
+                .stage(
+                    &document,
+                    version,
+                    &prepared.title,
+                    &meta,
+                    &prepared.chunks[done..end],
+                )
+                .await?;
+            job["chunks_done"] = json!(end);
+            job["embed_ms"] = json!(job["embed_ms"].as_f64().unwrap_or(0.0) + embed_ms);
+            job["store_ms"] = json!(job["store_ms"].as_f64().unwrap_or(0.0) + store_ms);
+            return Ok(());
+        }
+        let mut record = self.record(job).await?.ok_or_else(|| {
+            ApiError::Internal(format!("job {}: the document is gone", job["id"]))
+        })?;
+        documents
+            .finish(
+                &mut record,
+                version,
+                &meta,
+                &prepared.title,
+                &prepared.hash,
+                total,
+            )
+            .await?;
+        job["status"] = json!("done");
+        job["items_done"] = json!(1);
+        job["finished_at"] = json!(now_ms());
+        Ok(())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Starts the job's next step as a chained request, once this request has been answered (the task
+/// runs after the handler returns, until the step has answered).
+fn kick(project: &str, job: &Value) {
+    let url = format!(
+        "http://ingest.spin.internal/v1/projects/{project}/jobs/{}/step",
+        job["id"].as_str().unwrap_or_default()
+    );
+    let token = job["token"].as_str().unwrap_or_default().to_string();
+    spin_sdk::wit_bindgen::spawn(async move {
+        let answer = guest::outbound::send(
+            "POST",
+            &url,
+            &[(TOKEN_HEADER, token.as_str())],
+            bytes::Bytes::new(),
+        )
+        .await;
+        if let Err(error) = answer {
+            eprintln!("ingest: starting a job step failed: {error}");
+        }
+    });
+}
