@@ -850,3 +850,73 @@ async fn a_large_document_becomes_a_job_whose_steps_chain_until_it_is_live() {
     assert_eq!(listed["jobs"][0]["id"], job.as_str());
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_documents_is_written_together_and_a_bad_one_refuses_the_batch() {
+    let (host, data_dir) = host().await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let docs = format!("/v1/projects/{}/documents", owner.project);
+    let batch = json!([
+        {"id": "a", "title": "A", "text": "Alpha paragraph about apples."},
+        {"id": "b", "title": "B", "text": "Beta paragraph about bananas.", "tags": ["fruit"]},
+        {"id": "c", "text": "Gamma paragraph about cherries."},
+    ]);
+    let reply = call(addr, "POST", &docs, Some(&key), Some(batch.clone())).await;
+    let body = ok(&reply, 200, "batch");
+    let statuses: Vec<Value> = body["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].clone())
+        .collect();
+    assert_eq!(statuses, vec![json!("created"); 3]);
+    let inspector = Inspector::new(&host, &data_dir);
+    let live = inspector
+        .scroll("edgerag_chunks", visibility::live_filter(&owner.project))
+        .await;
+    assert_eq!(live.len(), 3);
+    // Again with one changed: the others are unchanged and keep their version.
+    let mut again = batch.clone();
+    again[1]["text"] = json!("Beta paragraph about blueberries now.");
+    let reply = call(addr, "POST", &docs, Some(&key), Some(again)).await;
+    let body = ok(&reply, 200, "batch again");
+    let statuses: Vec<(Value, Value)> = body["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["status"].clone(), d["version"].clone()))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (json!("unchanged"), json!(1)),
+            (json!("updated"), json!(2)),
+            (json!("unchanged"), json!(1))
+        ]
+    );
+    let live = inspector
+        .scroll("edgerag_chunks", visibility::live_filter(&owner.project))
+        .await;
+    assert_eq!(live.len(), 3, "the old version of b is gone");
+    // One bad document refuses the whole batch, naming it, and nothing changes.
+    let before = inspector.counts().await;
+    let bad = json!([
+        {"id": "d", "text": "Delta is fine."},
+        {"id": "e/f", "text": "a bad id"},
+    ]);
+    let reply = call(addr, "POST", &docs, Some(&key), Some(bad)).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    let reply = call(
+        addr,
+        "POST",
+        &docs,
+        Some(&key),
+        Some(json!([{"id": "x", "text": "one"}, {"id": "x", "text": "two"}])),
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(inspector.counts().await, before);
+    host.stop().await;
+}

@@ -108,10 +108,11 @@ impl Couch {
         }
     }
 
-    /// Writes many documents in one request (`_deleted: true` ones are deleted); fails when any fails.
-    pub async fn bulk(&self, docs: Vec<Value>) -> Result<(), ApiError> {
+    /// Writes many documents in one request (`_deleted: true` ones are deleted) and returns their
+    /// new revisions in order; a conflict on any is `Conflict`, any other failure `Unavailable`.
+    pub async fn bulk(&self, docs: Vec<Value>) -> Result<Vec<String>, ApiError> {
         if docs.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let body = json!({"docs": docs});
         let mut answer = self.call("POST", "/_bulk_docs", Some(&body)).await?;
@@ -122,15 +123,57 @@ impl Couch {
         if !answer.ok() {
             return Err(unavailable("_bulk_docs", answer.status));
         }
-        let failed = answer
-            .json()
-            .as_array()
-            .map(|rows| rows.iter().filter(|r| r.get("error").is_some()).count())
-            .unwrap_or(0);
+        let rows = answer.json().as_array().cloned().unwrap_or_default();
+        if rows
+            .iter()
+            .any(|r| r.get("error").and_then(Value::as_str) == Some("conflict"))
+        {
+            return Err(ApiError::Conflict(
+                "a document changed while this request ran; retry".into(),
+            ));
+        }
+        let failed = rows.iter().filter(|r| r.get("error").is_some()).count();
         if failed > 0 {
             return Err(unavailable("_bulk_docs", format!("{failed} writes failed")));
         }
-        Ok(())
+        Ok(rows
+            .iter()
+            .map(|r| r["rev"].as_str().unwrap_or_default().to_string())
+            .collect())
+    }
+
+    /// Several documents by id in one request, `None` for each that does not exist.
+    pub async fn get_many(&self, ids: &[String]) -> Result<Vec<Option<Value>>, ApiError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answer = self
+            .call(
+                "POST",
+                "/_all_docs?include_docs=true",
+                Some(&json!({"keys": ids})),
+            )
+            .await?;
+        if Self::no_database(&answer) {
+            return Ok(vec![None; ids.len()]);
+        }
+        if !answer.ok() {
+            return Err(unavailable("_all_docs", answer.status));
+        }
+        let rows = answer.json()["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                rows.iter()
+                    .find(|row| row["key"].as_str() == Some(id))
+                    .and_then(|row| row.get("doc"))
+                    .filter(|doc| doc.is_object())
+                    .cloned()
+            })
+            .collect())
     }
 
     /// Up to `limit` rows of ids starting with `prefix`, after `after`, with their documents when

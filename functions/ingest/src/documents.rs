@@ -59,6 +59,29 @@ pub struct Prepared {
 
 pub use crate::input::Meta;
 
+/// One document's chunks to stage.
+#[derive(Debug)]
+pub struct Staging<'a> {
+    pub id: &'a str,
+    pub version: u32,
+    pub title: &'a str,
+    pub meta: &'a Meta,
+    pub chunks: &'a [Chunk],
+}
+
+/// An error about the `i`th document of a batch, saying which.
+fn within(i: usize, new: &NewDocument, error: ApiError) -> ApiError {
+    let name = new.id.clone().unwrap_or_else(|| format!("#{i}"));
+    match error {
+        ApiError::BadRequest(m) => ApiError::BadRequest(format!("document {name}: {m}")),
+        ApiError::UnsupportedMediaType(m) => {
+            ApiError::UnsupportedMediaType(format!("document {name}: {m}"))
+        }
+        ApiError::Unprocessable(m) => ApiError::Unprocessable(format!("document {name}: {m}")),
+        other => other,
+    }
+}
+
 /// Whether a write makes a document or a new version of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -319,6 +342,23 @@ impl Documents<'_> {
                 Some(version),
             ))
             .await?;
+        self.complete(record, version, meta, title, hash, chunks)
+            .await?;
+        self.save(record).await
+    }
+
+    /// The record's side of a version going live: its entry, the kept versions, `ready`. Files and
+    /// chunk records of versions beyond the kept count go.
+    async fn complete(
+        &self,
+        record: &mut DocumentRecord,
+        version: u32,
+        meta: &Meta,
+        title: &str,
+        hash: &str,
+        chunks: usize,
+    ) -> Result<(), ApiError> {
+        let id = record.id.clone();
         record.versions.push(Version {
             version,
             content_type: meta.content_type,
@@ -352,7 +392,8 @@ impl Documents<'_> {
         record.live_version = Some(version);
         record.pending_version = None;
         record.status = Status::Ready;
-        self.save(record).await
+        record.updated_at = now_ms();
+        Ok(())
     }
 
     /// Writes chunks' records and points (not yet live) for one version. Returns the milliseconds
@@ -365,21 +406,40 @@ impl Documents<'_> {
         meta: &Meta,
         chunks: &[Chunk],
     ) -> Result<(f64, f64), ApiError> {
+        self.stage_many(&[Staging {
+            id,
+            version,
+            title,
+            meta,
+            chunks,
+        }])
+        .await
+    }
+
+    /// [`Documents::stage`] for several documents at once: one embedding run, one collection check,
+    /// and chunk records and points written in large batches.
+    pub async fn stage_many(&self, items: &[Staging<'_>]) -> Result<(f64, f64), ApiError> {
         let stores = self.stores;
         let started = Instant::now();
-        let texts: Vec<String> = chunks.iter().map(Chunk::embed_text).collect();
-        let dense = stores.embedder.embed(&texts).await?;
+        let texts: Vec<String> = items
+            .iter()
+            .flat_map(|item| item.chunks.iter().map(Chunk::embed_text))
+            .collect();
+        let mut dense = stores.embedder.embed(&texts).await?.into_iter();
         let embed_ms = started.elapsed().as_secs_f64() * 1000.0;
         let started = Instant::now();
-        let dimension = dense.first().map_or(0, Vec::len);
+        let dimension = dense.as_slice().first().map_or(0, Vec::len);
         stores.vectors.ensure_collection(dimension).await?;
-        let records: Vec<Value> = chunks
-            .iter()
-            .map(|c| {
-                json!({
-                    "_id": chunk_record_id(self.project, id, version, c.ordinal),
+        let mut records = Vec::with_capacity(texts.len());
+        let mut points = Vec::with_capacity(texts.len());
+        for item in items {
+            let (project, id, version, meta) = (self.project, item.id, item.version, item.meta);
+            for c in item.chunks {
+                let chunk_id = chunk_record_id(project, id, version, c.ordinal);
+                records.push(json!({
+                    "_id": chunk_id,
                     "type": "chunk",
-                    "project": self.project,
+                    "project": project,
                     "document": id,
                     "version": version,
                     "ordinal": c.ordinal,
@@ -390,33 +450,25 @@ impl Documents<'_> {
                     "page": c.page,
                     "tokens": c.tokens,
                     "sha256": c.sha256,
-                })
-            })
-            .collect();
-        for batch in records.chunks(500) {
-            stores.couch.bulk(batch.to_vec()).await?;
-        }
-        let points: Vec<Value> = chunks
-            .iter()
-            .zip(dense)
-            .map(|(c, vector)| {
+                }));
+                let vector = dense.next().unwrap_or_default();
                 let keyword = sparse::document_vector(&c.embed_text());
-                json!({
-                    "id": point_id(self.project, id, version, c.ordinal),
+                points.push(json!({
+                    "id": point_id(project, id, version, c.ordinal),
                     "vector": {
                         guest::vectors::DENSE: vector,
                         guest::vectors::KEYWORD: keyword,
                     },
                     "payload": {
-                        "project": self.project,
+                        "project": project,
                         "document": id,
                         "version": version,
                         visibility::LIVE: false,
                         "kind": meta.kind,
                         "ordinal": c.ordinal,
-                        "chunk_id": chunk_record_id(self.project, id, version, c.ordinal),
+                        "chunk_id": chunk_id,
                         "text": c.text,
-                        "title": title,
+                        "title": item.title,
                         "source_uri": meta.source_uri,
                         "tags": meta.tags,
                         "metadata": meta.metadata,
@@ -428,13 +480,212 @@ impl Documents<'_> {
                         "answer": meta.answer,
                         "content_type": meta.content_type,
                     },
-                })
-            })
-            .collect();
+                }));
+            }
+        }
+        for batch in records.chunks(500) {
+            stores.couch.bulk(batch.to_vec()).await?;
+        }
         for batch in points.chunks(UPSERT_BATCH) {
             stores.vectors.upsert(batch.to_vec()).await?;
         }
         Ok((embed_ms, started.elapsed().as_secs_f64() * 1000.0))
+    }
+
+    /// Writes several documents (new ones, or new versions of existing ones) in one go: every input
+    /// is checked first, then each phase (records, files, embeddings, chunk records and points, the
+    /// promotion, the final records) is one round of batched store requests for all of them.
+    pub async fn write_batch(&self, news: Vec<NewDocument>) -> Result<(u16, Value), ApiError> {
+        let started = Instant::now();
+        let mut prepared = Vec::with_capacity(news.len());
+        for (i, new) in news.iter().enumerate() {
+            prepared.push(self.prepare(new).map_err(|e| within(i, new, e))?);
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = prepared.iter().find(|p| !seen.insert(p.id.clone())) {
+            return Err(ApiError::BadRequest(format!(
+                "document {} appears twice in the batch",
+                dup.id
+            )));
+        }
+        let total: usize = prepared.iter().map(|p| p.chunks.len()).sum();
+        if total > self.stores.batch_chunks {
+            return Err(ApiError::Unprocessable(format!(
+                "the batch makes {total} chunks, more than {} in one request; send fewer documents at once",
+                self.stores.batch_chunks
+            )));
+        }
+        let ids: Vec<String> = prepared
+            .iter()
+            .map(|p| record_id(self.project, &p.id))
+            .collect();
+        let existing = self.stores.couch.get_many(&ids).await?;
+        let mut outcomes = vec![Value::Null; news.len()];
+        let mut work: Vec<(usize, DocumentRecord, u32)> = Vec::new();
+        let now = now_ms();
+        for (i, (found, (new, prep))) in existing
+            .into_iter()
+            .zip(news.iter().zip(&prepared))
+            .enumerate()
+        {
+            let record: Option<DocumentRecord> = match found {
+                Some(doc) => Some(serde_json::from_value(doc).map_err(|e| {
+                    ApiError::Internal(format!("document record {}: {e}", prep.id))
+                })?),
+                None => None,
+            };
+            if let Some(record) = &record {
+                if record.status == Status::Processing && now < record.updated_at + STALE_MS {
+                    return Err(ApiError::Conflict(format!(
+                        "a version of document {} is being written; try again when it is done",
+                        prep.id
+                    )));
+                }
+                let same = record.status == Status::Ready
+                    && record.live().is_some_and(|live| {
+                        live.content_sha256 == prep.hash && live.content_type == new.content_type
+                    })
+                    && record.title == prep.title
+                    && record.tags == new.tags
+                    && record.metadata == new.metadata
+                    && record.source_uri == new.source_uri
+                    && record.answer == new.answer;
+                if same {
+                    outcomes[i] = json!({"id": prep.id, "status": "unchanged", "version": record.live_version, "chunks": record.live().map(|v| v.chunks)});
+                    continue;
+                }
+            }
+            let created = record.is_none();
+            let mut record = record.unwrap_or_else(|| DocumentRecord {
+                record_id: record_id(self.project, &prep.id),
+                rev: None,
+                project: self.project.to_string(),
+                id: prep.id.clone(),
+                kind: new.kind,
+                title: prep.title.clone(),
+                tags: Vec::new(),
+                metadata: Default::default(),
+                source_uri: None,
+                status: Status::Processing,
+                live_version: None,
+                pending_version: None,
+                versions: Vec::new(),
+                created_at: now,
+                updated_at: now,
+                error: None,
+                answer: None,
+            });
+            if let Some(abandoned) = record.pending_version.take() {
+                self.remove_version(&prep.id, abandoned).await?;
+            }
+            let version = record
+                .next_version()
+                .max(record.live_version.unwrap_or(0) + 1);
+            record.status = Status::Processing;
+            record.pending_version = Some(version);
+            record.error = None;
+            record.updated_at = now;
+            outcomes[i] = json!({"id": prep.id, "status": if created { "created" } else { "updated" }, "version": version, "chunks": prep.chunks.len()});
+            work.push((i, record, version));
+        }
+        if !work.is_empty() {
+            self.save_many(work.iter_mut().map(|(_, record, _)| record))
+                .await?;
+            let keys: Vec<String> = work
+                .iter()
+                .map(|(i, _, version)| object_key(self.project, &prepared[*i].id, *version))
+                .collect();
+            let puts = work.iter().zip(&keys).map(|((i, _, _), key)| {
+                self.stores
+                    .objects
+                    .put(key, Bytes::from(news[*i].bytes.clone()))
+            });
+            let metas: Vec<Meta> = news.iter().map(NewDocument::meta).collect();
+            let staged = async {
+                for put in futures::future::join_all(puts).await {
+                    put?;
+                }
+                let items: Vec<Staging<'_>> = work
+                    .iter()
+                    .map(|(i, _, version)| Staging {
+                        id: &prepared[*i].id,
+                        version: *version,
+                        title: &prepared[*i].title,
+                        meta: &metas[*i],
+                        chunks: &prepared[*i].chunks,
+                    })
+                    .collect();
+                self.stage_many(&items).await?;
+                let operations: Vec<Value> = work
+                    .iter()
+                    .flat_map(|(i, _, version)| {
+                        visibility::promotion(self.project, &prepared[*i].id, *version)["operations"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                self.stores
+                    .vectors
+                    .batch(&json!({"operations": operations}))
+                    .await
+            };
+            if let Err(error) = staged.await {
+                for (_, record, version) in &mut work {
+                    self.abandon(record, *version, &error).await;
+                }
+                return Err(error);
+            }
+            for (i, record, version) in &mut work {
+                if record.live_version.is_some() {
+                    self.stores
+                        .vectors
+                        .delete(&visibility::other_versions(
+                            self.project,
+                            &record.id,
+                            Some(*version),
+                        ))
+                        .await?;
+                }
+                let (meta, prep) = (&metas[*i], &prepared[*i]);
+                self.complete(
+                    record,
+                    *version,
+                    meta,
+                    &prep.title,
+                    &prep.hash,
+                    prep.chunks.len(),
+                )
+                .await?;
+            }
+            self.save_many(work.iter_mut().map(|(_, record, _)| record))
+                .await?;
+        }
+        Ok((
+            200,
+            json!({
+                "documents": outcomes,
+                "chunks": work.iter().map(|(i, _, _)| prepared[*i].chunks.len()).sum::<usize>(),
+                "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+            }),
+        ))
+    }
+
+    /// Saves several records in one request, taking their new revisions.
+    async fn save_many<'r>(
+        &self,
+        records: impl Iterator<Item = &'r mut DocumentRecord>,
+    ) -> Result<(), ApiError> {
+        let mut records: Vec<&mut DocumentRecord> = records.collect();
+        let docs = records
+            .iter()
+            .map(|r| serde_json::to_value(&**r).map_err(|e| ApiError::Internal(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let revs = self.stores.couch.bulk(docs).await?;
+        for (record, rev) in records.iter_mut().zip(revs) {
+            record.rev = Some(rev);
+        }
+        Ok(())
     }
 
     /// Removes everything of one version: its points, chunk records and file.

@@ -157,29 +157,7 @@ pub fn document(
     if media(content_type) == "application/json" {
         let json: JsonDocument =
             shared::request::json_body(content_type, &body, MAX_DOCUMENT_BYTES)?;
-        let format = match json.content_type.as_deref() {
-            None => ContentType::Text,
-            Some(value) => match ContentType::parse(value)? {
-                ContentType::Pdf => {
-                    return Err(ApiError::UnsupportedMediaType(
-                        "a PDF is sent as the raw body with `content-type: application/pdf`, not inside JSON".into(),
-                    ));
-                }
-                format => format,
-            },
-        };
-        return checked(NewDocument {
-            id: json.id,
-            title: json.title,
-            content_type: format,
-            charset: None,
-            bytes: json.text.into_bytes(),
-            tags: json.tags,
-            metadata: json.metadata,
-            source_uri: json.source_uri,
-            kind: Kind::Document,
-            answer: None,
-        });
+        return from_json(json);
     }
     let Some(header) = content_type else {
         return Err(ApiError::UnsupportedMediaType(
@@ -215,6 +193,54 @@ pub fn document(
         }
     }
     checked(doc)
+}
+
+/// Most documents in one batch request.
+pub const MAX_BATCH: usize = 500;
+
+/// Whether a body is a JSON array (a batch of documents).
+pub fn is_batch(content_type: Option<&str>, body: &[u8]) -> bool {
+    media(content_type) == "application/json"
+        && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+}
+
+/// A batch of documents from a JSON array of `{id?, title?, text, content_type?, tags?, metadata?,
+/// source_uri?}`.
+pub fn documents(content_type: Option<&str>, body: &[u8]) -> Result<Vec<NewDocument>, ApiError> {
+    let docs: Vec<JsonDocument> =
+        shared::request::json_body(content_type, body, MAX_DOCUMENT_BYTES)?;
+    if docs.is_empty() || docs.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!(
+            "a batch holds 1 to {MAX_BATCH} documents"
+        )));
+    }
+    docs.into_iter().map(from_json).collect()
+}
+
+fn from_json(json: JsonDocument) -> Result<NewDocument, ApiError> {
+    let format = match json.content_type.as_deref() {
+        None => ContentType::Text,
+        Some(value) => match ContentType::parse(value)? {
+            ContentType::Pdf => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "a PDF is sent as the raw body with `content-type: application/pdf`, not inside JSON".into(),
+                ));
+            }
+            format => format,
+        },
+    };
+    checked(NewDocument {
+        id: json.id,
+        title: json.title,
+        content_type: format,
+        charset: None,
+        bytes: json.text.into_bytes(),
+        tags: json.tags,
+        metadata: json.metadata,
+        source_uri: json.source_uri,
+        kind: Kind::Document,
+        answer: None,
+    })
 }
 
 /// Q&A pairs from `[{question, answer, tags?, id?, metadata?}]`.

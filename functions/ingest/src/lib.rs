@@ -201,6 +201,11 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
         project: &project,
     };
     match endpoint {
+        E::Create if input::is_batch(content_type.as_deref(), &body) => {
+            let batch = input::documents(content_type.as_deref(), &body)?;
+            let (status, body) = documents.write_batch(batch).await?;
+            Ok(Reply::json(status, &body))
+        }
         E::Create => {
             let new = input::document(content_type.as_deref(), &query, body)?;
             let (status, body) = documents.write(new, Mode::Create).await?;

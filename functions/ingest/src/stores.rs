@@ -23,6 +23,8 @@ pub struct Stores {
     pub inline_chunks: usize,
     /// Chunks a job's step indexes.
     pub step_chunks: usize,
+    /// Most chunks one batch request may make.
+    pub batch_chunks: usize,
 }
 
 async fn variable(name: &str) -> Result<String, ApiError> {
@@ -84,6 +86,7 @@ impl Stores {
             keep_versions: number("keep_versions", 3).await?.max(1),
             inline_chunks: number("inline_chunks", 64).await?,
             step_chunks: number("job_step_chunks", 64).await?.max(1),
+            batch_chunks: number("batch_chunks", 256).await?.max(1),
         })
     }
 }

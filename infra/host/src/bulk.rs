@@ -27,6 +27,8 @@ pub struct Options {
     pub concurrency: usize,
     /// Tags added to every document.
     pub tags: Vec<String>,
+    /// JSONL documents sent per request.
+    pub batch: usize,
 }
 
 /// One document to upload.
@@ -333,6 +335,80 @@ async fn upload(
     }
 }
 
+/// Sends JSONL documents as one batch request; a batch the server finds too large is halved.
+fn upload_batch<'a>(
+    client: &'a mut Client,
+    project: &'a str,
+    tags: &'a [String],
+    items: &'a [Item],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Vec<Outcome>>> + Send + 'a>>
+{
+    Box::pin(async move {
+        let docs: Vec<Value> = items
+            .iter()
+            .map(|item| match &item.body {
+                Body::Json {
+                    title,
+                    text,
+                    tags: own,
+                } => {
+                    let mut all = own.clone();
+                    all.extend(tags.iter().cloned());
+                    json!({"id": item.id, "title": title, "text": text, "tags": all})
+                }
+                Body::File { .. } => Value::Null,
+            })
+            .collect();
+        let body = Bytes::from(Value::Array(docs).to_string());
+        let path = format!("/v1/projects/{project}/documents");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (status, answer) = client
+                .send("POST", &path, Some("application/json"), body.clone())
+                .await?;
+            match status {
+                200 => {
+                    return Ok(answer["documents"]
+                        .as_array()
+                        .map(|docs| {
+                            docs.iter()
+                                .map(|d| {
+                                    let chunks = d["chunks"].as_u64().unwrap_or(0);
+                                    match d["status"].as_str() {
+                                        Some("created") => Outcome::Added(chunks),
+                                        Some("updated") => Outcome::Updated(chunks),
+                                        _ => Outcome::Unchanged,
+                                    }
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default());
+                }
+                422 if items.len() > 1
+                    && answer["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("fewer documents")) =>
+                {
+                    let (a, b) = items.split_at(items.len() / 2);
+                    let mut outcomes = upload_batch(client, project, tags, a).await?;
+                    outcomes.extend(upload_batch(client, project, tags, b).await?);
+                    return Ok(outcomes);
+                }
+                429 | 503 | 409 if attempt < 5 => {
+                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await
+                }
+                _ => bail!(
+                    "{status}: {}",
+                    answer["error"]["message"]
+                        .as_str()
+                        .unwrap_or("no error message")
+                ),
+            }
+        }
+    })
+}
+
 fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| {
@@ -362,7 +438,20 @@ pub async fn run(options: Options) -> anyhow::Result<Summary> {
     }
     let total = items.len() as u64;
     let started = Instant::now();
-    let queue = Arc::new(Mutex::new(items.into_iter()));
+    // JSONL documents travel in batches; files one by one (each its own format and size).
+    let mut work: Vec<Vec<Item>> = Vec::new();
+    for item in items {
+        match (&item.body, work.last_mut()) {
+            (Body::Json { .. }, Some(last))
+                if last.len() < options.batch.max(1)
+                    && matches!(last[0].body, Body::Json { .. }) =>
+            {
+                last.push(item)
+            }
+            _ => work.push(vec![item]),
+        }
+    }
+    let queue = Arc::new(Mutex::new(work.into_iter()));
     let summary = Arc::new(Mutex::new(Summary::default()));
     let done = Arc::new(AtomicU64::new(0));
     let chunks = Arc::new(AtomicU64::new(0));
@@ -393,29 +482,52 @@ pub async fn run(options: Options) -> anyhow::Result<Summary> {
         };
         workers.push(tokio::spawn(async move {
             loop {
-                let Some(item) = queue.lock().await.next() else {
+                let Some(items) = queue.lock().await.next() else {
                     return;
                 };
-                let outcome = upload(&mut client, &options.project, &options.tags, &item).await;
+                let outcomes: Vec<(String, anyhow::Result<Outcome>)> =
+                    if matches!(items[0].body, Body::Json { .. }) {
+                        match upload_batch(&mut client, &options.project, &options.tags, &items)
+                            .await
+                        {
+                            Ok(outcomes) => items
+                                .iter()
+                                .map(|i| i.label.clone())
+                                .zip(outcomes.into_iter().map(Ok))
+                                .collect(),
+                            Err(error) => items
+                                .iter()
+                                .map(|i| (i.label.clone(), Err(anyhow::anyhow!("{error:#}"))))
+                                .collect(),
+                        }
+                    } else {
+                        let item = &items[0];
+                        vec![(
+                            item.label.clone(),
+                            upload(&mut client, &options.project, &options.tags, item).await,
+                        )]
+                    };
+                let count = items.len() as u64;
                 let mut summary = summary.lock().await;
-                match outcome {
-                    Ok(Outcome::Added(n)) => {
-                        summary.added += 1;
-                        chunks.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Ok(Outcome::Updated(n)) => {
-                        summary.updated += 1;
-                        chunks.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Ok(Outcome::Unchanged) => summary.unchanged += 1,
-                    Err(error) => {
-                        bar.suspend(|| eprintln!("failed: {}: {error:#}", item.label));
-                        summary
-                            .failed
-                            .push((item.label.clone(), format!("{error:#}")));
+                for (label, outcome) in outcomes {
+                    match outcome {
+                        Ok(Outcome::Added(n)) => {
+                            summary.added += 1;
+                            chunks.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Ok(Outcome::Updated(n)) => {
+                            summary.updated += 1;
+                            chunks.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Ok(Outcome::Unchanged) => summary.unchanged += 1,
+                        Err(error) => {
+                            bar.suspend(|| eprintln!("failed: {label}: {error:#}"));
+                            summary.failed.push((label, format!("{error:#}")));
+                        }
                     }
                 }
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                drop(summary);
+                let n = done.fetch_add(count, Ordering::Relaxed) + count;
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 let c = chunks.load(Ordering::Relaxed);
                 let message = format!(
@@ -425,7 +537,7 @@ pub async fn run(options: Options) -> anyhow::Result<Summary> {
                 );
                 bar.set_position(n);
                 bar.set_message(message.clone());
-                if !terminal && (n.is_multiple_of(100) || n == total) {
+                if !terminal && (n / 100 != (n - count) / 100 || n == total) {
                     eprintln!("{n}/{total} documents, {message}");
                 }
             }

@@ -86,6 +86,9 @@ enum Command {
         /// A tag for every document (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// JSONL documents sent per request.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
         /// Files and directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -124,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             api_key,
             concurrency,
             tags,
+            batch,
             paths,
         } => runtime.block_on(async {
             let summary = host::bulk::run(host::bulk::Options {
@@ -133,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 paths,
                 concurrency,
                 tags,
+                batch,
             })
             .await?;
             let secs = summary.elapsed.as_secs_f64().max(0.001);

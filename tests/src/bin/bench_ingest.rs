@@ -1,0 +1,290 @@
+//! Benchmarks ingest (run it with `scripts/bench-ingest [N]`), through the real host serving the
+//! project's spin.toml with the embedded stores, in-process, over loopback:
+//!
+//! 1. SciFact's first N abstracts (default 1,000; `all` for 5,183) through `edgerag ingest`'s client
+//!    into a fresh project with the embedded all-MiniLM-L6-v2: documents/s and chunks/s end to end;
+//! 2. in the same run, the embedding server alone on the same chunk texts, sent straight to
+//!    `/v1/embeddings` in the same batches at the same concurrency as ingest sends them:
+//!    the ceiling the pipeline is measured against;
+//! 3. the pipeline alone: the same corpus into a second host whose embedding model is this
+//!    benchmark's own instant OpenAI-API server (fixed vectors, benchmark only): chunks/s.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tests::accounts::{OPERATOR, Owner};
+use tests::{Options, start, temp_dir, workspace_root};
+
+const CONCURRENCY: usize = 4;
+/// Documents per request, as `edgerag ingest` sends JSONL by default.
+const BATCH: usize = 32;
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run())
+}
+
+fn corpus(n: Option<usize>) -> anyhow::Result<(PathBuf, Vec<Value>)> {
+    let scifact = tests::reference_data_root().join("scifact/corpus.jsonl");
+    let text = std::fs::read_to_string(&scifact)
+        .with_context(|| format!("cannot read {}", scifact.display()))?;
+    let docs: Vec<Value> = text
+        .lines()
+        .take(n.unwrap_or(usize::MAX))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let path = temp_dir("bench-ingest").join("corpus.jsonl");
+    let lines: Vec<String> = docs.iter().map(Value::to_string).collect();
+    std::fs::write(&path, lines.join("\n"))?;
+    Ok((path, docs))
+}
+
+async fn host(extra: &[(&str, String)]) -> anyhow::Result<(host::RunningHost, PathBuf)> {
+    let data_dir = temp_dir("bench-ingest-host");
+    let mut env = BTreeMap::from([
+        (
+            "SPIN_VARIABLE_AUTH_OPERATOR_KEY".to_string(),
+            OPERATOR.to_string(),
+        ),
+        (
+            "SPIN_VARIABLE_AUTH_KEY_PER_MINUTE".to_string(),
+            "100000000".to_string(),
+        ),
+    ]);
+    for (name, value) in extra {
+        env.insert(name.to_string(), value.clone());
+    }
+    let options = Options {
+        env,
+        data_dir: Some(data_dir.clone()),
+        request_timeout: Duration::from_secs(120),
+        ..Options::default()
+    };
+    Ok((
+        start(&workspace_root().join("spin.toml"), options).await?,
+        data_dir,
+    ))
+}
+
+/// Runs `edgerag ingest`'s client over the corpus into a fresh project of `host`.
+async fn ingest(host: &host::RunningHost, corpus: &Path) -> anyhow::Result<host::bulk::Summary> {
+    let owner = Owner::new(host.addr, "bench@example.com").await;
+    let key = owner.key(host.addr, &["ingest", "search"]).await;
+    let summary = host::bulk::run(host::bulk::Options {
+        url: format!("http://{}", host.addr),
+        project: owner.project.clone(),
+        api_key: key.trim_start_matches("Bearer ").to_string(),
+        paths: vec![corpus.to_path_buf()],
+        concurrency: CONCURRENCY,
+        tags: Vec::new(),
+        batch: BATCH,
+    })
+    .await?;
+    anyhow::ensure!(
+        summary.failed.is_empty(),
+        "failures: {:?}",
+        &summary.failed[..summary.failed.len().min(3)]
+    );
+    Ok(summary)
+}
+
+/// The texts ingest embeds for each document, cut exactly as ingest cuts them.
+fn embed_texts(docs: &[Value]) -> anyhow::Result<Vec<Vec<String>>> {
+    let config = shared::ingest::chunk::ChunkConfig::default();
+    docs.iter()
+        .map(|doc| {
+            let text = doc["text"].as_str().unwrap_or_default();
+            let title = doc["title"].as_str().unwrap_or_default();
+            let extracted = shared::ingest::extract::plain(text);
+            let chunks = shared::ingest::chunk::chunk(&extracted, title, &config)?;
+            Ok(chunks.iter().map(|c| c.embed_text()).collect())
+        })
+        .collect()
+}
+
+/// Sends the chunk texts to `/v1/embeddings` exactly as ingest does for `edgerag ingest`'s requests:
+/// the texts of BATCH documents per request, in batches of 32 texts with 4 in flight, CONCURRENCY
+/// requests at once. Returns chunks/s.
+async fn embed_alone(url: SocketAddr, api_key: &str, texts: &[Vec<String>]) -> anyhow::Result<f64> {
+    let groups: Vec<Vec<String>> = texts.chunks(BATCH).map(|g| g.concat()).collect();
+    let total: usize = groups.iter().map(Vec::len).sum();
+    let queue = std::sync::Arc::new(tokio::sync::Mutex::new(groups.into_iter()));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let queue = queue.clone();
+        let api_key = api_key.to_string();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Some(group) = queue.lock().await.next() else {
+                    return anyhow::Ok(());
+                };
+                let batches: Vec<&[String]> = group.chunks(32).collect();
+                for wave in batches.chunks(4) {
+                    let sends = wave.iter().map(|batch| {
+                        let body = json!({"model": "all-MiniLM-L6-v2", "input": batch}).to_string();
+                        let request = http::Request::builder()
+                            .method("POST")
+                            .uri("/v1/embeddings")
+                            .header("host", url.to_string())
+                            .header("authorization", format!("Bearer {api_key}"))
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(body)));
+                        async move {
+                            let response = tests::send_request(url, request?).await?;
+                            anyhow::ensure!(
+                                response.status() == 200,
+                                "embeddings answered {}",
+                                response.status()
+                            );
+                            response.into_body().collect().await?;
+                            anyhow::Ok(())
+                        }
+                    });
+                    for sent in futures::future::join_all(sends).await {
+                        sent?;
+                    }
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// An OpenAI-API embeddings server that answers at once with fixed 384-dimension vectors.
+async fn instant_embedder() -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let vector: Vec<f32> = (0..384).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect();
+    let vector = std::sync::Arc::new(vector);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let vector = vector.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let vector = vector.clone();
+                        async move {
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let input: Value = serde_json::from_slice(&body).unwrap_or_default();
+                            let n = input["input"].as_array().map_or(1, Vec::len);
+                            let data: Vec<Value> = (0..n)
+                            .map(|i| json!({"object": "embedding", "index": i, "embedding": *vector}))
+                            .collect();
+                            let answer =
+                                json!({"object": "list", "data": data, "model": "instant"});
+                            Ok::<_, hyper::Error>(
+                                http::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(answer.to_string())))
+                                    .expect("a response"),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn rate(summary: &host::bulk::Summary) -> (f64, f64) {
+    let secs = summary.elapsed.as_secs_f64();
+    (
+        summary.documents() as f64 / secs,
+        summary.chunks as f64 / secs,
+    )
+}
+
+async fn run() -> anyhow::Result<()> {
+    let arg = std::env::args().nth(1);
+    let n = match arg.as_deref() {
+        Some("all") => None,
+        Some(n) => Some(n.parse().context("N is a number or `all`")?),
+        None => Some(1000),
+    };
+    let (path, docs) = corpus(n)?;
+    println!("# edgerag ingest benchmark");
+    println!(
+        "machine: {} cores; SciFact, first {} abstracts; host in-process, embedded stores, loopback; {CONCURRENCY} uploads in flight",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        docs.len()
+    );
+    let texts = embed_texts(&docs)?;
+    let chunks: usize = texts.iter().map(Vec::len).sum();
+    println!(
+        "chunks: {chunks} ({:.2} per document, default chunking)",
+        chunks as f64 / docs.len() as f64
+    );
+    println!();
+
+    // 3 first: the instant embedder makes it quick, and the model is not loaded yet to compete.
+    let embedder = instant_embedder().await?;
+    let (instant_host, _) = host(&[
+        ("SPIN_VARIABLE_EMBEDDINGS_URL", format!("http://{embedder}")),
+        ("SPIN_VARIABLE_EMBEDDINGS_API_KEY", "unused".to_string()),
+    ])
+    .await?;
+    let pipeline = ingest(&instant_host, &path).await?;
+    instant_host.stop().await;
+    let (pipeline_docs, pipeline_chunks) = rate(&pipeline);
+
+    let (real_host, data_dir) = host(&[]).await?;
+    let models = real_host
+        .services
+        .iter()
+        .find(|s| s.name == "models")
+        .context("no embedded models")?
+        .addr;
+    let models_key = std::fs::read_to_string(data_dir.join("secrets/models"))?
+        .trim()
+        .to_string();
+    // Warm the model (its first request loads it) so neither measurement pays for the load.
+    embed_alone(models, &models_key, &[vec!["warm up".to_string()]]).await?;
+    let alone = embed_alone(models, &models_key, &texts).await?;
+    let end_to_end = ingest(&real_host, &path).await?;
+    let (e2e_docs, e2e_chunks) = rate(&end_to_end);
+    let alone_again = embed_alone(models, &models_key, &texts).await?;
+    real_host.stop().await;
+
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| end to end (edgerag ingest, embedded model) | {e2e_docs:.1} documents/s, {e2e_chunks:.1} chunks/s ({} chunks in {:.1} s) |",
+        end_to_end.chunks,
+        end_to_end.elapsed.as_secs_f64()
+    );
+    println!(
+        "| embedding server alone, same texts and batches, before / after | {alone:.1} / {alone_again:.1} chunks/s |"
+    );
+    let ceiling = (alone + alone_again) / 2.0;
+    println!(
+        "| end to end / embedder alone (mean of both) | {:.0}% (target >= 90%) |",
+        100.0 * e2e_chunks / ceiling
+    );
+    println!(
+        "| pipeline alone (instant embedder) | {pipeline_docs:.1} documents/s, {pipeline_chunks:.1} chunks/s (target >= 2,000 chunks/s) |"
+    );
+    Ok(())
+}
