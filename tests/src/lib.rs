@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod pouchdb;
 pub mod stores;
 
 use std::collections::BTreeMap;

@@ -3,8 +3,6 @@
 //! installed by scripts/install), plus the stricter CouchDB behaviours pouchdb-server does not share.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -353,68 +351,10 @@ async fn the_embedded_store_passes_the_couchdb_suite() {
     store.stop().await;
 }
 
-/// pouchdb-server as a child process, killed when dropped.
-struct PouchDb(Child);
-
-impl Drop for PouchDb {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pouchdb_server_passes_the_same_suite() {
-    let bin = tests::workspace_root().join("tests/pouchdb/node_modules/.bin/pouchdb-server");
-    assert!(
-        bin.exists(),
-        "{} is missing: scripts/install installs pouchdb-server",
-        bin.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let workdir = tests::temp_dir("pouchdb");
-    let child = Command::new(&bin)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--host",
-            "127.0.0.1",
-            "--in-memory",
-        ])
-        .current_dir(&workdir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = PouchDb(child);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let started = Instant::now();
-    while tests::get(addr, "/").await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "pouchdb-server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // pouchdb-server starts open to everyone; give it the same admin credentials the suite uses.
-    let setup = Couch {
-        addr,
-        authorization: None,
-    };
-    let (status, _) = setup
-        .raw(
-            "PUT",
-            "/_config/admins/admin",
-            None,
-            Bytes::from(format!("\"{SECRET}\"")),
-        )
-        .await;
-    assert_eq!(status, 200);
-    conformance(&Couch::new(addr)).await;
+    let server = tests::pouchdb::start(SECRET).await.unwrap();
+    conformance(&Couch::new(server.addr)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

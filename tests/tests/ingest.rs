@@ -920,3 +920,96 @@ async fn a_batch_of_documents_is_written_together_and_a_bad_one_refuses_the_batc
     assert_eq!(inspector.counts().await, before);
     host.stop().await;
 }
+
+/// The proof that production CouchDB works: the same flow with pouchdb-server as the document store
+/// (auth's records and ingest's alike).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_flow_passes_with_pouchdb_server_as_the_document_store() {
+    let password = "pouchdb-admin-secret";
+    let couch = tests::pouchdb::start(password).await.unwrap();
+    let url = format!("http://{}", couch.addr);
+    let (host, _) = host_with(&[
+        ("SPIN_VARIABLE_DOCSTORE_URL", &url),
+        ("SPIN_VARIABLE_DOCSTORE_USER", "admin"),
+        ("SPIN_VARIABLE_DOCSTORE_PASSWORD", password),
+    ])
+    .await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let docs = format!("/v1/projects/{}/documents", owner.project);
+    let md = "# Guide\n\nWelcome.\n\n## Install\n\nRun the installer.\n";
+    ok(
+        &upload(
+            addr,
+            "PUT",
+            &format!("{docs}/guide"),
+            &key,
+            "text/markdown",
+            md,
+        )
+        .await,
+        201,
+        "upload",
+    );
+    let c = chunks(addr, &key, &owner.project, "guide").await;
+    assert_eq!(c.len(), 2);
+    let v2 = upload(
+        addr,
+        "PUT",
+        &format!("{docs}/guide"),
+        &key,
+        "text/markdown",
+        format!("{md}\n## Use\n\nCall it.\n"),
+    )
+    .await;
+    assert_eq!(ok(&v2, 200, "version 2")["version"], 2);
+    let batch = call(
+        addr,
+        "POST",
+        &docs,
+        Some(&key),
+        Some(json!([{"id": "a", "text": "Alpha."}, {"id": "b", "text": "Beta."}])),
+    )
+    .await;
+    ok(&batch, 200, "batch");
+    let listed = ok(
+        &call(addr, "GET", &docs, Some(&key), None).await,
+        200,
+        "list",
+    );
+    assert_eq!(listed["documents"].as_array().unwrap().len(), 3);
+    ok(
+        &call(addr, "DELETE", &format!("{docs}/guide"), Some(&key), None).await,
+        200,
+        "delete",
+    );
+    let gone = call(
+        addr,
+        "GET",
+        &format!("{docs}/guide/chunks"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(gone.status, 404);
+    // The records really are in pouchdb-server.
+    let rows = call(
+        couch.addr,
+        "GET",
+        "/edgerag_ingest/_all_docs",
+        Some(&tests::basic_auth("admin", password)),
+        None,
+    )
+    .await;
+    let ids = rows.text();
+    assert!(
+        ids.contains(&format!("document:{}:a", owner.project)),
+        "{ids}"
+    );
+    assert!(
+        !ids.contains(&format!("document:{}:guide", owner.project)),
+        "{ids}"
+    );
+    host.stop().await;
+}
