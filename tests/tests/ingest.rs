@@ -1013,3 +1013,102 @@ async fn the_same_flow_passes_with_pouchdb_server_as_the_document_store() {
     );
     host.stop().await;
 }
+
+/// A `multipart/form-data` body of `(file name, content type, bytes)` parts and text fields.
+fn multipart_body(files: &[(&str, &str, &[u8])], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = "edgerag-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    for (file_name, content_type, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\ncontent-type: {content_type}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_make_one_document_per_file() {
+    let (host, data_dir) = host().await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let docs = format!("/v1/projects/{}/documents", owner.project);
+    let pdf_file = pdf(&["The printed manual says hello."]);
+    let (content_type, body) = multipart_body(
+        &[
+            ("guide.md", "text/markdown", b"# Guide\n\nMarkdown body."),
+            (
+                "page.html",
+                "application/octet-stream",
+                b"<main><p>HTML body.</p></main>",
+            ),
+            ("manual.pdf", "application/pdf", &pdf_file),
+        ],
+        &[("tags", "upload, docs")],
+    );
+    let reply = upload(addr, "POST", &docs, &key, &content_type, body).await;
+    let answer = ok(&reply, 200, "multipart");
+    let created: Vec<(Value, Value)> = answer["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].clone(), d["status"].clone()))
+        .collect();
+    assert_eq!(
+        created,
+        vec![
+            (json!("guide.md"), json!("created")),
+            (json!("page.html"), json!("created")),
+            (json!("manual.pdf"), json!("created")),
+        ]
+    );
+    let listed = ok(
+        &call(addr, "GET", &format!("{docs}?tag=upload"), Some(&key), None).await,
+        200,
+        "list",
+    );
+    assert_eq!(listed["documents"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        chunks(addr, &key, &owner.project, "page.html").await[0]["text"],
+        "HTML body."
+    );
+    // A file of a format ingest does not read refuses the upload, naming it, and changes nothing.
+    let inspector = Inspector::new(&host, &data_dir);
+    let before = inspector.counts().await;
+    let (content_type, body) = multipart_body(
+        &[
+            ("ok.txt", "text/plain", b"fine"),
+            ("photo.png", "image/png", b"\x89PNG"),
+        ],
+        &[],
+    );
+    let reply = upload(addr, "POST", &docs, &key, &content_type, body).await;
+    assert_eq!(reply.status, 415, "{}", reply.text());
+    assert!(reply.text().contains("photo.png"), "{}", reply.text());
+    let reply = upload(
+        addr,
+        "POST",
+        &docs,
+        &key,
+        "multipart/form-data; boundary=x",
+        b"garbage".to_vec(),
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(inspector.counts().await, before);
+    host.stop().await;
+}

@@ -243,6 +243,116 @@ fn from_json(json: JsonDocument) -> Result<NewDocument, ApiError> {
     })
 }
 
+/// Most files in one multipart upload.
+pub const MAX_FILES: usize = 100;
+
+/// Whether a body is `multipart/form-data`.
+pub fn is_multipart(content_type: Option<&str>) -> bool {
+    media(content_type) == "multipart/form-data"
+}
+
+/// A document id from a file name: characters ids do not allow become `-`.
+fn id_from_file_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    let id: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._~-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    id.trim_matches('.').to_string()
+}
+
+/// The files of a `multipart/form-data` upload, each a document (id from its file name, format from
+/// its part's content type or its extension); text fields `tags` (comma separated) and `source_uri`
+/// apply to every file. Parsed by multer.
+pub async fn multipart(content_type: &str, body: Vec<u8>) -> Result<Vec<NewDocument>, ApiError> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?;
+    let stream = futures::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(body))
+    });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut files: Vec<(String, Option<String>, Vec<u8>)> = Vec::new();
+    let mut tags: Vec<String> = Vec::new();
+    let mut source_uri = None;
+    let bad = |e: multer::Error| ApiError::BadRequest(format!("multipart: {e}"));
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        match field.file_name().map(str::to_string) {
+            Some(file_name) => {
+                if files.len() == MAX_FILES {
+                    return Err(ApiError::BadRequest(format!(
+                        "at most {MAX_FILES} files per upload"
+                    )));
+                }
+                let declared = field.content_type().map(|m| m.essence_str().to_string());
+                let bytes = field.bytes().await.map_err(bad)?;
+                files.push((file_name, declared, bytes.to_vec()));
+            }
+            None => {
+                let value = field.text().await.map_err(bad)?;
+                match name.as_str() {
+                    "tags" | "tag" => tags.extend(
+                        value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|t| !t.is_empty())
+                            .map(str::to_string),
+                    ),
+                    "source_uri" => source_uri = Some(value),
+                    _ => {}
+                }
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the upload holds no file parts".into(),
+        ));
+    }
+    files
+        .into_iter()
+        .map(|(file_name, declared, bytes)| {
+            let format = declared
+                .as_deref()
+                .filter(|d| *d != "application/octet-stream")
+                .and_then(|d| ContentType::parse(d).ok())
+                .or_else(|| ContentType::from_file_name(&file_name))
+                .ok_or_else(|| {
+                    ApiError::UnsupportedMediaType(format!(
+                        "{file_name}: documents are text, Markdown, HTML or PDF files"
+                    ))
+                })?;
+            checked(NewDocument {
+                id: Some(id_from_file_name(&file_name)),
+                title: None,
+                content_type: format,
+                charset: declared
+                    .as_deref()
+                    .and_then(shared::ingest::text::charset)
+                    .map(str::to_string),
+                bytes,
+                tags: tags.clone(),
+                metadata: Map::new(),
+                source_uri: source_uri.clone(),
+                kind: Kind::Document,
+                answer: None,
+            })
+            .map_err(|e| match e {
+                ApiError::BadRequest(m) => ApiError::BadRequest(format!("{file_name}: {m}")),
+                ApiError::Unprocessable(m) => ApiError::Unprocessable(format!("{file_name}: {m}")),
+                other => other,
+            })
+        })
+        .collect()
+}
+
 /// Q&A pairs from `[{question, answer, tags?, id?, metadata?}]`.
 pub fn qa_pairs(content_type: Option<&str>, body: &[u8]) -> Result<Vec<NewDocument>, ApiError> {
     let pairs: Vec<JsonPair> = shared::request::json_body(content_type, body, 4 << 20)?;

@@ -201,6 +201,11 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
         project: &project,
     };
     match endpoint {
+        E::Create if input::is_multipart(content_type.as_deref()) => {
+            let files = input::multipart(content_type.as_deref().unwrap_or_default(), body).await?;
+            let (status, body) = documents.write_batch(files).await?;
+            Ok(Reply::json(status, &body))
+        }
         E::Create if input::is_batch(content_type.as_deref(), &body) => {
             let batch = input::documents(content_type.as_deref(), &body)?;
             let (status, body) = documents.write_batch(batch).await?;
