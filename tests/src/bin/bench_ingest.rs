@@ -6,6 +6,8 @@
 //! 2. in the same run, the embedding server alone on the same chunk texts, sent straight to
 //!    `/v1/embeddings` in the same batches at the same concurrency as ingest sends them:
 //!    the ceiling the pipeline is measured against;
+//! With `--pdf FILE...` it times PDF extraction and chunking natively instead.
+//!
 //! 3. the pipeline alone: the same corpus into a second host whose embedding model is this
 //!    benchmark's own instant OpenAI-API server (fixed vectors, benchmark only): chunks/s.
 
@@ -217,7 +219,42 @@ fn rate(summary: &host::bulk::Summary) -> (f64, f64) {
     )
 }
 
+/// `--pdf FILE...`: extraction and chunking of real PDFs natively (what ingest runs, without the
+/// WebAssembly and the stores): pages, text, chunks and the time each step takes.
+fn pdfs(files: &[String]) -> anyhow::Result<()> {
+    println!("| file | bytes | pages with text | text bytes | chunks | extract ms | chunk ms |");
+    println!("|---|---|---|---|---|---|---|");
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read {file}"))?;
+        let started = Instant::now();
+        let extracted =
+            shared::ingest::pdf::extract(&bytes).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let extract_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let pages: std::collections::BTreeSet<u32> =
+            extracted.blocks.iter().filter_map(|b| b.page).collect();
+        let started = Instant::now();
+        let chunks = shared::ingest::chunk::chunk(&extracted, "", &Default::default())?;
+        let chunk_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let name = Path::new(file)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        println!(
+            "| {name} | {} | {} | {} | {} | {extract_ms:.0} | {chunk_ms:.0} |",
+            bytes.len(),
+            pages.len(),
+            extracted.text.len(),
+            chunks.len()
+        );
+    }
+    Ok(())
+}
+
 async fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--pdf") {
+        return pdfs(&args[1..]);
+    }
     let arg = std::env::args().nth(1);
     let n = match arg.as_deref() {
         Some("all") => None,
