@@ -6,10 +6,10 @@
 //! 2. in the same run, the embedding server alone on the same chunk texts, sent straight to
 //!    `/v1/embeddings` in the same batches at the same concurrency as ingest sends them:
 //!    the ceiling the pipeline is measured against;
-//! With `--pdf FILE...` it times PDF extraction and chunking natively instead.
-//!
 //! 3. the pipeline alone: the same corpus into a second host whose embedding model is this
 //!    benchmark's own instant OpenAI-API server (fixed vectors, benchmark only): chunks/s.
+//!
+//! With `--pdf FILE...` it times PDF extraction and chunking natively instead.
 
 #![forbid(unsafe_code)]
 
