@@ -1112,3 +1112,117 @@ async fn multipart_uploads_make_one_document_per_file() {
     assert_eq!(inspector.counts().await, before);
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_a_project_removes_its_knowledge_from_every_store() {
+    let (host, data_dir) = host().await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let p = owner.project.clone();
+    let docs = format!("/v1/projects/{p}/documents");
+    let reply = call(
+        addr,
+        "POST",
+        &docs,
+        Some(&key),
+        Some(json!([{"id": "a", "text": "Alpha."}, {"id": "b", "text": "Beta."}])),
+    )
+    .await;
+    ok(&reply, 200, "batch");
+    let reply = upload(
+        addr,
+        "PUT",
+        &format!("{docs}/c"),
+        &key,
+        "text/markdown",
+        "# C\n\nGamma.",
+    )
+    .await;
+    ok(&reply, 201, "markdown");
+    // Another project of the same owner keeps its documents.
+    let other = tests::accounts::created(
+        addr,
+        &format!("/v1/orgs/{}/projects", owner.org),
+        &owner.token,
+        json!({"name": "Other"}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let owner_auth = tests::accounts::bearer(&owner.token);
+    let reply = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{other}/documents"),
+        Some(&owner_auth),
+        Some(json!({"id": "keep", "text": "Kept."})),
+    )
+    .await;
+    ok(&reply, 201, "other project");
+    let inspector = Inspector::new(&host, &data_dir);
+    let knowledge = |traces: Vec<String>| -> Vec<String> {
+        // auth's own records (the audit log keeps the id of what was purged) are not knowledge.
+        traces
+            .into_iter()
+            .filter(|t| !t.starts_with("docstore edgerag_auth/"))
+            .collect()
+    };
+    assert!(!knowledge(inspector.traces(&p).await).is_empty());
+
+    // Purging needs the trash first; then everything of the project goes.
+    let early = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{p}/purge"),
+        Some(&owner_auth),
+        None,
+    )
+    .await;
+    assert_eq!(early.status, 409, "{}", early.text());
+    assert!(
+        !knowledge(inspector.traces(&p).await).is_empty(),
+        "a refused purge removed something"
+    );
+    ok(
+        &call(
+            addr,
+            "DELETE",
+            &format!("/v1/projects/{p}"),
+            Some(&owner_auth),
+            None,
+        )
+        .await,
+        200,
+        "trash",
+    );
+    ok(
+        &call(
+            addr,
+            "POST",
+            &format!("/v1/projects/{p}/purge"),
+            Some(&owner_auth),
+            None,
+        )
+        .await,
+        200,
+        "purge",
+    );
+    assert_eq!(knowledge(inspector.traces(&p).await), Vec::<String>::new());
+    assert!(!knowledge(inspector.traces(&other).await).is_empty());
+    // The purge route itself answers only to auth's signed purge token.
+    for credential in [None, Some(owner_auth.clone()), Some(key.clone())] {
+        let reply = call(
+            addr,
+            "POST",
+            &format!("/v1/ingest/projects/{other}/purge"),
+            credential.as_deref(),
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, 401, "{}", reply.text());
+    }
+    assert!(!knowledge(inspector.traces(&other).await).is_empty());
+    host.stop().await;
+}

@@ -274,7 +274,7 @@ impl Mailer for HttpMailer {
 }
 
 /// One outbound JSON request through Spin's HTTP client: the status and the whole body.
-async fn send_json(
+pub(crate) async fn send_json(
     method: &str,
     url: &str,
     authorization: Option<&str>,

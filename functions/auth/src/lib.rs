@@ -473,7 +473,12 @@ async fn dispatch(input: &Input, auth: &Auth<'_, Couch, HttpMailer>) -> Result<R
                     .await?),
                 E::TrashProject => ok(&auth.trash_project(claims, project).await?),
                 E::RestoreProject => ok(&auth.restore_project(claims, project).await?),
-                E::PurgeProject => ok(&auth.purge_project(claims, project).await?),
+                E::PurgeProject => {
+                    // The project's knowledge goes first, while the project still exists to retry.
+                    auth.check_purge(claims, project).await?;
+                    purge_knowledge(&auth.config.signing, project).await?;
+                    ok(&auth.purge_project(claims, project).await?)
+                }
                 E::ListProjectMembers => ok(&auth.list_project_members(claims, project).await?),
                 E::SetProjectMember => {
                     let change = input.json::<RoleChange<Role>>()?;
@@ -509,6 +514,24 @@ async fn dispatch(input: &Input, auth: &Auth<'_, Couch, HttpMailer>) -> Result<R
                 | E::Outbox => unreachable!("health is answered in `answer`, the others above"),
             }
         }
+    }
+}
+
+/// Has ingest remove the project's documents, chunks, points and files: a chained request to
+/// `http://ingest.spin.internal`, proved by a one-minute purge token signed with auth's keys.
+async fn purge_knowledge(signing: &SigningKeys, project: &str) -> Result<(), ApiError> {
+    let token = signing.purge_token(project, System.now_ms() / 1000);
+    let url = format!("http://ingest.spin.internal/v1/ingest/projects/{project}/purge");
+    let (status, body) = couch::send_json("POST", &url, Some(&format!("Bearer {token}")), None)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("ingest purge: {e}")))?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "ingest purge answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        )))
     }
 }
 

@@ -749,6 +749,29 @@ impl Documents<'_> {
         Ok(json!({"deleted": id, "points": points, "chunks": chunks, "files": files}))
     }
 
+    /// Removes everything the project holds in the three stores: points, document, chunk and job
+    /// records, files. Repeating it is harmless.
+    pub async fn purge_project(&self) -> Result<Value, ApiError> {
+        let project_filter =
+            json!({"must": [{"key": "project", "match": {"value": self.project}}]});
+        let points = self.stores.vectors.count(&project_filter).await?;
+        self.stores.vectors.delete(&project_filter).await?;
+        let mut records = 0;
+        for prefix in [
+            document::project_record_prefix(self.project),
+            format!("chunk:{}:", self.project),
+            format!("job:{}:", self.project),
+        ] {
+            records += self.stores.couch.delete_prefix(&prefix).await?;
+        }
+        let files = self
+            .stores
+            .objects
+            .delete_prefix(&document::project_object_prefix(self.project))
+            .await?;
+        Ok(json!({"purged": self.project, "points": points, "records": records, "files": files}))
+    }
+
     /// A page of the project's documents, in id order, filtered.
     pub async fn list(&self, query: &ListQuery) -> Result<Value, ApiError> {
         let prefix = document::project_record_prefix(self.project);

@@ -41,6 +41,7 @@ enum Endpoint {
     Job,
     Resume,
     Step,
+    Purge,
 }
 
 const fn at(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
@@ -56,6 +57,7 @@ use Endpoint as E;
 const ROUTES: &[Route<Endpoint>] = &[
     at("GET", "/v1/ingest/health", E::Health),
     at("GET", "/v1/ingest/projects/:project/access", E::Access),
+    at("POST", "/v1/ingest/projects/:project/purge", E::Purge),
     at("POST", "/v1/projects/:project/documents", E::Create),
     at("GET", "/v1/projects/:project/documents", E::List),
     at("DELETE", "/v1/projects/:project/documents", E::DeleteByTag),
@@ -91,6 +93,8 @@ fn action(endpoint: Endpoint) -> Action {
         | E::Qa
         | E::Resume
         | E::Step => Action::Ingest,
+        // Answered with auth's purge token, never a caller's credential.
+        E::Purge => Action::Admin,
     }
 }
 
@@ -180,6 +184,34 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
         .step(&job, &token)
         .await?;
         return Ok(Reply::json(200, &body));
+    }
+    if let E::Purge = endpoint {
+        // Only the auth component purges, after its own checks, with a token signed by its keys.
+        let credential = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_string();
+        shared::auth::validate_id(&project, "project")?;
+        let keys = shared::auth::token::SigningKeys::parse(
+            &spin_sdk::variables::get("auth_signing_keys")
+                .await
+                .map_err(|e| ApiError::Internal(format!("variable auth_signing_keys: {e:?}")))?,
+        )
+        .map_err(|e| ApiError::Internal(format!("auth_signing_keys: {e}")))?;
+        if !keys.allows_purge(&credential, &project, documents::now_ms() / 1000) {
+            return Err(ApiError::Unauthenticated(
+                "not a purge token for this project".into(),
+            ));
+        }
+        let stores = Stores::load().await?;
+        let documents = Documents {
+            stores: &stores,
+            project: &project,
+        };
+        return Ok(Reply::json(200, &documents.purge_project().await?));
     }
     let principal = guest::authorize(request.headers(), &project, action(endpoint)).await?;
     if let E::Access = endpoint {
@@ -304,7 +336,7 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
             .resume(&job)
             .await?,
         )),
-        E::Health | E::Access | E::Step => unreachable!("answered above"),
+        E::Health | E::Access | E::Step | E::Purge => unreachable!("answered above"),
     }
 }
 

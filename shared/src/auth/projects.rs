@@ -325,6 +325,18 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
     }
 
     /// Deletes a trashed project for good, now rather than after 30 days.
+    /// Whether `claims` may purge `project` now (an owner's, and the project in the trash): checked
+    /// before the project's knowledge is removed from the other stores, which cannot be undone.
+    pub async fn check_purge(&self, claims: &Claims, project: &str) -> Result<(), ApiError> {
+        let (stored, _) = self.project_for(claims, project, Role::Owner, true).await?;
+        if stored.record.deleted.is_none() {
+            return Err(ApiError::Conflict(
+                "move the project to the trash before purging it".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub async fn purge_project(&self, claims: &Claims, project: &str) -> Result<Value, ApiError> {
         let (stored, _) = self.project_for(claims, project, Role::Owner, true).await?;
         if stored.record.deleted.is_none() {

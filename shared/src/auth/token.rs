@@ -254,3 +254,52 @@ mod tests {
         );
     }
 }
+
+/// The subject of a purge token: what auth signs, with the project as its `sid`, to have ingest
+/// remove a purged project's documents, chunks, points and files. It opens no account route (no
+/// sign-in has that id) and is valid for a minute.
+pub const PURGE_SUBJECT: &str = "purge";
+
+impl SigningKeys {
+    /// A token that lets its bearer purge `project`'s knowledge until `now + 60`.
+    pub fn purge_token(&self, project: &str, now: u64) -> String {
+        self.sign(&Claims {
+            iss: ISSUER.into(),
+            sub: PURGE_SUBJECT.into(),
+            sid: project.into(),
+            iat: now,
+            exp: now + 60,
+        })
+    }
+
+    /// Whether `token` is a valid purge token for `project`.
+    pub fn allows_purge(&self, token: &str, project: &str, now: u64) -> bool {
+        self.verify(token, now)
+            .is_ok_and(|claims| claims.sub == PURGE_SUBJECT && claims.sid == project)
+    }
+}
+
+#[cfg(test)]
+mod purge_tests {
+    use super::*;
+
+    #[test]
+    fn a_purge_token_is_for_one_project_and_a_minute() {
+        let keys = SigningKeys::parse(&format!("k1:{}", "s".repeat(32))).unwrap();
+        let token = keys.purge_token("p1", 1000);
+        assert!(keys.allows_purge(&token, "p1", 1059));
+        assert!(!keys.allows_purge(&token, "p1", 1060));
+        assert!(!keys.allows_purge(&token, "p2", 1000));
+        let other = SigningKeys::parse(&format!("k1:{}", "t".repeat(32))).unwrap();
+        assert!(!other.allows_purge(&token, "p1", 1000));
+        // An access token is not a purge token.
+        let access = keys.sign(&Claims {
+            iss: ISSUER.into(),
+            sub: "user1".into(),
+            sid: "p1".into(),
+            iat: 1000,
+            exp: 2000,
+        });
+        assert!(!keys.allows_purge(&access, "p1", 1000));
+    }
+}
