@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use shared::auth::token::{Claims, ISSUER, SigningKeys};
+use tests::accounts::{OPERATOR, bearer, call};
 use tests::{Options, Reply, exchange, start, temp_dir, workspace_root};
-
-const OPERATOR: &str = "operator-key-for-tests-0123456789";
 
 /// A host serving the project's spin.toml with embedded stores in a data directory the test can read.
 async fn host_with(env: &[(&str, &str)]) -> (host::RunningHost, PathBuf) {
@@ -28,31 +27,6 @@ async fn host_with(env: &[(&str, &str)]) -> (host::RunningHost, PathBuf) {
         .await
         .unwrap();
     (host, data_dir)
-}
-
-async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    credential: Option<&str>,
-    body: Option<Value>,
-) -> Reply {
-    let mut request = http::Request::builder().method(method).uri(path);
-    if let Some(credential) = credential {
-        request = request.header("authorization", credential);
-    }
-    let body = match body {
-        Some(body) => {
-            request = request.header("content-type", "application/json");
-            body.to_string()
-        }
-        None => String::new(),
-    };
-    exchange(addr, request.body(body).unwrap()).await.unwrap()
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
 }
 
 /// The newest code mailed to `email`, read from the outbox with the operator key.

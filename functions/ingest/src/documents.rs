@@ -69,6 +69,29 @@ pub struct Staging<'a> {
     pub chunks: &'a [Chunk],
 }
 
+/// The conflict to answer when another write of the document is still under way (and not abandoned).
+fn being_written(record: &DocumentRecord, now: u64) -> Option<ApiError> {
+    (record.status == Status::Processing && now < record.updated_at + STALE_MS).then(|| {
+        ApiError::Conflict(format!(
+            "a version of document {} is being written; try again when it is done",
+            record.id
+        ))
+    })
+}
+
+/// Whether `new` would write what the live version already is: same bytes, format and metadata.
+fn unchanged(record: &DocumentRecord, new: &NewDocument, prepared: &Prepared) -> bool {
+    record.status == Status::Ready
+        && record.live().is_some_and(|live| {
+            live.content_sha256 == prepared.hash && live.content_type == new.content_type
+        })
+        && record.title == prepared.title
+        && record.tags == new.tags
+        && record.metadata == new.metadata
+        && record.source_uri == new.source_uri
+        && record.answer == new.answer
+}
+
 /// An error about the `i`th document of a batch, saying which.
 fn within(i: usize, new: &NewDocument, error: ApiError) -> ApiError {
     let name = new.id.clone().unwrap_or_else(|| format!("#{i}"));
@@ -191,19 +214,10 @@ impl Documents<'_> {
                     "document {id} exists; PUT /documents/{id} writes a new version"
                 )));
             }
-            if record.status == Status::Processing && now_ms() < record.updated_at + STALE_MS {
-                return Err(ApiError::Conflict(format!(
-                    "a version of document {id} is being written; try again when it is done"
-                )));
+            if let Some(busy) = being_written(record, now_ms()) {
+                return Err(busy);
             }
-            let same = record.live().is_some_and(|live| {
-                live.content_sha256 == *hash && live.content_type == new.content_type
-            }) && record.title == *title
-                && record.tags == new.tags
-                && record.metadata == new.metadata
-                && record.source_uri == new.source_uri
-                && record.answer == new.answer;
-            if same && record.status == Status::Ready {
+            if unchanged(record, &new, &prepared) {
                 return Ok((
                     200,
                     json!({"document": summary(record), "unchanged": true, "version": record.live_version}),
@@ -246,14 +260,15 @@ impl Documents<'_> {
         ))
     }
 
-    /// Marks the record `processing` with its next version and stores the original bytes.
-    async fn begin(
+    /// The record (a new one, or the existing one) marked `processing` with the next version number,
+    /// not yet saved. A version a dead writer left behind is cleaned away before its number is reused.
+    async fn claim(
         &self,
         existing: Option<DocumentRecord>,
         new: &NewDocument,
         prepared: &Prepared,
+        now: u64,
     ) -> Result<(DocumentRecord, u32), ApiError> {
-        let now = now_ms();
         let mut record = existing.unwrap_or_else(|| DocumentRecord {
             record_id: record_id(self.project, &prepared.id),
             rev: None,
@@ -273,7 +288,6 @@ impl Documents<'_> {
             error: None,
             answer: None,
         });
-        // A version a dead writer left behind is cleaned away before its number is reused.
         if let Some(abandoned) = record.pending_version.take() {
             self.remove_version(&prepared.id, abandoned).await?;
         }
@@ -283,6 +297,18 @@ impl Documents<'_> {
         record.status = Status::Processing;
         record.pending_version = Some(version);
         record.error = None;
+        record.updated_at = now;
+        Ok((record, version))
+    }
+
+    /// Marks the record `processing` with its next version and stores the original bytes.
+    async fn begin(
+        &self,
+        existing: Option<DocumentRecord>,
+        new: &NewDocument,
+        prepared: &Prepared,
+    ) -> Result<(DocumentRecord, u32), ApiError> {
+        let (mut record, version) = self.claim(existing, new, prepared, now_ms()).await?;
         self.save(&mut record).await?;
         if let Err(error) = self
             .stores
@@ -535,56 +561,16 @@ impl Documents<'_> {
                 None => None,
             };
             if let Some(record) = &record {
-                if record.status == Status::Processing && now < record.updated_at + STALE_MS {
-                    return Err(ApiError::Conflict(format!(
-                        "a version of document {} is being written; try again when it is done",
-                        prep.id
-                    )));
+                if let Some(busy) = being_written(record, now) {
+                    return Err(busy);
                 }
-                let same = record.status == Status::Ready
-                    && record.live().is_some_and(|live| {
-                        live.content_sha256 == prep.hash && live.content_type == new.content_type
-                    })
-                    && record.title == prep.title
-                    && record.tags == new.tags
-                    && record.metadata == new.metadata
-                    && record.source_uri == new.source_uri
-                    && record.answer == new.answer;
-                if same {
+                if unchanged(record, new, prep) {
                     outcomes[i] = json!({"id": prep.id, "status": "unchanged", "version": record.live_version, "chunks": record.live().map(|v| v.chunks)});
                     continue;
                 }
             }
             let created = record.is_none();
-            let mut record = record.unwrap_or_else(|| DocumentRecord {
-                record_id: record_id(self.project, &prep.id),
-                rev: None,
-                project: self.project.to_string(),
-                id: prep.id.clone(),
-                kind: new.kind,
-                title: prep.title.clone(),
-                tags: Vec::new(),
-                metadata: Default::default(),
-                source_uri: None,
-                status: Status::Processing,
-                live_version: None,
-                pending_version: None,
-                versions: Vec::new(),
-                created_at: now,
-                updated_at: now,
-                error: None,
-                answer: None,
-            });
-            if let Some(abandoned) = record.pending_version.take() {
-                self.remove_version(&prep.id, abandoned).await?;
-            }
-            let version = record
-                .next_version()
-                .max(record.live_version.unwrap_or(0) + 1);
-            record.status = Status::Processing;
-            record.pending_version = Some(version);
-            record.error = None;
-            record.updated_at = now;
+            let (record, version) = self.claim(record, new, prep, now).await?;
             outcomes[i] = json!({"id": prep.id, "status": if created { "created" } else { "updated" }, "version": version, "chunks": prep.chunks.len()});
             work.push((i, record, version));
         }
