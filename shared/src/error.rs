@@ -93,6 +93,8 @@ impl ApiError {
             Self::TooManyRequests {
                 retry_after_secs, ..
             } => vec![("retry-after", retry_after_secs.to_string())],
+            // A store or model that did not answer is usually back within seconds.
+            Self::Unavailable(_) => vec![("retry-after", "5".to_string())],
             _ => Vec::new(),
         }
     }

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod reply;
 pub mod request;
 pub mod route;
+pub mod search;
 pub mod service;
 
 pub use error::ApiError;
