@@ -488,11 +488,20 @@ impl Collection {
                 *scores.entry(*slot).or_default() += weight * value;
             }
         }
+        // Best first, so the filter (the costly part: a payload lookup per point) is checked only
+        // until `want` points pass, not for every point a common term touches.
+        let mut scored: Vec<(u32, f32)> = scores.into_iter().collect();
+        scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let filter = search.filter.as_ref();
         let mut top = TopK::new(want, true);
-        for (slot, score) in scores {
+        let mut taken = 0;
+        for (slot, score) in scored {
+            if taken == want {
+                break;
+            }
             if self.matches(slot, filter) {
                 top.push(slot, score);
+                taken += 1;
             }
         }
         Ok(top.finish(search.score_threshold))
