@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod pouchdb;
+pub mod scifact;
 pub mod stores;
 
 use std::collections::BTreeMap;
@@ -110,13 +111,15 @@ pub fn build_components() -> &'static Result<(), String> {
         if !status.success() {
             return Err(format!("building the components failed: {status}"));
         }
-        for function in ["ingest", "search", "respond"] {
-            compose::plug_files(
-                &wasm_path("auth"),
-                &wasm_path(function),
-                &composed_path(function),
-            )
-            .map_err(|e| format!("composing {function}: {e:#}"))?;
+        // As scripts/build does: auth into each, and the composed search into respond.
+        let plugs = [
+            ("ingest", vec![wasm_path("auth")]),
+            ("search", vec![wasm_path("auth")]),
+            ("respond", vec![wasm_path("auth"), composed_path("search")]),
+        ];
+        for (function, plugs) in plugs {
+            compose::plug_files(&plugs, &wasm_path(function), &composed_path(function))
+                .map_err(|e| format!("composing {function}: {e:#}"))?;
         }
         Ok(())
     })

@@ -147,7 +147,7 @@ impl auth::Guest for Provider {
         project: String,
         action: types::Action,
         origin: Option<String>,
-    ) -> Result<types::Principal, types::Error> {
+    ) -> Result<types::Authorization, types::Error> {
         let action = match action {
             types::Action::Ingest => Action::Ingest,
             types::Action::Search => Action::Search,
@@ -162,19 +162,25 @@ impl auth::Guest for Provider {
                 .await
         };
         match decision.await {
-            Ok(principal) => Ok(types::Principal {
-                subject: principal.subject,
-                organisation: principal.organisation,
-                kind: match principal.kind {
-                    shared::auth::PrincipalKind::AccessToken { .. } => {
-                        types::CredentialKind::AccessToken
-                    }
-                    shared::auth::PrincipalKind::ApiKey { actions } => {
-                        types::CredentialKind::ApiKey(actions.into_iter().map(wit_action).collect())
-                    }
-                    shared::auth::PrincipalKind::WidgetKey { origins } => {
-                        types::CredentialKind::WidgetKey(origins)
-                    }
+            Ok(principal) => Ok(types::Authorization {
+                project: project.clone(),
+                settings: serde_json::to_string(&principal.settings).unwrap_or_default(),
+                principal: types::Principal {
+                    subject: principal.subject,
+                    organisation: principal.organisation,
+                    kind: match principal.kind {
+                        shared::auth::PrincipalKind::AccessToken { .. } => {
+                            types::CredentialKind::AccessToken
+                        }
+                        shared::auth::PrincipalKind::ApiKey { actions } => {
+                            types::CredentialKind::ApiKey(
+                                actions.into_iter().map(wit_action).collect(),
+                            )
+                        }
+                        shared::auth::PrincipalKind::WidgetKey { origins } => {
+                            types::CredentialKind::WidgetKey(origins)
+                        }
+                    },
                 },
             }),
             Err(error) => {

@@ -16,7 +16,7 @@ pub mod vectors;
 
 /// Generated bindings of the `auth-consumer` world; the only unsafe code is the generator's.
 #[allow(unsafe_code)]
-mod bindings {
+pub mod bindings {
     spin_sdk::wit_bindgen::generate!({
         runtime_path: "spin_sdk::wit_bindgen::rt",
         world: "auth-consumer",
@@ -29,13 +29,19 @@ use bindings::edgerag::platform::{auth, types};
 use serde::Serialize;
 use shared::ApiError;
 use shared::auth::Action;
+use shared::auth::records::ProjectSettings;
 
-/// Who the auth component says is calling, as functions report it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Who the auth component says is calling, as functions report it, and the project's settings.
+#[derive(Debug, Clone, Serialize)]
 pub struct Principal {
     pub subject: String,
     pub organisation: String,
     pub kind: &'static str,
+    #[serde(skip)]
+    pub settings: ProjectSettings,
+    /// What auth answered, as it travels on to `retrieve`.
+    #[serde(skip)]
+    pub authorization: types::Authorization,
 }
 
 /// Asks the auth component whether this request's credential may perform `action` on `project`.
@@ -51,7 +57,7 @@ pub async fn authorize(
         Action::Respond => types::Action::Respond,
         Action::Admin => types::Action::Admin,
     };
-    let principal = auth::authorize(
+    let authorization = auth::authorize(
         header("authorization").unwrap_or_default().to_string(),
         project.to_string(),
         action,
@@ -59,19 +65,36 @@ pub async fn authorize(
     )
     .await
     .map_err(api_error)?;
+    let settings = serde_json::from_str(&authorization.settings).map_err(|e| {
+        ApiError::Internal(format!(
+            "auth answered project settings this build cannot read: {e}"
+        ))
+    })?;
+    let principal = &authorization.principal;
     Ok(Principal {
-        subject: principal.subject,
-        organisation: principal.organisation,
+        subject: principal.subject.clone(),
+        organisation: principal.organisation.clone(),
         kind: match principal.kind {
             types::CredentialKind::AccessToken => "access_token",
             types::CredentialKind::ApiKey(_) => "api_key",
             types::CredentialKind::WidgetKey(_) => "widget_key",
         },
+        settings,
+        authorization,
     })
 }
 
+/// An error in the interfaces' vocabulary (for a component's exports).
+pub fn wit_error(error: &ApiError) -> types::Error {
+    types::Error {
+        code: error.code().into(),
+        message: error.to_string(),
+        status: error.status(),
+    }
+}
+
 /// The auth component's error, back in `shared`'s vocabulary (by status, so the client sees the same code).
-fn api_error(error: types::Error) -> ApiError {
+pub fn api_error(error: types::Error) -> ApiError {
     match error.status {
         400 => ApiError::BadRequest(error.message),
         401 => ApiError::Unauthenticated(error.message),

@@ -22,6 +22,7 @@ const INDEXES: &[(&str, &str)] = &[
     ("tags", "keyword"),
     ("source", "keyword"),
     ("kind", "keyword"),
+    ("indexed_at", "integer"),
 ];
 
 /// A Qdrant server reached with its API key.
@@ -143,6 +144,59 @@ impl Qdrant {
             404 => Ok(()),
             _ if answer.ok() => Ok(()),
             s => Err(unavailable("delete", format!("{s} {}", answer.json()))),
+        }
+    }
+
+    /// Runs several queries (`points/query/batch`) and returns each one's points (`{id, score,
+    /// payload}`), best first; a missing collection holds nothing, so every list is empty.
+    pub async fn query_batch(&self, searches: &[Value]) -> Result<Vec<Vec<Value>>, ApiError> {
+        let answer = self
+            .call(
+                "POST",
+                "/points/query/batch",
+                Some(&json!({"searches": searches})),
+            )
+            .await?;
+        match answer.status {
+            404 => Ok(vec![Vec::new(); searches.len()]),
+            _ if answer.ok() => {
+                let body = answer.json();
+                let lists = body["result"]
+                    .as_array()
+                    .ok_or_else(|| unavailable("query", "answered without a result list"))?;
+                Ok(lists
+                    .iter()
+                    .map(|list| list["points"].as_array().cloned().unwrap_or_default())
+                    .collect())
+            }
+            s => Err(unavailable("query", format!("{s} {}", answer.json()))),
+        }
+    }
+
+    /// The payloads (only `fields`) of the points `ids`, keyed by each id as JSON text; points that
+    /// are gone are simply absent.
+    pub async fn retrieve(
+        &self,
+        ids: &[Value],
+        fields: &[&str],
+    ) -> Result<std::collections::HashMap<String, Value>, ApiError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let body = json!({"ids": ids, "with_payload": fields, "with_vector": false});
+        let answer = self.call("POST", "/points", Some(&body)).await?;
+        match answer.status {
+            404 => Ok(Default::default()),
+            _ if answer.ok() => Ok(answer.json()["result"]
+                .as_array()
+                .map(|points| {
+                    points
+                        .iter()
+                        .map(|p| (p["id"].to_string(), p["payload"].clone()))
+                        .collect()
+                })
+                .unwrap_or_default()),
+            s => Err(unavailable("retrieve", format!("{s} {}", answer.json()))),
         }
     }
 

@@ -458,6 +458,7 @@ impl Documents<'_> {
         stores.vectors.ensure_collection(dimension).await?;
         let mut records = Vec::with_capacity(texts.len());
         let mut points = Vec::with_capacity(texts.len());
+        let indexed_at = now_ms();
         for item in items {
             let (project, id, version, meta) = (self.project, item.id, item.version, item.meta);
             for c in item.chunks {
@@ -505,6 +506,7 @@ impl Documents<'_> {
                         "sha256": c.sha256,
                         "answer": meta.answer,
                         "content_type": meta.content_type,
+                        "indexed_at": indexed_at,
                     },
                 }));
             }

@@ -1,50 +1,208 @@
-//! The search function: semantic, keyword and hybrid search over a project's knowledge.
+//! The search function: semantic, keyword and hybrid search over a project's knowledge, the
+//! `retrieve` interface respond is composed with, and evaluations.
 //!
 //! Thin glue on spin-sdk: route, parse, call `shared`, answer. It holds no domain logic of its own and
 //! never depends on another function or on the host.
 
-#![forbid(unsafe_code)]
+mod engine;
+mod evaluations;
 
+use std::time::Instant;
+
+use http_body_util::BodyExt;
 use shared::auth::Action;
-use shared::{Reply, Route, Service, route};
+use shared::auth::records::ProjectSettings;
+use shared::search::SearchRequest;
+use shared::search::evaluation::EvaluationRequest;
+use shared::{ApiError, Reply, Route, Service, route};
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
+
+/// Generated bindings of the `search-provider` world: the `auth` import is the one `guest` binds, the
+/// `retrieve` export is implemented here. The only unsafe code is the generator's.
+#[allow(unsafe_code)]
+mod provider {
+    spin_sdk::wit_bindgen::generate!({
+        runtime_path: "spin_sdk::wit_bindgen::rt",
+        world: "search-provider",
+        path: "../../wit",
+        with: {
+            "edgerag:platform/types@0.1.0": guest::bindings::edgerag::platform::types,
+            "edgerag:platform/auth@0.1.0": guest::bindings::edgerag::platform::auth,
+        },
+        generate_all,
+    });
+
+    use super::Retriever;
+    export!(Retriever with_types_in self);
+}
+
+use guest::bindings::edgerag::platform::types;
+use provider::exports::edgerag::platform::retrieve;
+
+/// The largest request body: a search is small; an evaluation of 2,000 queries with their judgements
+/// fits well inside.
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 enum Endpoint {
     Health,
     Access,
+    Search,
+    QuickSearch,
+    Evaluate,
+    Evaluations,
+    Evaluation,
 }
 
+const fn at(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
+    Route {
+        method,
+        path,
+        endpoint,
+    }
+}
+
+use Endpoint as E;
+
 const ROUTES: &[Route<Endpoint>] = &[
-    Route {
-        method: "GET",
-        path: "/v1/search/health",
-        endpoint: Endpoint::Health,
-    },
-    Route {
-        method: "GET",
-        path: "/v1/search/projects/:project/access",
-        endpoint: Endpoint::Access,
-    },
+    at("GET", "/v1/search/health", E::Health),
+    at("GET", "/v1/search/projects/:project/access", E::Access),
+    at("POST", "/v1/projects/:project/search", E::Search),
+    at("GET", "/v1/projects/:project/search", E::QuickSearch),
+    at("POST", "/v1/projects/:project/evaluations", E::Evaluate),
+    at("GET", "/v1/projects/:project/evaluations", E::Evaluations),
+    at(
+        "GET",
+        "/v1/projects/:project/evaluations/:id",
+        E::Evaluation,
+    ),
 ];
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+async fn read_json(request: Request) -> Result<serde_json::Value, ApiError> {
+    let mut body = Vec::new();
+    let mut stream = request.into_body();
+    while let Some(frame) = stream.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::BadRequest(format!("reading the body failed: {e:?}")))?;
+        if let Some(data) = frame.data_ref() {
+            if body.len() + data.len() > MAX_BODY_BYTES {
+                return Err(ApiError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES as u64,
+                });
+            }
+            body.extend_from_slice(data);
+        }
+    }
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+}
+
+fn server_timing(auth_ms: f64, timing: engine::Timing, total_ms: f64) -> String {
+    format!(
+        "auth;dur={auth_ms:.1}, embed;dur={:.1}, store;dur={:.1}, total;dur={total_ms:.1}",
+        timing.embed_ms, timing.store_ms
+    )
+}
+
+async fn answer(request: Request, started: Instant) -> Result<Reply, ApiError> {
+    let found = route::resolve(ROUTES, request.method().as_str(), request.uri().path())?;
+    let endpoint = found.endpoint;
+    if let E::Health = endpoint {
+        return Ok(Reply::json(200, &Service::Search.health()));
+    }
+    let project = found.param("project").unwrap_or_default().to_string();
+    let id = found.param("id").unwrap_or_default().to_string();
+    // Evaluations only read the project's knowledge, as searches do.
+    let principal = guest::authorize(request.headers(), &project, Action::Search).await?;
+    let auth_ms = ms(started);
+    if let E::Access = endpoint {
+        return Ok(Reply::json(200, &principal));
+    }
+    let stores = engine::Stores::load().await?;
+    let settings = &principal.settings;
+    match endpoint {
+        E::Search | E::QuickSearch => {
+            let search = if let E::Search = endpoint {
+                SearchRequest::from_json(&read_json(request).await?, settings)?
+            } else {
+                SearchRequest::from_query_string(
+                    request.uri().query().unwrap_or_default(),
+                    settings,
+                )?
+            };
+            let (body, timing) = engine::search(&stores, &project, settings, &search).await?;
+            let mut reply = Reply::json(200, &body);
+            reply
+                .headers
+                .push(("server-timing", server_timing(auth_ms, timing, ms(started))));
+            Ok(reply)
+        }
+        E::Evaluate => {
+            let evaluation = EvaluationRequest::from_json(&read_json(request).await?)?;
+            let body = evaluations::run(&stores, &project, settings, evaluation).await?;
+            Ok(Reply::json(201, &body))
+        }
+        E::Evaluations => Ok(Reply::json(
+            200,
+            &evaluations::list(&stores, &project).await?,
+        )),
+        E::Evaluation => Ok(Reply::json(
+            200,
+            &evaluations::get(&stores, &project, &id).await?,
+        )),
+        E::Health | E::Access => unreachable!("answered above"),
+    }
+}
 
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
-    let reply = match route::resolve(ROUTES, request.method().as_str(), request.uri().path()) {
-        Ok(found) => match found.endpoint {
-            Endpoint::Health => Reply::json(200, &Service::Search.health()),
-            // Whether the caller's credential may use this function on the project.
-            Endpoint::Access => Reply::from_result(
-                guest::authorize(
-                    request.headers(),
-                    found.param("project").unwrap_or_default(),
-                    Action::Search,
-                )
-                .await,
-            ),
-        },
-        Err(error) => Reply::error(&error),
+    let started = Instant::now();
+    let reply = match answer(request, started).await {
+        Ok(reply) => reply,
+        Err(error) => {
+            if let ApiError::Internal(detail) | ApiError::Unavailable(detail) = &error {
+                eprintln!("search: {detail}");
+            }
+            Reply::error(&error)
+        }
     };
     reply.into_http()
+}
+
+/// `retrieve` for respond: the search route's code, for a caller auth has admitted.
+struct Retriever;
+
+impl retrieve::Guest for Retriever {
+    async fn search(
+        authorization: types::Authorization,
+        request: String,
+    ) -> Result<String, types::Error> {
+        let outcome = async {
+            let settings: ProjectSettings = serde_json::from_str(&authorization.settings)
+                .map_err(|e| ApiError::Internal(format!("unreadable project settings: {e}")))?;
+            let body: serde_json::Value = serde_json::from_str(&request)
+                .map_err(|e| ApiError::BadRequest(format!("the request is not valid JSON: {e}")))?;
+            let search = SearchRequest::from_json(&body, &settings)?;
+            let stores = engine::Stores::load().await?;
+            let (reply, _) =
+                engine::search(&stores, &authorization.project, &settings, &search).await?;
+            Ok::<_, ApiError>(reply.to_string())
+        };
+        outcome.await.map_err(|error| {
+            if let ApiError::Internal(detail) | ApiError::Unavailable(detail) = &error {
+                eprintln!("search (retrieve): {detail}");
+            }
+            guest::wit_error(&error)
+        })
+    }
 }

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use super::records::{
-    Key, KeyKind, Project, Role, Session, USAGE_SHARDS, Usage, key_id, role_needed, session_id,
-    usage_id, usage_ids,
+    Key, KeyKind, Project, ProjectSettings, Role, Session, USAGE_SHARDS, Usage, key_id,
+    role_needed, session_id, usage_id, usage_ids,
 };
 use super::secret::{SecretKind, digest, secret_id, secret_kind};
 use super::service::{Auth, COUNTER_TRIES, rate_limited};
@@ -24,13 +24,16 @@ pub enum PrincipalKind {
 }
 
 /// An authenticated caller allowed to act on a project.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Principal {
     /// The user id, or the key id for keys.
     pub subject: String,
     pub organisation: String,
     #[serde(flatten)]
     pub kind: PrincipalKind,
+    /// The project's settings, read with the credential check (not shown to the caller).
+    #[serde(skip)]
+    pub settings: ProjectSettings,
 }
 
 fn no_access(project: &str) -> ApiError {
@@ -105,6 +108,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             subject: claims.sub,
             organisation: stored.record.org,
             kind: PrincipalKind::AccessToken { role },
+            settings: stored.record.settings,
         })
     }
 
@@ -180,6 +184,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             subject: kid.to_string(),
             organisation: key.record.org,
             kind,
+            settings: stored_project.record.settings,
         })
     }
 

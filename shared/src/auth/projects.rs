@@ -47,6 +47,8 @@ pub struct SettingsPatch {
     pub retrieval: Option<super::records::RetrievalMode>,
     #[serde(default, with = "double_option")]
     pub score_threshold: Option<Option<f32>>,
+    /// Replaces hybrid search's fusion; fields left out take the defaults.
+    pub fusion: Option<crate::search::Fusion>,
 }
 
 /// Tells a field set to `null` (`Some(None)`) from one left out (`None`).
@@ -107,6 +109,10 @@ pub fn apply_settings(
             return bad("`settings.score_threshold` is a finite number, or null");
         }
         settings.score_threshold = threshold;
+    }
+    if let Some(fusion) = patch.fusion {
+        fusion.check().map_err(ApiError::BadRequest)?;
+        settings.fusion = fusion;
     }
     Ok(())
 }

@@ -165,6 +165,9 @@ pub struct ProjectSettings {
     pub retrieval: RetrievalMode,
     /// Hits scoring below this are dropped.
     pub score_threshold: Option<f32>,
+    /// How hybrid search fuses its signals (projects made before it have the default).
+    #[serde(default)]
+    pub fusion: crate::search::Fusion,
 }
 
 impl Default for ProjectSettings {
@@ -177,6 +180,7 @@ impl Default for ProjectSettings {
             top_k: 5,
             retrieval: RetrievalMode::Hybrid,
             score_threshold: None,
+            fusion: crate::search::Fusion::default(),
         }
     }
 }
