@@ -322,9 +322,7 @@ async fn upload(
             201 => return Ok(Outcome::Added(chunks)),
             200 if answer["unchanged"] == true => return Ok(Outcome::Unchanged),
             200 => return Ok(Outcome::Updated(chunks)),
-            429 | 503 | 409 if attempt < 5 => {
-                tokio::time::sleep(Duration::from_millis(500 << attempt)).await
-            }
+            429 | 503 | 409 if attempt < RETRIES => tokio::time::sleep(backoff(attempt)).await,
             _ => bail!(
                 "{status}: {}",
                 answer["error"]["message"]
@@ -333,6 +331,15 @@ async fn upload(
             ),
         }
     }
+}
+
+/// Tries of a request the server answers "busy" (429, 503, 409): enough to outlast a key's
+/// per-minute limit, whose window is a minute.
+const RETRIES: u32 = 8;
+
+/// Waits 1, 2, 4 ... seconds between tries, at most 20.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((500u64 << attempt.min(6)).min(20_000))
 }
 
 /// Sends JSONL documents as one batch request; a batch the server finds too large is halved.
@@ -395,9 +402,7 @@ fn upload_batch<'a>(
                     outcomes.extend(upload_batch(client, project, tags, b).await?);
                     return Ok(outcomes);
                 }
-                429 | 503 | 409 if attempt < 5 => {
-                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await
-                }
+                429 | 503 | 409 if attempt < RETRIES => tokio::time::sleep(backoff(attempt)).await,
                 _ => bail!(
                     "{status}: {}",
                     answer["error"]["message"]
