@@ -858,6 +858,68 @@ async fn access_control_holds_on_every_route_of_every_function() {
         }
     }
 
+    // The search function's routes: reads, open to a search-only key and a viewer.
+    let evaluation =
+        json!({"queries": [{"id": "q", "text": "refunds"}], "qrels": {"q": {"d1": 1}}});
+    let search_routes = [
+        (
+            "POST",
+            format!("/v1/projects/{p}/search"),
+            Some(json!({"query": "refunds"})),
+        ),
+        ("GET", format!("/v1/projects/{p}/search?q=refunds"), None),
+        (
+            "POST",
+            format!("/v1/projects/{p}/evaluations"),
+            Some(evaluation),
+        ),
+        ("GET", format!("/v1/projects/{p}/evaluations"), None),
+        ("GET", format!("/v1/projects/{p}/evaluations/e1"), None),
+    ];
+    for (method, path, body) in &search_routes {
+        let attacks = [
+            ("missing credential", None, &[401][..]),
+            (
+                "another project's token",
+                Some(bearer(&w.outsider)),
+                &[403, 404][..],
+            ),
+            (
+                "another project's key",
+                Some(format!("ApiKey {}", w.outsider_key)),
+                &[403, 404][..],
+            ),
+            ("expired token", Some(bearer(&w.expired_token)), &[401][..]),
+            (
+                "tampered token",
+                Some(bearer(&w.tampered_token)),
+                &[401][..],
+            ),
+            (
+                "revoked key",
+                Some(format!("ApiKey {}", w.revoked_key)),
+                &[401][..],
+            ),
+        ];
+        for (what, credential, statuses) in attacks {
+            let reply = call(addr, method, path, credential.as_deref(), body.clone()).await;
+            refused(&reply, statuses, &format!("{what}: {method} {path}"), &w);
+        }
+        for (who, credential) in [
+            ("search-only key", format!("ApiKey {}", w.search_key)),
+            ("viewer", bearer(&w.viewer)),
+        ] {
+            let reply = call(addr, method, path, Some(&credential), body.clone()).await;
+            assert!(
+                matches!(reply.status, 200 | 201)
+                    || (reply.status == 404 && reply.text().contains("no evaluation")),
+                "{who}: {method} {path}: {} {}",
+                reply.status,
+                reply.text()
+            );
+        }
+    }
+
     // The auth function's project and organisation routes.
     let auth_routes: Vec<(&str, String, Option<Value>)> = vec![
         ("GET", format!("/v1/projects/{p}"), None),
