@@ -5,6 +5,9 @@ use super::config::{DenseParams, Hnsw};
 use super::distance::{Distance, dot_codes};
 use crate::error::{Result, VecError};
 
+/// Searches the graph can serve at once (usearch's thread contexts); more concurrent ones would fail.
+const SEARCH_CONTEXTS: usize = 64;
+
 /// A dense vector's storage and graph. Vectors live in `data` at `slot * size`.
 ///
 /// For dot-product distances each vector is also kept as 8-bit codes: a quarter of the bytes, which
@@ -124,8 +127,10 @@ impl DenseIndex {
         let needed = self.graph.size() + slots.len();
         if needed > self.graph.capacity() {
             let capacity = needed.max(self.graph.capacity() * 2).max(1024);
+            // The graph serves one search per thread context: searches arrive on the server's blocking
+            // threads, many more than the cores, and a search that finds no free context fails.
             self.graph
-                .reserve_capacity_and_threads(capacity, threads)
+                .reserve_capacity_and_threads(capacity, threads.max(SEARCH_CONTEXTS))
                 .map_err(|e| {
                     tracing::error!("vector store: cannot grow the index: {e}");
                     VecError::bad_request("Service internal error: cannot grow the vector index")
