@@ -50,6 +50,17 @@ impl Embedder {
         }
     }
 
+    /// The embedder the component's variables name (`embeddings_url`, `_path`, `_api_key`, `_model`).
+    pub async fn from_variables() -> Result<Self, ApiError> {
+        use crate::vars::{optional, variable};
+        Ok(Self::new(
+            &variable("embeddings_url").await?,
+            &optional("embeddings_path", "/v1/embeddings").await,
+            &variable("embeddings_api_key").await?,
+            &optional("embeddings_model", "all-MiniLM-L6-v2").await,
+        ))
+    }
+
     /// One vector per text, in order.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ApiError> {
         let mut vectors = Vec::with_capacity(texts.len());

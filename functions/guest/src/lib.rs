@@ -12,6 +12,7 @@ pub mod couch;
 pub mod embed;
 pub mod objects;
 pub mod outbound;
+pub mod vars;
 pub mod vectors;
 
 /// Generated bindings of the `auth-consumer` world; the only unsafe code is the generator's.
@@ -82,6 +83,29 @@ pub async fn authorize(
         settings,
         authorization,
     })
+}
+
+/// Reads a request's body whole, refusing more than `limit` bytes (413) as soon as it is passed.
+pub async fn read_body(
+    request: spin_sdk::http::Request,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = Vec::new();
+    let mut stream = request.into_body();
+    while let Some(frame) = stream.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::BadRequest(format!("reading the body failed: {e:?}")))?;
+        if let Some(data) = frame.data_ref() {
+            if body.len() + data.len() > limit {
+                return Err(ApiError::PayloadTooLarge {
+                    limit: limit as u64,
+                });
+            }
+            body.extend_from_slice(data);
+        }
+    }
+    Ok(body)
 }
 
 /// An error in the interfaces' vocabulary (for a component's exports).

@@ -49,6 +49,15 @@ impl Qdrant {
         }
     }
 
+    /// The store the component's variables name (`vectorstore_url`, `vectorstore_api_key`).
+    pub async fn from_variables() -> Result<Self, ApiError> {
+        use crate::vars::variable;
+        Ok(Self::new(
+            &variable("vectorstore_url").await?,
+            &variable("vectorstore_api_key").await?,
+        ))
+    }
+
     async fn call(
         &self,
         method: &str,

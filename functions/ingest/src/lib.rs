@@ -12,7 +12,6 @@ mod input;
 mod jobs;
 mod stores;
 
-use http_body_util::BodyExt;
 use serde_json::json;
 use shared::auth::Action;
 use shared::ingest::document::{Kind, Status, validate_id};
@@ -96,24 +95,6 @@ fn action(endpoint: Endpoint) -> Action {
         // Answered with auth's purge token, never a caller's credential.
         E::Purge => Action::Admin,
     }
-}
-
-async fn read_body(request: Request) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    let mut stream = request.into_body();
-    while let Some(frame) = stream.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::BadRequest(format!("reading the body failed: {e:?}")))?;
-        if let Some(data) = frame.data_ref() {
-            if body.len() + data.len() > input::MAX_DOCUMENT_BYTES {
-                return Err(ApiError::PayloadTooLarge {
-                    limit: input::MAX_DOCUMENT_BYTES as u64,
-                });
-            }
-            body.extend_from_slice(data);
-        }
-    }
-    Ok(body)
 }
 
 fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ApiError> {
@@ -226,7 +207,7 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = read_body(request).await?;
+    let body = guest::read_body(request, input::MAX_DOCUMENT_BYTES).await?;
     let stores = Stores::load().await?;
     let documents = Documents {
         stores: &stores,

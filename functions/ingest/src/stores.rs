@@ -3,6 +3,7 @@
 use guest::couch::Couch;
 use guest::embed::Embedder;
 use guest::objects::Objects;
+use guest::vars::{optional, variable};
 use guest::vectors::Qdrant;
 use shared::ApiError;
 use shared::ingest::chunk::ChunkConfig;
@@ -25,19 +26,6 @@ pub struct Stores {
     pub step_chunks: usize,
     /// Most chunks one batch request may make.
     pub batch_chunks: usize,
-}
-
-async fn variable(name: &str) -> Result<String, ApiError> {
-    spin_sdk::variables::get(name)
-        .await
-        .map_err(|e| ApiError::Internal(format!("variable {name}: {e:?}")))
-}
-
-async fn optional(name: &str, default: &str) -> String {
-    match spin_sdk::variables::get(name).await {
-        Ok(value) if !value.trim().is_empty() => value.trim().to_string(),
-        _ => default.to_string(),
-    }
 }
 
 async fn number(name: &str, default: usize) -> Result<usize, ApiError> {
@@ -65,10 +53,7 @@ impl Stores {
                 &variable("docstore_password").await?,
                 DATABASE,
             ),
-            vectors: Qdrant::new(
-                &variable("vectorstore_url").await?,
-                &variable("vectorstore_api_key").await?,
-            ),
+            vectors: Qdrant::from_variables().await?,
             objects: Objects::new(
                 &variable("objectstore_url").await?,
                 &optional("objectstore_region", "us-east-1").await,
@@ -76,12 +61,7 @@ impl Stores {
                 &variable("objectstore_access_key").await?,
                 &variable("objectstore_secret_key").await?,
             )?,
-            embedder: Embedder::new(
-                &variable("embeddings_url").await?,
-                &optional("embeddings_path", "/v1/embeddings").await,
-                &variable("embeddings_api_key").await?,
-                &optional("embeddings_model", "all-MiniLM-L6-v2").await,
-            ),
+            embedder: Embedder::from_variables().await?,
             chunking,
             keep_versions: number("keep_versions", 3).await?.max(1),
             inline_chunks: number("inline_chunks", 64).await?,

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use guest::couch::Couch;
 use guest::embed::Embedder;
+use guest::vars::variable;
 use guest::vectors::{DENSE, KEYWORD, Qdrant};
 use serde_json::{Value, json};
 use shared::ApiError;
@@ -24,32 +25,11 @@ pub struct Stores {
     pub couch: Couch,
 }
 
-async fn variable(name: &str) -> Result<String, ApiError> {
-    spin_sdk::variables::get(name)
-        .await
-        .map_err(|e| ApiError::Internal(format!("variable {name}: {e:?}")))
-}
-
-async fn optional(name: &str, default: &str) -> String {
-    match spin_sdk::variables::get(name).await {
-        Ok(value) if !value.trim().is_empty() => value.trim().to_string(),
-        _ => default.to_string(),
-    }
-}
-
 impl Stores {
     pub async fn load() -> Result<Self, ApiError> {
         Ok(Self {
-            vectors: Qdrant::new(
-                &variable("vectorstore_url").await?,
-                &variable("vectorstore_api_key").await?,
-            ),
-            embedder: Embedder::new(
-                &variable("embeddings_url").await?,
-                &optional("embeddings_path", "/v1/embeddings").await,
-                &variable("embeddings_api_key").await?,
-                &optional("embeddings_model", "all-MiniLM-L6-v2").await,
-            ),
+            vectors: Qdrant::from_variables().await?,
+            embedder: Embedder::from_variables().await?,
             couch: Couch::new(
                 &variable("docstore_url").await?,
                 &variable("docstore_user").await?,

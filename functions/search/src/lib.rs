@@ -9,7 +9,6 @@ mod evaluations;
 
 use std::time::Instant;
 
-use http_body_util::BodyExt;
 use shared::auth::Action;
 use shared::auth::records::ProjectSettings;
 use shared::search::SearchRequest;
@@ -84,20 +83,7 @@ fn ms(since: Instant) -> f64 {
 }
 
 async fn read_json(request: Request) -> Result<serde_json::Value, ApiError> {
-    let mut body = Vec::new();
-    let mut stream = request.into_body();
-    while let Some(frame) = stream.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::BadRequest(format!("reading the body failed: {e:?}")))?;
-        if let Some(data) = frame.data_ref() {
-            if body.len() + data.len() > MAX_BODY_BYTES {
-                return Err(ApiError::PayloadTooLarge {
-                    limit: MAX_BODY_BYTES as u64,
-                });
-            }
-            body.extend_from_slice(data);
-        }
-    }
+    let body = guest::read_body(request, MAX_BODY_BYTES).await?;
     if body.is_empty() {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),
