@@ -163,7 +163,7 @@ impl auth::Guest for Provider {
         };
         match decision.await {
             Ok(principal) => Ok(types::Authorization {
-                project: project.clone(),
+                project: principal.project.clone(),
                 settings: serde_json::to_string(&principal.settings).unwrap_or_default(),
                 principal: types::Principal {
                     subject: principal.subject,

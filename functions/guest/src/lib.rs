@@ -35,6 +35,8 @@ use shared::auth::records::ProjectSettings;
 /// Who the auth component says is calling, as functions report it, and the project's settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct Principal {
+    /// The project auth checked (the key's own when the request named none).
+    pub project: String,
     pub subject: String,
     pub organisation: String,
     pub kind: &'static str,
@@ -73,6 +75,7 @@ pub async fn authorize(
     })?;
     let principal = &authorization.principal;
     Ok(Principal {
+        project: authorization.project.clone(),
         subject: principal.subject.clone(),
         organisation: principal.organisation.clone(),
         kind: match principal.kind {

@@ -26,6 +26,8 @@ pub enum PrincipalKind {
 /// An authenticated caller allowed to act on a project.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Principal {
+    /// The project the credential was checked against (the key's own when the request named none).
+    pub project: String,
     /// The user id, or the key id for keys.
     pub subject: String,
     pub organisation: String,
@@ -44,7 +46,9 @@ fn no_access(project: &str) -> ApiError {
 
 impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
     /// Authenticates `header` (`authorization`'s value) and checks that it may perform `action` on
-    /// `project`. `origin` is the browser's `origin` header, required for widget keys.
+    /// `project`. `origin` is the browser's `origin` header, required for widget keys. An empty
+    /// `project` means the key's own (OpenAI-style clients need not name it); a signed-in user must
+    /// name one.
     pub async fn authorize(
         &self,
         header: &str,
@@ -52,11 +56,18 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         action: Action,
         origin: Option<&str>,
     ) -> Result<Principal, ApiError> {
-        validate_id(project, "project")?;
         let (value, key_scheme) = match parse_credential(header)? {
             Credential::Bearer(value) => (value, false),
             Credential::ApiKey(value) => (value, true),
         };
+        let owned;
+        let project = if project.is_empty() {
+            owned = self.key_project(value).await?;
+            owned.as_str()
+        } else {
+            project
+        };
+        validate_id(project, "project")?;
         // Keys are accepted as bearer tokens too, as OpenAI-style clients send them.
         match secret_kind(value) {
             Some(SecretKind::ApiKey | SecretKind::WidgetKey) => {
@@ -68,6 +79,25 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             None if key_scheme => Err(ApiError::Unauthenticated("the API key is not valid".into())),
             None => self.authorize_user(value, project, action).await,
         }
+    }
+
+    /// The project a key belongs to, for requests that name none.
+    async fn key_project(&self, secret: &str) -> Result<String, ApiError> {
+        let Some(kid) = secret_id(secret, SecretKind::ApiKey)
+            .or_else(|| secret_id(secret, SecretKind::WidgetKey))
+        else {
+            return Err(ApiError::BadRequest(
+                "name the project (a signed-in user may use several)".into(),
+            ));
+        };
+        // The key is checked in full afterwards; this read only learns its project.
+        let key = self
+            .store
+            .get(&key_id(kid))
+            .await?
+            .and_then(Stored::<Key>::from_doc)
+            .ok_or_else(|| ApiError::Unauthenticated("the API key is not valid".into()))?;
+        Ok(key.record.project)
     }
 
     async fn authorize_user(
@@ -105,6 +135,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             )));
         }
         Ok(Principal {
+            project: project.to_string(),
             subject: claims.sub,
             organisation: stored.record.org,
             kind: PrincipalKind::AccessToken { role },
@@ -181,6 +212,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         };
         self.count_key_use(kid, usage, now).await?;
         Ok(Principal {
+            project: project.to_string(),
             subject: kid.to_string(),
             organisation: key.record.org,
             kind,
