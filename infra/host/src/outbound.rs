@@ -95,10 +95,13 @@ impl HostPattern {
 }
 
 impl AllowedHosts {
-    /// Parses a component's list (templates already expanded).
+    /// Parses a component's list (templates already expanded). An entry that expanded to nothing
+    /// grants nothing: a variable left blank turns its service off (`llm_url` for extractive
+    /// answers) without editing the manifest.
     pub fn parse(entries: &[String]) -> anyhow::Result<Self> {
         let patterns = entries
             .iter()
+            .filter(|e| !e.trim().is_empty())
             .map(|e| HostPattern::parse(e).with_context(|| "in allowed_outbound_hosts"))
             .collect::<anyhow::Result<_>>()?;
         Ok(Self { patterns })
