@@ -10,6 +10,7 @@ pub mod error;
 pub mod ingest;
 pub mod reply;
 pub mod request;
+pub mod respond;
 pub mod route;
 pub mod search;
 pub mod service;

@@ -49,6 +49,14 @@ pub struct SettingsPatch {
     pub score_threshold: Option<Option<f32>>,
     /// Replaces hybrid search's fusion; fields left out take the defaults.
     pub fusion: Option<crate::search::Fusion>,
+    pub fallback: Option<String>,
+    pub answer_threshold: Option<f32>,
+    pub qa_threshold: Option<f32>,
+    /// `null` keeps conversations for good.
+    #[serde(default, with = "double_option")]
+    pub retention_days: Option<Option<u32>>,
+    pub context_tokens: Option<u32>,
+    pub visitor_per_minute: Option<u32>,
 }
 
 /// Tells a field set to `null` (`Some(None)`) from one left out (`None`).
@@ -113,6 +121,42 @@ pub fn apply_settings(
     if let Some(fusion) = patch.fusion {
         fusion.check().map_err(ApiError::BadRequest)?;
         settings.fusion = fusion;
+    }
+    if let Some(text) = patch.fallback {
+        if text.trim().is_empty() || text.chars().count() > 2000 {
+            return bad("`settings.fallback` is 1 to 2,000 characters");
+        }
+        settings.fallback = text;
+    }
+    if let Some(t) = patch.answer_threshold {
+        if !(-1.0..=1.0).contains(&t) {
+            return bad("`settings.answer_threshold` is a similarity from -1 to 1");
+        }
+        settings.answer_threshold = t;
+    }
+    if let Some(t) = patch.qa_threshold {
+        if !(0.0..=1.0).contains(&t) {
+            return bad("`settings.qa_threshold` is a similarity from 0 to 1");
+        }
+        settings.qa_threshold = t;
+    }
+    if let Some(days) = patch.retention_days {
+        if days.is_some_and(|d| !(1..=3650).contains(&d)) {
+            return bad("`settings.retention_days` is 1 to 3,650 days, or null");
+        }
+        settings.retention_days = days;
+    }
+    if let Some(n) = patch.context_tokens {
+        if !(512..=1_048_576).contains(&n) {
+            return bad("`settings.context_tokens` is between 512 and 1,048,576");
+        }
+        settings.context_tokens = n;
+    }
+    if let Some(n) = patch.visitor_per_minute {
+        if !(1..=10_000).contains(&n) {
+            return bad("`settings.visitor_per_minute` is between 1 and 10,000");
+        }
+        settings.visitor_per_minute = n;
     }
     Ok(())
 }

@@ -168,6 +168,43 @@ pub struct ProjectSettings {
     /// How hybrid search fuses its signals (projects made before it have the default).
     #[serde(default)]
     pub fusion: crate::search::Fusion,
+    /// What the bot says, without calling the model, when no passage is close enough to the question.
+    #[serde(default = "default_fallback")]
+    pub fallback: String,
+    /// The least semantic similarity (cosine) of the best passage for the bot to answer at all.
+    #[serde(default = "default_answer_threshold")]
+    pub answer_threshold: f32,
+    /// The least similarity of a stored Q&A pair's question for its answer to be given verbatim.
+    #[serde(default = "default_qa_threshold")]
+    pub qa_threshold: f32,
+    /// Days a conversation is kept after its last message; `None` keeps conversations.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// The chat model's context window, prompt and answer, in tokens.
+    #[serde(default = "default_context_tokens")]
+    pub context_tokens: u32,
+    /// Messages one widget visitor may send per minute (the widget key's own limit applies as well).
+    #[serde(default = "default_visitor_per_minute")]
+    pub visitor_per_minute: u32,
+}
+
+fn default_visitor_per_minute() -> u32 {
+    20
+}
+
+fn default_fallback() -> String {
+    "I could not find an answer to that in this knowledge base.".into()
+}
+/// Chosen by measurement: see BENCHMARKS.md, "Answer threshold".
+fn default_answer_threshold() -> f32 {
+    0.35
+}
+fn default_qa_threshold() -> f32 {
+    0.85
+}
+/// The embedded chat model's window.
+fn default_context_tokens() -> u32 {
+    2048
 }
 
 impl Default for ProjectSettings {
@@ -181,6 +218,12 @@ impl Default for ProjectSettings {
             retrieval: RetrievalMode::Hybrid,
             score_threshold: None,
             fusion: crate::search::Fusion::default(),
+            fallback: default_fallback(),
+            answer_threshold: default_answer_threshold(),
+            qa_threshold: default_qa_threshold(),
+            retention_days: None,
+            context_tokens: default_context_tokens(),
+            visitor_per_minute: default_visitor_per_minute(),
         }
     }
 }
