@@ -582,3 +582,110 @@ async fn evaluations_score_every_mode_and_are_kept() {
     assert_eq!(reply.status, 403);
     host.stop().await;
 }
+
+/// A reranking server that speaks the common `/rerank` protocol (a stand-in for Text Embeddings
+/// Inference or Cohere, which edgerag does not ship): it scores a passage by how often it says
+/// "password", and answers 503 while `down` is set. Returns its origin and what it was sent.
+async fn reranker(
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let received: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let log = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (log, down) = (log.clone(), down.clone());
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let (log, down) = (log.clone(), down.clone());
+                    async move {
+                        use http_body_util::BodyExt;
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+                        log.lock().unwrap().push(body.clone());
+                        let (status, reply) = if down.load(std::sync::atomic::Ordering::SeqCst) {
+                            (503, json!({"error": "loading"}))
+                        } else {
+                            let results: Vec<Value> = body["documents"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .enumerate()
+                                .map(|(index, d)| {
+                                    let said = d
+                                        .as_str()
+                                        .unwrap()
+                                        .to_lowercase()
+                                        .matches("password")
+                                        .count();
+                                    json!({"index": index, "relevance_score": said as f64 / 10.0})
+                                })
+                                .collect();
+                            (200, json!({"results": results}))
+                        };
+                        let mut response = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(reply.to_string()),
+                        ));
+                        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (origin, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_reranker_reorders_the_fused_best_and_its_outage_is_survived() {
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (origin, received) = reranker(down.clone()).await;
+    let (host, _data) = host_with(&[
+        ("SPIN_VARIABLE_RERANKER_URL", origin),
+        ("SPIN_VARIABLE_RERANKER_MODEL", "test-reranker".into()),
+        ("SPIN_VARIABLE_RERANKER_CANDIDATES", "20".into()),
+    ])
+    .await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let p = &owner.project;
+    ingest(addr, &key, p, documents()).await;
+
+    // Fusion puts the refund policy first for this question; the reranker prefers the password page.
+    let question = json!({"query": "how do refunds work", "mode": "hybrid", "top_k": 3});
+    let reply = search(addr, &key, p, question.clone()).await;
+    let body = ok(&reply, 200, "reranked");
+    assert_eq!(body["reranked"], true, "{body}");
+    assert_eq!(ids(&body)[0], "passwords", "{body}");
+    let first = &body["hits"][0];
+    assert_eq!(first["signals"]["rerank"]["rank"], 1);
+    assert_eq!(first["score"], first["signals"]["rerank"]["score"]);
+    let timing = reply
+        .headers
+        .get("server-timing")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(timing.contains("rerank;dur="), "{timing}");
+    let sent = received.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(sent["model"], "test-reranker");
+    assert_eq!(sent["query"], "how do refunds work");
+    let documents = sent["documents"].as_array().unwrap();
+    assert!(!documents.is_empty() && documents.len() <= 20, "{sent}");
+    assert_eq!(sent["top_n"], documents.len());
+
+    // The reranker down: the fused order, said so.
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let body = ok(&search(addr, &key, p, question).await, 200, "reranker down");
+    assert_eq!(body["reranked"], false);
+    assert_eq!(ids(&body)[0], "refunds", "{body}");
+    assert!(
+        body["degraded"].as_str().unwrap().contains("reranker"),
+        "{body}"
+    );
+}

@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use guest::couch::Couch;
 use guest::embed::Embedder;
-use guest::vars::variable;
+use guest::vars::{optional, variable};
 use guest::vectors::{DENSE, KEYWORD, Qdrant};
 use serde_json::{Value, json};
 use shared::ApiError;
 use shared::auth::records::ProjectSettings;
 use shared::ingest::{sparse, visibility};
 use shared::search::query::mode_name;
-use shared::search::{Filter, Fusion, Mode, Ranked, SearchRequest, highlight, rank};
+use shared::search::{Filter, Fusion, Mode, Ranked, SearchRequest, highlight, rank, rerank};
 
 /// The database evaluations are kept in.
 pub const DATABASE: &str = "edgerag_search";
@@ -23,11 +23,57 @@ pub struct Stores {
     pub vectors: Qdrant,
     pub embedder: Embedder,
     pub couch: Couch,
+    pub reranker: Option<Reranker>,
+}
+
+/// A cross-encoder behind the common `/rerank` protocol (`reranker_url`; none when blank).
+pub struct Reranker {
+    url: String,
+    api_key: String,
+    model: String,
+    /// How many of the fused best candidates it scores.
+    pub candidates: usize,
+}
+
+impl Reranker {
+    async fn from_variables() -> Option<Self> {
+        let base = optional("reranker_url", "").await;
+        if base.is_empty() {
+            return None;
+        }
+        let path = optional("reranker_path", "/rerank").await;
+        Some(Self {
+            url: format!("{}{path}", base.trim_end_matches('/')),
+            api_key: optional("reranker_api_key", "").await,
+            model: optional("reranker_model", "").await,
+            candidates: optional("reranker_candidates", "")
+                .await
+                .parse()
+                .unwrap_or(rerank::DEFAULT_CANDIDATES)
+                .clamp(1, 1000),
+        })
+    }
+
+    /// Each text's relevance to `query`, in order.
+    async fn score(&self, query: &str, texts: &[&str]) -> Result<Vec<Option<f32>>, String> {
+        let body = rerank::request(&self.model, query, texts);
+        let bearer = format!("Bearer {}", self.api_key);
+        let mut headers = Vec::new();
+        if !self.api_key.is_empty() {
+            headers.push(("authorization", bearer.as_str()));
+        }
+        let answer = guest::outbound::send_json("POST", &self.url, &headers, Some(&body)).await?;
+        if !answer.ok() {
+            return Err(format!("the reranker answered {}", answer.status));
+        }
+        rerank::scores(&answer.json(), texts.len())
+    }
 }
 
 impl Stores {
     pub async fn load() -> Result<Self, ApiError> {
         Ok(Self {
+            reranker: Reranker::from_variables().await,
             vectors: Qdrant::from_variables().await?,
             embedder: Embedder::from_variables().await?,
             couch: Couch::new(
@@ -45,6 +91,8 @@ impl Stores {
 pub struct Timing {
     pub embed_ms: f64,
     pub store_ms: f64,
+    /// Zero when nothing was reranked.
+    pub rerank_ms: f64,
 }
 
 /// Both signals' candidates for one query.
@@ -205,7 +253,7 @@ fn hit(ranked: &Ranked, terms: Option<&std::collections::HashSet<String>>) -> Va
         "end": p["end"],
         "page": p["page"],
         "sha256": p["sha256"],
-        "signals": {"semantic": signal(c.semantic), "keyword": signal(c.keyword)},
+        "signals": {"semantic": signal(c.semantic), "keyword": signal(c.keyword), "rerank": signal(c.rerank)},
     });
     if p["answer"].is_string() {
         hit["answer"] = p["answer"].clone();
@@ -256,7 +304,10 @@ pub async fn search(
     let mut ranked = ranking(&lists, mode, &fusion);
     // The page's payloads: enough of the best candidates that de-duplication, grouping and the
     // threshold still fill `top_k`, read in one more (small) round trip.
-    let wanted = (request.top_k as usize * 4 + 20).min(ranked.len());
+    let reranking = stores.reranker.as_ref().map_or(0, |r| r.candidates);
+    let wanted = (request.top_k as usize * 4 + 20)
+        .max(reranking)
+        .min(ranked.len());
     ranked.truncate(wanted);
     let started_read = Instant::now();
     let ids: Vec<Value> = ranked.iter().map(|r| r.candidate.point.clone()).collect();
@@ -267,6 +318,33 @@ pub async fn search(
             r.candidate.text = payload["text"].as_str().unwrap_or_default().to_string();
             r.candidate.payload = payload;
         }
+    }
+    let mut degraded = lists.degraded;
+    let mut reranked = false;
+    if let Some(reranker) = &stores.reranker
+        && !ranked.is_empty()
+    {
+        let started_rerank = Instant::now();
+        let n = reranker.candidates.min(ranked.len());
+        let texts: Vec<&str> = ranked[..n]
+            .iter()
+            .map(|r| r.candidate.text.as_str())
+            .collect();
+        match reranker.score(&request.query, &texts).await {
+            Ok(scores) => {
+                ranked = rerank::apply(ranked, &scores);
+                reranked = true;
+            }
+            Err(why) => {
+                eprintln!("search: reranking failed, answering in fused order: {why}");
+                let note = "the reranker is unavailable: these are the fused results";
+                degraded = Some(match degraded {
+                    Some(earlier) => format!("{earlier}; {note}"),
+                    None => note.to_string(),
+                });
+            }
+        }
+        timing.rerank_ms = ms(started_rerank);
     }
     let page = rank::page(
         ranked,
@@ -283,8 +361,9 @@ pub async fn search(
         "mode": mode_name(request.mode),
         "hits": hits,
         "took_ms": (ms(started) * 10.0).round() / 10.0,
+        "reranked": reranked,
     });
-    if let Some(why) = lists.degraded {
+    if let Some(why) = degraded {
         reply["degraded"] = json!(why);
     }
     Ok((reply, timing))

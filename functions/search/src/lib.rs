@@ -94,8 +94,13 @@ async fn read_json(request: Request) -> Result<serde_json::Value, ApiError> {
 }
 
 fn server_timing(auth_ms: f64, timing: engine::Timing, total_ms: f64) -> String {
+    let rerank = if timing.rerank_ms > 0.0 {
+        format!(", rerank;dur={:.1}", timing.rerank_ms)
+    } else {
+        String::new()
+    };
     format!(
-        "auth;dur={auth_ms:.1}, embed;dur={:.1}, store;dur={:.1}, total;dur={total_ms:.1}",
+        "auth;dur={auth_ms:.1}, embed;dur={:.1}, store;dur={:.1}{rerank}, total;dur={total_ms:.1}",
         timing.embed_ms, timing.store_ms
     )
 }

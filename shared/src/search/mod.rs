@@ -7,6 +7,7 @@ pub mod highlight;
 pub mod metrics;
 pub mod query;
 pub mod rank;
+pub mod rerank;
 
 pub use query::{Filter, Mode, SearchRequest};
 pub use rank::{Candidate, Fusion, FusionMethod, Ranked};

@@ -83,6 +83,8 @@ pub struct Candidate {
     pub payload: Value,
     pub semantic: Option<Signal>,
     pub keyword: Option<Signal>,
+    /// The reranker's verdict, when one reranked the chunk.
+    pub rerank: Option<Signal>,
 }
 
 /// A ranked chunk.
@@ -120,6 +122,7 @@ pub fn candidates(semantic: &[Value], keyword: &[Value]) -> Vec<Candidate> {
                     payload: payload.clone(),
                     semantic: None,
                     keyword: None,
+                    rerank: None,
                 });
                 out.len() - 1
             });
