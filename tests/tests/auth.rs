@@ -658,6 +658,36 @@ async fn world(host: &host::RunningHost, data_dir: &Path) -> World {
     }
 }
 
+/// Credentials that must never reach a project's routes: none, another project's, expired,
+/// tampered, revoked. Each with the statuses a refusal may have.
+fn attacks(w: &World) -> Vec<(&'static str, Option<String>, &'static [u16])> {
+    vec![
+        ("missing credential", None, &[401]),
+        (
+            "another project's token",
+            Some(bearer(&w.outsider)),
+            &[403, 404],
+        ),
+        (
+            "another project's key",
+            Some(format!("ApiKey {}", w.outsider_key)),
+            &[403, 404],
+        ),
+        ("expired token", Some(bearer(&w.expired_token)), &[401]),
+        ("tampered token", Some(bearer(&w.tampered_token)), &[401]),
+        (
+            "revoked key",
+            Some(format!("ApiKey {}", w.revoked_key)),
+            &[401],
+        ),
+        (
+            "expired key",
+            Some(format!("ApiKey {}", w.expired_key)),
+            &[401],
+        ),
+    ]
+}
+
 /// Asserts a refusal: one of the expected statuses, a JSON error body, and nothing of the project.
 fn refused(reply: &Reply, statuses: &[u16], what: &str, w: &World) {
     assert!(
@@ -808,36 +838,7 @@ async fn access_control_holds_on_every_route_of_every_function() {
         ),
     ];
     for (method, path, body, write) in &ingest_routes {
-        let attacks = [
-            ("missing credential", None, &[401][..]),
-            (
-                "another project's token",
-                Some(bearer(&w.outsider)),
-                &[403, 404][..],
-            ),
-            (
-                "another project's key",
-                Some(format!("ApiKey {}", w.outsider_key)),
-                &[403, 404][..],
-            ),
-            ("expired token", Some(bearer(&w.expired_token)), &[401][..]),
-            (
-                "tampered token",
-                Some(bearer(&w.tampered_token)),
-                &[401][..],
-            ),
-            (
-                "revoked key",
-                Some(format!("ApiKey {}", w.revoked_key)),
-                &[401][..],
-            ),
-            (
-                "expired key",
-                Some(format!("ApiKey {}", w.expired_key)),
-                &[401][..],
-            ),
-        ];
-        for (what, credential, statuses) in attacks {
+        for (what, credential, statuses) in attacks(&w) {
             let reply = call(addr, method, path, credential.as_deref(), body.clone()).await;
             refused(&reply, statuses, &format!("{what}: {method} {path}"), &w);
         }
@@ -880,31 +881,7 @@ async fn access_control_holds_on_every_route_of_every_function() {
         ("GET", format!("/v1/projects/{p}/evaluations/e1"), None),
     ];
     for (method, path, body) in &search_routes {
-        let attacks = [
-            ("missing credential", None, &[401][..]),
-            (
-                "another project's token",
-                Some(bearer(&w.outsider)),
-                &[403, 404][..],
-            ),
-            (
-                "another project's key",
-                Some(format!("ApiKey {}", w.outsider_key)),
-                &[403, 404][..],
-            ),
-            ("expired token", Some(bearer(&w.expired_token)), &[401][..]),
-            (
-                "tampered token",
-                Some(bearer(&w.tampered_token)),
-                &[401][..],
-            ),
-            (
-                "revoked key",
-                Some(format!("ApiKey {}", w.revoked_key)),
-                &[401][..],
-            ),
-        ];
-        for (what, credential, statuses) in attacks {
+        for (what, credential, statuses) in attacks(&w) {
             let reply = call(addr, method, path, credential.as_deref(), body.clone()).await;
             refused(&reply, statuses, &format!("{what}: {method} {path}"), &w);
         }
@@ -921,6 +898,109 @@ async fn access_control_holds_on_every_route_of_every_function() {
                 reply.text()
             );
         }
+    }
+
+    // The respond function's routes. The project holds no documents, so a chat gets the fallback
+    // (no model call); conversation c1 and its messages do not exist.
+    let respond_routes: Vec<(&str, String, Option<Value>, bool)> = vec![
+        (
+            "POST",
+            format!("/v1/projects/{p}/chat"),
+            Some(json!({"message": "refunds?", "stream": false})),
+            false,
+        ),
+        (
+            "POST",
+            "/v1/chat/completions".into(),
+            Some(json!({"model": p, "messages": [{"role": "user", "content": "refunds?"}]})),
+            false,
+        ),
+        (
+            "GET",
+            format!("/v1/projects/{p}/conversations"),
+            None,
+            false,
+        ),
+        (
+            "GET",
+            format!("/v1/projects/{p}/conversations/c1"),
+            None,
+            false,
+        ),
+        (
+            "GET",
+            format!("/v1/projects/{p}/conversations/c1/export?format=markdown"),
+            None,
+            false,
+        ),
+        (
+            "POST",
+            format!("/v1/projects/{p}/messages/c1-1/feedback"),
+            Some(json!({"rating": "up"})),
+            false,
+        ),
+        ("GET", format!("/v1/projects/{p}/analytics"), None, false),
+        (
+            "DELETE",
+            format!("/v1/projects/{p}/conversations/c1"),
+            None,
+            true,
+        ),
+    ];
+    for (method, path, body, write) in &respond_routes {
+        for (what, credential, statuses) in attacks(&w) {
+            let reply = call(addr, method, path, credential.as_deref(), body.clone()).await;
+            refused(&reply, statuses, &format!("{what}: {method} {path}"), &w);
+        }
+        let scoped = call(
+            addr,
+            method,
+            path,
+            Some(&format!("ApiKey {}", w.search_key)),
+            body.clone(),
+        )
+        .await;
+        refused(
+            &scoped,
+            &[403],
+            &format!("search-only key: {method} {path}"),
+            &w,
+        );
+        for (who, credential) in [
+            ("viewer", bearer(&w.viewer)),
+            ("full key", format!("ApiKey {}", w.full_key)),
+        ] {
+            let reply = call(addr, method, path, Some(&credential), body.clone()).await;
+            if *write && who == "viewer" {
+                refused(&reply, &[403], &format!("{who}: {method} {path}"), &w);
+            } else {
+                assert!(
+                    reply.status == 200
+                        || (reply.status == 404 && reply.text().contains("not found")),
+                    "{who}: {method} {path}: {} {}",
+                    reply.status,
+                    reply.text()
+                );
+            }
+        }
+    }
+    // `/v1/models` names the key's own project only.
+    let models = call(
+        addr,
+        "GET",
+        "/v1/models",
+        Some(&format!("ApiKey {}", w.outsider_key)),
+        None,
+    )
+    .await;
+    assert_eq!(models.status, 200, "{}", models.text());
+    assert_eq!(models.json()["data"][0]["id"], w.other_project.as_str());
+    for (what, credential, statuses) in attacks(&w) {
+        if what.starts_with("another project") {
+            continue;
+        }
+        let reply = call(addr, "GET", "/v1/models", credential.as_deref(), None).await;
+        refused(&reply, statuses, &format!("{what}: GET /v1/models"), &w);
     }
 
     // The auth function's project and organisation routes.

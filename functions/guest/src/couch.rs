@@ -212,6 +212,40 @@ impl Couch {
             .unwrap_or_default())
     }
 
+    /// [`Couch::prefix`] newest id first: up to `limit` rows of ids starting with `prefix` and
+    /// sorting before `before` (all of them when `None`), with their documents.
+    pub async fn prefix_descending(
+        &self,
+        prefix: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Value>, ApiError> {
+        let start = match before {
+            Some(before) if before.starts_with(prefix) => before.to_string(),
+            _ => format!("{prefix}\u{fff0}"),
+        };
+        // `before` itself is the first row when it still exists: skip it.
+        let skip = usize::from(before.is_some_and(|b| b.starts_with(prefix)));
+        let path = format!(
+            "/_all_docs?include_docs=true&descending=true&startkey={}&endkey={}&limit={limit}&skip={skip}",
+            encode(&Value::String(start).to_string()),
+            encode(&Value::String(prefix.to_string()).to_string())
+        );
+        let answer = self.call("GET", &path, None).await?;
+        if Self::no_database(&answer) {
+            return Ok(Vec::new());
+        }
+        if !answer.ok() {
+            return Err(unavailable("_all_docs", answer.status));
+        }
+        Ok(answer
+            .json()
+            .get("rows")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// Deletes every document whose id starts with `prefix`; returns how many.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, ApiError> {
         let mut deleted = 0;
