@@ -60,43 +60,55 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
             Credential::Bearer(value) => (value, false),
             Credential::ApiKey(value) => (value, true),
         };
+        let kind = secret_kind(value);
+        match kind {
+            Some(SecretKind::RefreshToken) => {
+                return Err(ApiError::Unauthenticated(
+                    "a refresh token is not an access token; trade it at /v1/auth/token/refresh"
+                        .into(),
+                ));
+            }
+            None if key_scheme => {
+                return Err(ApiError::Unauthenticated("the API key is not valid".into()));
+            }
+            _ => {}
+        }
+        let is_key = matches!(kind, Some(SecretKind::ApiKey | SecretKind::WidgetKey));
         let owned;
-        let project = if project.is_empty() {
+        let project = if !project.is_empty() {
+            project
+        } else if is_key {
             owned = self.key_project(value).await?;
             owned.as_str()
         } else {
-            project
+            // An invalid token is refused as such before anything is said of the request.
+            self.verify_access_token(value)?;
+            return Err(ApiError::BadRequest(
+                "name the project (a signed-in user may use several)".into(),
+            ));
         };
         validate_id(project, "project")?;
         // Keys are accepted as bearer tokens too, as OpenAI-style clients send them.
-        match secret_kind(value) {
-            Some(SecretKind::ApiKey | SecretKind::WidgetKey) => {
-                self.authorize_key(value, project, action, origin).await
-            }
-            Some(SecretKind::RefreshToken) => Err(ApiError::Unauthenticated(
-                "a refresh token is not an access token; trade it at /v1/auth/token/refresh".into(),
-            )),
-            None if key_scheme => Err(ApiError::Unauthenticated("the API key is not valid".into())),
-            None => self.authorize_user(value, project, action).await,
+        if is_key {
+            self.authorize_key(value, project, action, origin).await
+        } else {
+            self.authorize_user(value, project, action).await
         }
     }
 
     /// The project a key belongs to, for requests that name none.
     async fn key_project(&self, secret: &str) -> Result<String, ApiError> {
-        let Some(kid) = secret_id(secret, SecretKind::ApiKey)
+        let invalid = || ApiError::Unauthenticated("the API key is not valid".into());
+        let kid = secret_id(secret, SecretKind::ApiKey)
             .or_else(|| secret_id(secret, SecretKind::WidgetKey))
-        else {
-            return Err(ApiError::BadRequest(
-                "name the project (a signed-in user may use several)".into(),
-            ));
-        };
+            .ok_or_else(invalid)?;
         // The key is checked in full afterwards; this read only learns its project.
         let key = self
             .store
             .get(&key_id(kid))
             .await?
             .and_then(Stored::<Key>::from_doc)
-            .ok_or_else(|| ApiError::Unauthenticated("the API key is not valid".into()))?;
+            .ok_or_else(invalid)?;
         Ok(key.record.project)
     }
 
