@@ -67,6 +67,20 @@ async fn knowledge(addr: SocketAddr, key: &str, project: &str) {
     assert!(matches!(qa.status, 200 | 201), "{}", qa.text());
 }
 
+/// Keeps answers short: the embedded model decodes a few dozen tokens a second on two cores, and
+/// less while other suites run beside these.
+async fn short_answers(addr: SocketAddr, owner: &Owner) {
+    let patched = call(
+        addr,
+        "PATCH",
+        &format!("/v1/projects/{}", owner.project),
+        Some(&tests::accounts::bearer(&owner.token)),
+        Some(json!({"settings": {"max_tokens": 96}})),
+    )
+    .await;
+    ok(&patched, 200, "settings");
+}
+
 /// The events of a server-sent event stream, in order: (event, data).
 fn events(text: &str) -> Vec<(String, Value)> {
     text.split("\n\n")
@@ -98,20 +112,17 @@ async fn chat(addr: SocketAddr, key: &str, project: &str, body: Value) -> Reply 
     .await
 }
 
-/// The chunk ids retrieval finds for `q`, through respond's own context route.
+/// The chunk ids the retrieval an answer runs finds for `q` (the search route with chat's request).
 async fn retrieved(addr: SocketAddr, key: &str, project: &str, q: &str) -> HashSet<String> {
     let reply = call(
         addr,
-        "GET",
-        &format!(
-            "/v1/respond/projects/{project}/context?q={}&top_k=5",
-            q.replace(' ', "+").replace('?', "%3F")
-        ),
+        "POST",
+        &format!("/v1/projects/{project}/search"),
         Some(key),
-        None,
+        Some(shared::respond::retrieval_request(q, 5, None)),
     )
     .await;
-    ok(&reply, 200, "context")["hits"]
+    ok(&reply, 200, "search")["hits"]
         .as_array()
         .unwrap()
         .iter()
@@ -127,6 +138,7 @@ async fn answers_stream_with_citations_and_conversations_are_kept() {
     let key = owner.key(addr, &["ingest", "search", "respond"]).await;
     let p = &owner.project;
     knowledge(addr, &key, p).await;
+    short_answers(addr, &owner).await;
 
     // Streamed: the conversation first, then text as it is decoded, the citations, the end.
     let question = "How long does a refund take to reach my card?";
@@ -737,6 +749,7 @@ async fn openai_client_chats_with_a_project() {
     let key = owner.key(addr, &["ingest", "search", "respond"]).await;
     let p = &owner.project;
     knowledge(addr, &key, p).await;
+    short_answers(addr, &owner).await;
     let secret = key
         .trim_start_matches("Bearer ")
         .trim_start_matches("ApiKey ");
@@ -783,7 +796,7 @@ async fn tokens_pass_through_as_decoded_and_a_client_that_leaves_stops_the_model
         "PATCH",
         &format!("/v1/projects/{p}"),
         Some(&tests::accounts::bearer(&owner.token)),
-        Some(json!({"settings": {"max_tokens": 600}})),
+        Some(json!({"settings": {"max_tokens": 300}})),
     )
     .await;
     ok(&patched, 200, "settings");
