@@ -10,7 +10,9 @@
 //! 4. citation quality: the share of claims whose citations include a document judged relevant,
 //!    against the share for search's own top-k in the same run.
 //!
-//! Usage: bench-respond [DATA_DIR] [--questions N] [--citations N]
+//! Claims are asked as questions ("Is it true that ...?").
+//!
+//! Usage: bench-respond [DATA_DIR] [--questions N] [--concurrent N] [--citations N]
 
 #![forbid(unsafe_code)]
 
@@ -115,6 +117,24 @@ fn done_event(body: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A SciFact claim asked as a visitor would: "Is it true that ...?".
+fn as_question(claim: &str) -> String {
+    let claim = claim.trim().trim_end_matches('.');
+    let mut chars = claim.chars();
+    let first = chars.next().unwrap_or_default();
+    // Lowercased only when it is an ordinary word ("Vitamin" yes, "ALDH1" no).
+    let lower = chars.next().is_some_and(char::is_lowercase);
+    let first = if lower {
+        first.to_lowercase().to_string()
+    } else {
+        first.to_string()
+    };
+    format!(
+        "Is it true that {first}{}?",
+        &claim[claim.chars().next().map_or(0, char::len_utf8)..]
+    )
+}
+
 fn best_similarity(reply: &Value) -> f64 {
     reply["hits"]
         .as_array()
@@ -129,11 +149,14 @@ fn best_similarity(reply: &Value) -> f64 {
 async fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut data_dir = workspace_root().join("target/eval-scifact");
-    let (mut questions, mut citation_claims) = (30usize, 100usize);
+    let (mut questions, mut citation_claims, mut concurrent_answers) = (30usize, 100usize, 16usize);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--questions" => questions = args.next().context("--questions N")?.parse()?,
             "--citations" => citation_claims = args.next().context("--citations N")?.parse()?,
+            "--concurrent" => {
+                concurrent_answers = args.next().context("--concurrent N")?.parse()?;
+            }
             other => data_dir = PathBuf::from(other),
         }
     }
@@ -185,6 +208,10 @@ async fn run() -> anyhow::Result<()> {
         std::fs::read_to_string(data_dir.join("secrets/models"))?.trim()
     );
     let (claims, qrels) = tests::scifact::queries()?;
+    let claims: Vec<(String, String)> = claims
+        .into_iter()
+        .map(|(id, claim)| (id, as_question(&claim)))
+        .collect();
     let settings = ProjectSettings::default();
     println!(
         "SciFact project {project}; embedded all-MiniLM-L6-v2 and SmolLM2-135M-Instruct; default settings (top_k {}, max_tokens {}, window {})",
@@ -385,7 +412,7 @@ async fn run() -> anyhow::Result<()> {
     let concurrent: Vec<String> = claims
         .iter()
         .skip(questions)
-        .take(16)
+        .take(concurrent_answers)
         .map(|(_, c)| c.clone())
         .collect();
     for w in 0..4 {
@@ -421,6 +448,7 @@ async fn run() -> anyhow::Result<()> {
 
     // 4. Citation quality through the whole path.
     let (mut cited_relevant, mut searched_relevant, mut asked) = (0, 0, 0);
+    let mut methods: BTreeMap<String, u32> = BTreeMap::new();
     for (id, claim) in claims.iter().take(citation_claims) {
         let relevant: HashSet<&String> = qrels
             .get(id)
@@ -443,6 +471,15 @@ async fn run() -> anyhow::Result<()> {
         )
         .await;
         let answer = reply.json();
+        let method = if answer["citations"].as_array().is_some_and(|c| c.is_empty()) {
+            "none".to_string()
+        } else {
+            answer["citation_method"]
+                .as_str()
+                .unwrap_or("error")
+                .to_string()
+        };
+        *methods.entry(method).or_default() += 1;
         if answer["citations"]
             .as_array()
             .into_iter()
@@ -463,5 +500,6 @@ async fn run() -> anyhow::Result<()> {
         settings.top_k,
         100.0 * f64::from(searched_relevant) / f64::from(asked.max(1))
     );
+    println!("citations found by: {methods:?}");
     Ok(())
 }
