@@ -13,6 +13,15 @@ pub struct Route<E> {
     pub endpoint: E,
 }
 
+/// A route table entry, for `const` tables: `at("GET", "/v1/x/:id", Endpoint::X)`.
+pub const fn at<E>(method: &'static str, path: &'static str, endpoint: E) -> Route<E> {
+    Route {
+        method,
+        path,
+        endpoint,
+    }
+}
+
 /// A matched endpoint with its captured path parameters, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint<E> {

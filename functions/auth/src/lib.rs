@@ -247,15 +247,8 @@ enum Endpoint {
     Outbox,
 }
 
-const fn at(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
-    Route {
-        method,
-        path,
-        endpoint,
-    }
-}
-
 use Endpoint as E;
+use shared::route::at;
 
 const ROUTES: &[Route<Endpoint>] = &[
     at("GET", "/v1/auth/health", E::Health),

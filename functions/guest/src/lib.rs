@@ -88,6 +88,21 @@ pub async fn authorize(
     })
 }
 
+/// Reads a request's body as JSON: 413 past `limit`, 400 when it is empty or not JSON.
+pub async fn read_json(
+    request: spin_sdk::http::Request,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
+    let body = read_body(request, limit).await?;
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+}
+
 /// Reads a request's body whole, refusing more than `limit` bytes (413) as soon as it is passed.
 pub async fn read_body(
     request: spin_sdk::http::Request,

@@ -43,15 +43,8 @@ enum Endpoint {
     Purge,
 }
 
-const fn at(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
-    Route {
-        method,
-        path,
-        endpoint,
-    }
-}
-
 use Endpoint as E;
+use shared::route::at;
 
 const ROUTES: &[Route<Endpoint>] = &[
     at("GET", "/v1/ingest/health", E::Health),

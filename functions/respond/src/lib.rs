@@ -61,15 +61,8 @@ enum Endpoint {
     Models,
 }
 
-const fn at(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
-    Route {
-        method,
-        path,
-        endpoint,
-    }
-}
-
 use Endpoint as E;
+use shared::route::at;
 
 const ROUTES: &[Route<Endpoint>] = &[
     at("GET", "/v1/respond/health", E::Health),
@@ -106,15 +99,8 @@ const ROUTES: &[Route<Endpoint>] = &[
     at("GET", "/v1/models", E::Models),
 ];
 
-async fn read_json(request: Request) -> Result<Value, ApiError> {
-    let body = guest::read_body(request, MAX_BODY_BYTES).await?;
-    if body.is_empty() {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+async fn read_json(request: Request) -> Result<serde_json::Value, ApiError> {
+    guest::read_json(request, MAX_BODY_BYTES).await
 }
 
 /// The passages an answer to `q` would be grounded in: the same retrieval the search route runs,

@@ -54,15 +54,8 @@ enum Endpoint {
     Evaluation,
 }
 
-const fn at(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
-    Route {
-        method,
-        path,
-        endpoint,
-    }
-}
-
 use Endpoint as E;
+use shared::route::at;
 
 const ROUTES: &[Route<Endpoint>] = &[
     at("GET", "/v1/search/health", E::Health),
@@ -83,14 +76,7 @@ fn ms(since: Instant) -> f64 {
 }
 
 async fn read_json(request: Request) -> Result<serde_json::Value, ApiError> {
-    let body = guest::read_body(request, MAX_BODY_BYTES).await?;
-    if body.is_empty() {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+    guest::read_json(request, MAX_BODY_BYTES).await
 }
 
 fn server_timing(auth_ms: f64, timing: engine::Timing, total_ms: f64) -> String {
