@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod error;
 pub mod ingest;
+pub mod net;
 pub mod reply;
 pub mod request;
 pub mod respond;

@@ -982,3 +982,66 @@ async fn tls_serves_https_with_a_self_signed_pair() {
         "{error:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_grants_reach_public_addresses_only() {
+    // A loopback server that counts connections: no refused request may reach it.
+    let (target, connections) = from_target_server().await;
+    let port = target.port();
+    let extra = format!(
+        "[component.listed]\nsource = \"{}\"\nallowed_outbound_hosts = [\"http://*:*\", \"http://127.0.0.1:{port}\"]\n",
+        probe_source()
+    );
+    let text = probe_app(&[("/open/...", "open")], "").replace(
+        "[component.open]\n",
+        "[component.open]\nallowed_outbound_hosts = [\"http://*:*\", \"https://*:*\"]\n",
+    ) + &extra
+        + "[[trigger.http]]\nroute = \"/listed/...\"\ncomponent = \"listed\"\n";
+    let manifest = write_manifest(&text);
+    let host = start(&manifest, Options::default()).await.unwrap();
+    for url in [
+        format!("http://127.0.0.1:{port}/x"),
+        // Names and spellings that resolve to loopback: only the address connected to tells.
+        format!("http://localhost:{port}/x"),
+        format!("http://2130706433:{port}/x"),
+        format!("http://[::1]:{port}/x"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://10.0.0.1/".to_string(),
+        "http://0.0.0.0/".to_string(),
+    ] {
+        let reply = get(host.addr, &format!("/open/outbound?url={url}"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 502, "{url}: {}", reply.text());
+        assert!(
+            reply.text().contains("DestinationIpProhibited"),
+            "{url}: {}",
+            reply.text()
+        );
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "a refused request reached the network"
+    );
+    // Listed by name, the same address is allowed; the wildcard does not grant chaining either.
+    let listed = get(
+        host.addr,
+        &format!("/listed/outbound?url=http://127.0.0.1:{port}/x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed.text(), "200 from target");
+    let chained = get(
+        host.addr,
+        "/open/outbound?url=http://listed.spin.internal/listed/instance",
+    )
+    .await
+    .unwrap();
+    assert!(
+        chained.text().contains("HttpRequestDenied"),
+        "{}",
+        chained.text()
+    );
+    host.stop().await;
+}

@@ -1,5 +1,7 @@
 //! `allowed_outbound_hosts`: which scheme, host and port a component may call. Anything not listed is
-//! refused in the host before a connection is attempted.
+//! refused in the host before a connection is attempted. A host granted only through a wildcard
+//! (`https://*`, `*.example.com`) is a fetch on someone's behalf: it may reach public addresses only
+//! ([`Grant::Public`], enforced where the connection is made, `crate::public`).
 
 use anyhow::{Context, bail};
 
@@ -83,6 +85,16 @@ impl HostPattern {
         Ok(Self { scheme, host, port })
     }
 
+    /// Whether the pattern names hosts only through a wildcard. `*.spin.internal` counts as naming
+    /// them: it is how Spin grants chaining to every component of the application.
+    fn is_wildcard(&self) -> bool {
+        match &self.host {
+            HostMatch::Exact(_) => false,
+            HostMatch::Subdomain(suffix) => suffix != ".spin.internal",
+            HostMatch::Any => true,
+        }
+    }
+
     fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
         self.scheme.as_deref().is_none_or(|s| s == scheme)
             && self.port.is_none_or(|p| p == port)
@@ -109,19 +121,36 @@ impl AllowedHosts {
 
     /// Whether a request to `uri` may leave the host.
     pub fn allows(&self, uri: &http::Uri) -> bool {
-        let Some(scheme) = uri.scheme_str() else {
-            return false;
-        };
-        let Some(host) = uri.host() else {
-            return false;
-        };
-        let scheme = scheme.to_ascii_lowercase();
-        let Some(port) = uri.port_u16().or_else(|| default_port(&scheme)) else {
-            return false;
-        };
-        let host = host.to_ascii_lowercase();
-        self.patterns.iter().any(|p| p.allows(&scheme, &host, port))
+        self.grant(uri).is_some()
     }
+
+    /// How a request to `uri` is allowed, if it is: a host listed by name may be any address (the
+    /// stores on loopback, say); one matched only by a wildcard must be public.
+    pub fn grant(&self, uri: &http::Uri) -> Option<Grant> {
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let host = uri.host()?.to_ascii_lowercase();
+        let port = uri.port_u16().or_else(|| default_port(&scheme))?;
+        let mut matching = self
+            .patterns
+            .iter()
+            .filter(|p| p.allows(&scheme, &host, port))
+            .peekable();
+        matching.peek()?;
+        if matching.any(|p| !p.is_wildcard()) {
+            Some(Grant::Listed)
+        } else {
+            Some(Grant::Public)
+        }
+    }
+}
+
+/// How an outbound request is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// The host is listed by name: whatever address it has.
+    Listed,
+    /// Only a wildcard matches: the address connected to must be public (`shared::net::refusal`).
+    Public,
 }
 
 #[cfg(test)]
@@ -164,6 +193,26 @@ mod tests {
         );
         check(&["*://*:*"], "https://anything.test:1/", true);
         check(&["http://localhost:3000"], "http://LOCALHOST:3000/", true);
+    }
+
+    #[test]
+    fn wildcards_grant_public_addresses_only() {
+        let hosts = AllowedHosts::parse(&[
+            "https://*:*".to_string(),
+            "http://*.example.com".to_string(),
+            "http://127.0.0.1:5984".to_string(),
+        ])
+        .unwrap();
+        let grant = |uri: &str| hosts.grant(&uri.parse().unwrap());
+        assert_eq!(grant("https://docs.rs/x"), Some(Grant::Public));
+        assert_eq!(grant("http://api.example.com/"), Some(Grant::Public));
+        assert_eq!(grant("http://127.0.0.1:5984/db"), Some(Grant::Listed));
+        assert_eq!(grant("http://127.0.0.1:5985/db"), None);
+        let chaining = AllowedHosts::parse(&["http://*.spin.internal".to_string()]).unwrap();
+        assert_eq!(
+            chaining.grant(&"http://ingest.spin.internal/x".parse().unwrap()),
+            Some(Grant::Listed)
+        );
     }
 
     #[test]

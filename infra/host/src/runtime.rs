@@ -26,7 +26,7 @@ use wasmtime_wasi_http::handler::{
 };
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::outbound::AllowedHosts;
+use crate::outbound::{AllowedHosts, Grant};
 
 mod spin_variables {
     wasmtime::component::bindgen!({
@@ -203,7 +203,7 @@ impl WasiHttpHooks for Outbound {
     > {
         drop(fut);
         let target = chaining_target(request.uri());
-        if !self.allowed.allows(request.uri()) {
+        let Some(grant) = self.allowed.grant(request.uri()) else {
             tracing::warn!(
                 component = %self.component,
                 scheme = request.uri().scheme_str().unwrap_or(""),
@@ -211,6 +211,11 @@ impl WasiHttpHooks for Outbound {
                 port = request.uri().port_u16(),
                 "outbound request denied: not in allowed_outbound_hosts"
             );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        };
+        if target.is_some() && grant == Grant::Public {
+            // `*://*:*` grants the internet, not the application's own components.
+            tracing::warn!(component = %self.component, "chained request denied: `<id>.spin.internal` is not listed");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         if let Some(target) = target {
@@ -227,6 +232,9 @@ impl WasiHttpHooks for Outbound {
                 let response = crate::server::chained(&front, &target, request, depth).await;
                 Ok((response, Box::new(async { Ok(()) }) as IoFuture))
             });
+        }
+        if grant == Grant::Public {
+            return Box::new(crate::public::send(request, options));
         }
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
