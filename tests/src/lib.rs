@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod pouchdb;
 pub mod scifact;
+pub mod site;
 pub mod stores;
 
 use std::collections::BTreeMap;

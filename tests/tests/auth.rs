@@ -836,6 +836,39 @@ async fn access_control_holds_on_every_route_of_every_function() {
             Some(json!([{"question": "q", "answer": "a"}])),
             true,
         ),
+        ("GET", format!("/v1/projects/{p}/sources"), None, false),
+        ("GET", format!("/v1/projects/{p}/sources/s1"), None, false),
+        (
+            "POST",
+            format!("/v1/projects/{p}/sources"),
+            Some(json!({"kind": "url", "url": "https://example.com/"})),
+            true,
+        ),
+        (
+            "POST",
+            format!("/v1/projects/{p}/sources/s1/sync"),
+            None,
+            true,
+        ),
+        (
+            "DELETE",
+            format!("/v1/projects/{p}/sources/s1"),
+            None,
+            true,
+        ),
+        (
+            "POST",
+            format!("/v1/projects/{p}/webhooks"),
+            Some(json!({"events": ["source.sync"]})),
+            true,
+        ),
+        ("GET", format!("/v1/projects/{p}/webhooks"), None, true),
+        (
+            "DELETE",
+            format!("/v1/projects/{p}/webhooks/wh1"),
+            None,
+            true,
+        ),
     ];
     for (method, path, body, write) in &ingest_routes {
         for (what, credential, statuses) in attacks(&w) {
@@ -853,7 +886,9 @@ async fn access_control_holds_on_every_route_of_every_function() {
                 // Allowed to read: the project has no document d1, so a 404 that is about the document.
                 assert!(
                     reply.status == 200
-                        || (reply.status == 404 && reply.text().contains("no document")),
+                        || (reply.status == 404
+                            && (reply.text().contains("no document")
+                                || reply.text().contains("no source"))),
                     "{who} reading {path}: {} {}",
                     reply.status,
                     reply.text()

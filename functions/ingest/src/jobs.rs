@@ -9,6 +9,7 @@
 
 use serde_json::{Value, json};
 use shared::ApiError;
+use shared::auth::password::constant_time_eq;
 use shared::ingest::document::{DocumentRecord, object_key};
 
 use crate::documents::{Documents, now_ms};
@@ -35,7 +36,10 @@ fn new_token() -> String {
 fn public(job: &Value) -> Value {
     let mut job = job.clone();
     if let Some(obj) = job.as_object_mut() {
-        for private in ["_id", "_rev", "type", "token", "meta"] {
+        for private in [
+            "_id", "_rev", "type", "token", "meta", "queue", "seen", "robots", "spec", "cursor",
+            "phase",
+        ] {
             obj.remove(private);
         }
     }
@@ -96,6 +100,54 @@ impl Jobs<'_, '_> {
         Ok(public(&stored))
     }
 
+    /// Records a sync of `source` (a source record) and starts its first step once this request
+    /// has been answered.
+    pub async fn start_sync(&self, source: &Value) -> Result<Value, ApiError> {
+        let name = source["id"].as_str().unwrap_or_default();
+        let id = format!("sync-{name}-{}", &new_token()[..8]);
+        let mut spec = source.clone();
+        if let Some(obj) = spec.as_object_mut() {
+            for private in [
+                "_id",
+                "_rev",
+                "type",
+                "last_sync",
+                "syncing",
+                "next_sync_at",
+            ] {
+                obj.remove(private);
+            }
+        }
+        let job = json!({
+            "_id": job_id(self.project(), &id),
+            "type": "job",
+            "id": id,
+            "kind": "sync",
+            "project": self.project(),
+            "source": name,
+            "spec": spec,
+            "status": "running",
+            "phase": "start",
+            "queue": [],
+            "seen": [],
+            "cursor": 0,
+            "summary": {"added": 0, "updated": 0, "unchanged": 0, "removed": 0, "failed": 0},
+            "page_errors": [],
+            "items_total": 0,
+            "items_done": 0,
+            "attempts": 0,
+            "errors": [],
+            "created_at": now_ms(),
+            "updated_at": now_ms(),
+            "finished_at": null,
+            "token": new_token(),
+        });
+        let mut stored = job.clone();
+        stored["_rev"] = json!(self.couch().put(&job).await?);
+        kick(self.project(), &stored);
+        Ok(public(&stored))
+    }
+
     async fn load(&self, id: &str) -> Result<Value, ApiError> {
         self.couch()
             .get(&job_id(self.project(), id))
@@ -148,7 +200,12 @@ impl Jobs<'_, '_> {
         // Claim the step: a second runner of the same step loses this write and stops.
         job["updated_at"] = json!(now_ms());
         job["_rev"] = json!(self.couch().put(&job).await?);
-        match self.advance(&mut job).await {
+        let advanced = if job["kind"] == "sync" {
+            crate::sources::advance(self.documents, &mut job).await
+        } else {
+            self.advance(&mut job).await
+        };
+        match advanced {
             Ok(()) => {}
             Err(error) => {
                 let attempts = job["attempts"].as_u64().unwrap_or(0) as u32 + 1;
@@ -159,7 +216,9 @@ impl Jobs<'_, '_> {
                 if attempts >= MAX_ATTEMPTS {
                     job["status"] = json!("failed");
                     job["finished_at"] = json!(now_ms());
-                    if let Some(mut record) = self.record(&job).await? {
+                    if job["kind"] == "sync" {
+                        crate::sources::abandon(self.documents, &job).await;
+                    } else if let Some(mut record) = self.record(&job).await? {
                         let version = job["version"].as_u64().unwrap_or(0) as u32;
                         self.documents.abandon(&mut record, version, &error).await;
                     }
@@ -232,10 +291,6 @@ impl Jobs<'_, '_> {
         job["finished_at"] = json!(now_ms());
         Ok(())
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Starts the job's next step as a chained request, once this request has been answered (the task

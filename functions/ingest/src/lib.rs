@@ -8,9 +8,12 @@
 #![forbid(unsafe_code)]
 
 mod documents;
+mod fetch;
 mod input;
 mod jobs;
+mod sources;
 mod stores;
+mod webhooks;
 
 use serde_json::json;
 use shared::auth::Action;
@@ -41,6 +44,16 @@ enum Endpoint {
     Resume,
     Step,
     Purge,
+    Sources,
+    CreateSource,
+    Source,
+    DeleteSource,
+    SyncSource,
+    Webhooks,
+    CreateWebhook,
+    DeleteWebhook,
+    Hook,
+    SyncDue,
 }
 
 use Endpoint as E;
@@ -71,12 +84,42 @@ const ROUTES: &[Route<Endpoint>] = &[
     at("GET", "/v1/projects/:project/jobs/:job", E::Job),
     at("POST", "/v1/projects/:project/jobs/:job/resume", E::Resume),
     at("POST", "/v1/projects/:project/jobs/:job/step", E::Step),
+    at("POST", "/v1/projects/:project/sources", E::CreateSource),
+    at("GET", "/v1/projects/:project/sources", E::Sources),
+    at("GET", "/v1/projects/:project/sources/:source", E::Source),
+    at(
+        "DELETE",
+        "/v1/projects/:project/sources/:source",
+        E::DeleteSource,
+    ),
+    at(
+        "POST",
+        "/v1/projects/:project/sources/:source/sync",
+        E::SyncSource,
+    ),
+    at("POST", "/v1/projects/:project/webhooks", E::CreateWebhook),
+    at("GET", "/v1/projects/:project/webhooks", E::Webhooks),
+    at(
+        "DELETE",
+        "/v1/projects/:project/webhooks/:hook",
+        E::DeleteWebhook,
+    ),
+    at("POST", "/v1/hooks/:hook", E::Hook),
+    at("POST", "/v1/admin/sync-due", E::SyncDue),
 ];
 
 /// What reading needs versus what writing needs: viewers read, editors (and `ingest` keys) write.
 fn action(endpoint: Endpoint) -> Action {
     match endpoint {
-        E::List | E::Get | E::Chunks | E::Content | E::Health | E::Jobs | E::Job => Action::Search,
+        E::List
+        | E::Get
+        | E::Chunks
+        | E::Content
+        | E::Health
+        | E::Jobs
+        | E::Job
+        | E::Sources
+        | E::Source => Action::Search,
         E::Access
         | E::Create
         | E::Put
@@ -84,9 +127,16 @@ fn action(endpoint: Endpoint) -> Action {
         | E::DeleteByTag
         | E::Qa
         | E::Resume
-        | E::Step => Action::Ingest,
-        // Answered with auth's purge token, never a caller's credential.
-        E::Purge => Action::Admin,
+        | E::Step
+        | E::CreateSource
+        | E::DeleteSource
+        | E::SyncSource
+        | E::Webhooks
+        | E::CreateWebhook
+        | E::DeleteWebhook => Action::Ingest,
+        // Answered with auth's purge token, the operator key or a webhook's signature, never a
+        // caller's credential.
+        E::Purge | E::Hook | E::SyncDue => Action::Admin,
     }
 }
 
@@ -187,6 +237,12 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
         };
         return Ok(Reply::json(200, &documents.purge_project().await?));
     }
+    if let E::Hook = endpoint {
+        return hook(request, found.param("hook").unwrap_or_default()).await;
+    }
+    if let E::SyncDue = endpoint {
+        return sync_due(request).await;
+    }
     let principal = guest::authorize(request.headers(), &project, action(endpoint)).await?;
     if let E::Access = endpoint {
         return Ok(Reply::json(200, &principal));
@@ -194,7 +250,18 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
     if !id.is_empty() {
         validate_id(&id)?;
     }
+    let source = found.param("source").unwrap_or_default().to_string();
+    if !source.is_empty() {
+        validate_id(&source)?;
+    }
+    let webhook = found.param("hook").unwrap_or_default().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
+    let origin = request
+        .headers()
+        .get("spin-full-url")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|u| url::Url::parse(u).ok())
+        .map(|u| u.origin().ascii_serialization());
     let content_type = request
         .headers()
         .get("content-type")
@@ -310,8 +377,167 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
             .resume(&job)
             .await?,
         )),
-        E::Health | E::Access | E::Step | E::Purge => unreachable!("answered above"),
+        E::CreateSource => {
+            let body = json_body(&body)?;
+            let sources = sources::Sources {
+                documents: &documents,
+            };
+            Ok(Reply::json(201, &sources.create(&body).await?))
+        }
+        E::Sources => Ok(Reply::json(
+            200,
+            &sources::Sources {
+                documents: &documents,
+            }
+            .list()
+            .await?,
+        )),
+        E::Source => {
+            let after = query_value(&query, "after")?;
+            let limit = query_value(&query, "limit")?
+                .map(|v| number::<usize>("limit", &v))
+                .transpose()?
+                .unwrap_or(100)
+                .clamp(1, 1000);
+            Ok(Reply::json(
+                200,
+                &sources::Sources {
+                    documents: &documents,
+                }
+                .get(&source, after.as_deref(), limit)
+                .await?,
+            ))
+        }
+        E::DeleteSource => Ok(Reply::json(
+            200,
+            &sources::Sources {
+                documents: &documents,
+            }
+            .delete(&source)
+            .await?,
+        )),
+        E::SyncSource => Ok(Reply::json(
+            202,
+            &json!({"job": sources::Sources {
+                documents: &documents,
+            }
+            .sync(&source)
+            .await?}),
+        )),
+        E::CreateWebhook => {
+            let body = json_body(&body)?;
+            let hooks = webhooks::Webhooks {
+                documents: &documents,
+            };
+            Ok(Reply::json(
+                201,
+                &hooks.create(&body, origin.as_deref()).await?,
+            ))
+        }
+        E::Webhooks => Ok(Reply::json(
+            200,
+            &webhooks::Webhooks {
+                documents: &documents,
+            }
+            .list()
+            .await?,
+        )),
+        E::DeleteWebhook => {
+            validate_id(&webhook)?;
+            Ok(Reply::json(
+                200,
+                &webhooks::Webhooks {
+                    documents: &documents,
+                }
+                .delete(&webhook)
+                .await?,
+            ))
+        }
+        E::Health | E::Access | E::Step | E::Purge | E::Hook | E::SyncDue => {
+            unreachable!("answered above")
+        }
     }
+}
+
+fn json_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+}
+
+fn header(request: &Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// `POST /v1/hooks/:id`: public, verified by the delivery's signature.
+async fn hook(request: Request, id: &str) -> Result<Reply, ApiError> {
+    let delivery = webhooks::Delivery {
+        standard_id: header(&request, "webhook-id"),
+        standard_timestamp: header(&request, "webhook-timestamp"),
+        standard_signature: header(&request, "webhook-signature"),
+        github_signature: header(&request, "x-hub-signature-256"),
+        github_event: header(&request, "x-github-event"),
+        github_delivery: header(&request, "x-github-delivery"),
+    };
+    let stores = Stores::load().await?;
+    let endpoint = webhooks::endpoint(&stores.couch, id).await?;
+    let body = guest::read_body(request, input::MAX_DOCUMENT_BYTES).await?;
+    let project = endpoint["project"].as_str().unwrap_or_default().to_string();
+    let documents = Documents {
+        stores: &stores,
+        project: &project,
+    };
+    let (status, answer) = webhooks::deliver(&documents, &endpoint, &delivery, &body).await?;
+    Ok(Reply::json(status, &answer))
+}
+
+/// `POST /v1/admin/sync-due` (operator key): starts every sync that is due and returns at once.
+async fn sync_due(request: Request) -> Result<Reply, ApiError> {
+    let expected = guest::vars::optional("auth_operator_key", "").await;
+    let given = header(&request, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_string))
+        .unwrap_or_default();
+    if expected.is_empty()
+        || !shared::auth::password::constant_time_eq(expected.as_bytes(), given.as_bytes())
+    {
+        return Err(ApiError::Unauthenticated(
+            "the operator key is required".into(),
+        ));
+    }
+    let stores = Stores::load().await?;
+    let now = documents::now_ms();
+    let mut started = Vec::new();
+    let mut skipped = Vec::new();
+    for (project, source) in sources::due(&stores.couch, now).await? {
+        let documents = Documents {
+            stores: &stores,
+            project: &project,
+        };
+        match (sources::Sources {
+            documents: &documents,
+        })
+        .sync(&source)
+        .await
+        {
+            Ok(job) => {
+                started.push(json!({"project": project, "source": source, "job": job["id"]}))
+            }
+            Err(error) => skipped
+                .push(json!({"project": project, "source": source, "why": error.to_string()})),
+        }
+    }
+    Ok(Reply::json(
+        202,
+        &json!({"started": started, "skipped": skipped}),
+    ))
 }
 
 #[http_service]

@@ -46,6 +46,11 @@ pub async fn start_defaults(
         "auth_operator_key",
         embedded::load_or_create_secret(data_dir, "operator")?,
     );
+    // Webhook endpoints' secrets are derived from this key, so the document store never holds them.
+    defaults.provide(
+        "webhook_key",
+        embedded::load_or_create_secret(data_dir, "webhook")?,
+    );
 
     if !external(env, "docstore_url", "document store") {
         let credentials = Credentials {

@@ -3,10 +3,12 @@
 //! which version of a document search sees.
 
 pub mod chunk;
+pub mod crawl;
 pub mod document;
 pub mod extract;
 pub mod pdf;
 pub mod sparse;
 pub mod text;
 pub mod visibility;
+pub mod webhook;
 pub mod wordpiece;

@@ -1,0 +1,199 @@
+//! Fetching a page on a user's behalf: http(s) only, no credentials in URLs, public addresses only
+//! (checked here on the URL, and by the host on the address it connects to), at most five redirects,
+//! each hop checked again, a size limit, a deadline, and conditional requests for re-syncs.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{Either, select};
+use http_body_util::{BodyExt, Full, Limited};
+use shared::ingest::crawl::USER_AGENT_HEADER;
+use url::Url;
+
+/// Redirects followed before a fetch gives up.
+pub const MAX_REDIRECTS: usize = 5;
+/// The largest page read (bigger ones are a per-page error).
+pub const MAX_PAGE_BYTES: usize = 5 << 20;
+/// How long one fetch (all its hops) may take.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a fetch gave.
+#[derive(Debug)]
+pub enum Fetched {
+    /// 200: the body, the final URL after redirects, and the validators for the next sync.
+    Page {
+        url: Url,
+        content_type: String,
+        body: Bytes,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+    /// 304: the page has not changed since the validators sent.
+    NotModified,
+    /// 404 or 410: the page is gone.
+    Gone(u16),
+}
+
+/// The validators of a page fetched before.
+#[derive(Debug, Default, Clone)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// Where fetches may go: public addresses, and the one origin the operator listed explicitly in
+/// `crawl_allowed_origin` (an intranet site, or a test's site on loopback).
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub allowed_origin: Option<url::Origin>,
+}
+
+impl Policy {
+    pub async fn load() -> Self {
+        let origin = guest::vars::optional("crawl_allowed_origin", "").await;
+        Self {
+            allowed_origin: Url::parse(origin.trim())
+                .ok()
+                .map(|u| u.origin())
+                .filter(url::Origin::is_tuple),
+        }
+    }
+
+    /// `text` parsed, or why it may not be fetched.
+    pub fn check(&self, text: &str) -> Result<Url, String> {
+        if let Ok(url) = Url::parse(text.trim())
+            && self.allowed_origin.as_ref() == Some(&url.origin())
+        {
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err("a URL to fetch must not carry credentials".into());
+            }
+            return Ok(url);
+        }
+        shared::net::check_url(text)
+    }
+}
+
+fn describe(error: &str) -> String {
+    if error.contains("DestinationIpProhibited") {
+        "refused: the host resolves to an address that is not public".into()
+    } else if error.contains("HttpRequestDenied") {
+        "refused: not an allowed outbound host".into()
+    } else if error.contains("DnsError") || error.contains("DestinationNotFound") {
+        "the host name does not resolve".into()
+    } else if error.contains("ConnectionRefused") || error.contains("Connect") {
+        "the connection was refused".into()
+    } else if error.contains("Timeout") {
+        "the server did not answer in time".into()
+    } else {
+        format!("the fetch failed: {error}")
+    }
+}
+
+async fn exchange(
+    url: &Url,
+    accept: &str,
+    validators: &Validators,
+) -> Result<(u16, http::HeaderMap, Bytes), String> {
+    let mut request = http::Request::builder()
+        .method("GET")
+        .uri(url.as_str())
+        .header("user-agent", USER_AGENT_HEADER)
+        .header("accept", accept);
+    if let Some(etag) = &validators.etag {
+        request = request.header("if-none-match", etag.as_str());
+    }
+    if let Some(modified) = &validators.last_modified {
+        request = request.header("if-modified-since", modified.as_str());
+    }
+    let request = request
+        .header("content-length", "0")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("the URL cannot be requested: {e}"))?;
+    let response = spin_sdk::http::send(request)
+        .await
+        .map_err(|e| describe(&format!("{e:?}")))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    if let Some(length) = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && length > MAX_PAGE_BYTES as u64
+    {
+        return Err(format!(
+            "the page is {length} bytes, more than the {MAX_PAGE_BYTES} read"
+        ));
+    }
+    if !(200..300).contains(&status) {
+        return Ok((status, headers, Bytes::new()));
+    }
+    let body = Limited::new(response.into_body(), MAX_PAGE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                format!("the page is larger than the {MAX_PAGE_BYTES} bytes read")
+            } else {
+                format!("reading the page failed: {e}")
+            }
+        })?
+        .to_bytes();
+    Ok((status, headers, body))
+}
+
+fn header(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn follow(
+    policy: &Policy,
+    start: &Url,
+    accept: &str,
+    validators: &Validators,
+) -> Result<Fetched, String> {
+    let mut url = start.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let checked = policy.check(url.as_str())?;
+        let (status, headers, body) = exchange(&checked, accept, validators).await?;
+        match status {
+            200..=299 => {
+                return Ok(Fetched::Page {
+                    url: checked,
+                    content_type: header(&headers, "content-type").unwrap_or_default(),
+                    body,
+                    etag: header(&headers, "etag"),
+                    last_modified: header(&headers, "last-modified"),
+                });
+            }
+            304 => return Ok(Fetched::NotModified),
+            404 | 410 => return Ok(Fetched::Gone(status)),
+            301 | 302 | 303 | 307 | 308 => {
+                let location = header(&headers, "location")
+                    .ok_or_else(|| format!("HTTP {status} without a location"))?;
+                url = checked
+                    .join(location.trim())
+                    .map_err(|e| format!("HTTP {status} to a bad location: {e}"))?;
+            }
+            other => return Err(format!("HTTP {other}")),
+        }
+    }
+    Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
+/// Fetches `url` (following redirects), within [`FETCH_TIMEOUT`].
+pub async fn fetch(
+    policy: &Policy,
+    url: &Url,
+    accept: &str,
+    validators: &Validators,
+) -> Result<Fetched, String> {
+    let work = Box::pin(follow(policy, url, accept, validators));
+    let deadline = Box::pin(spin_sdk::time::sleep(FETCH_TIMEOUT));
+    match select(work, deadline).await {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => Err(format!("no answer within {} s", FETCH_TIMEOUT.as_secs())),
+    }
+}

@@ -1,0 +1,957 @@
+//! Sources kept in sync: a website crawled within its host, one URL, or the pages a sitemap lists.
+//!
+//! A sync is a job (see `jobs`): its steps are chained requests of ingest to itself. The first step
+//! reads robots.txt and the sitemaps and seeds the queue; each further step fetches the next pages
+//! (several at once, conditionally, with the validators of the last sync), indexes those whose
+//! extracted text changed (one batch of embeddings for all of them), and queues the links it found;
+//! the last step removes the documents of pages that are gone or no longer linked or listed. The
+//! summary says what was added, updated, unchanged, removed and failed.
+//!
+//! Records, in ingest's database: `source:{project}:{id}` (the configuration and the last sync),
+//! `page:{project}:{source}:{key}` (per page: its document, validators, text hash and links).
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value, json};
+use shared::ApiError;
+use shared::ingest::crawl::{self, Robots, Scope};
+use shared::ingest::document::{self, ContentType, Kind, content_hash, validate_tags};
+use url::Url;
+
+use crate::documents::{Documents, now_ms};
+use crate::fetch::{self, Fetched, Policy, Validators};
+use crate::input::NewDocument;
+
+/// Pages fetched by one step (concurrently), so a step stays well inside the request time limit.
+const STEP_PAGES: usize = 16;
+/// Per-page errors a job keeps (the count is exact; the list is the first ones).
+const MAX_ERRORS: usize = 200;
+/// Sitemaps read by one sync (an index and the sitemaps it lists).
+const MAX_SITEMAPS: usize = 20;
+const DEFAULT_MAX_PAGES: u64 = 100;
+const CAP_MAX_PAGES: u64 = 5_000;
+const DEFAULT_MAX_DEPTH: u64 = 3;
+const CAP_MAX_DEPTH: u64 = 20;
+const PAGE_ACCEPT: &str =
+    "text/html,application/xhtml+xml,text/markdown,text/plain,application/pdf;q=0.9,*/*;q=0.1";
+const SITEMAP_ACCEPT: &str = "application/xml,text/xml,text/plain;q=0.9,*/*;q=0.1";
+
+fn source_id(project: &str, id: &str) -> String {
+    format!("source:{project}:{id}")
+}
+
+fn page_prefix(project: &str, source: &str) -> String {
+    format!("page:{project}:{source}:")
+}
+
+fn url_key(url: &str) -> String {
+    content_hash(url.as_bytes())[..32].to_string()
+}
+
+fn page_id(project: &str, source: &str, url: &str) -> String {
+    format!("{}{}", page_prefix(project, source), url_key(url))
+}
+
+/// A page's document id: the source's id and a hash of the URL, so a re-sync finds it again.
+fn page_document(source: &str, url: &str) -> String {
+    format!("{source}-{}", &url_key(url)[..24])
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the platform provides randomness");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("src{hex}")
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(message.into())
+}
+
+fn whole(body: &Value, name: &str, default: u64, cap: u64) -> Result<u64, ApiError> {
+    match &body[name] {
+        Value::Null => Ok(default),
+        value => value
+            .as_u64()
+            .filter(|n| (1..=cap).contains(n))
+            .ok_or_else(|| bad(format!("`{name}` is a whole number from 1 to {cap}"))),
+    }
+}
+
+fn strings(body: &Value, name: &str) -> Result<Vec<String>, ApiError> {
+    match &body[name] {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) if items.len() <= 50 => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(format!("`{name}` is a list of strings")))
+            })
+            .collect(),
+        _ => Err(bad(format!("`{name}` is a list of at most 50 strings"))),
+    }
+}
+
+/// A source's configuration, checked: what `POST .../sources` stores.
+pub fn parse(body: &Value, policy: &Policy) -> Result<Value, ApiError> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| bad("a source is a JSON object"))?;
+    const KNOWN: &[&str] = &[
+        "id",
+        "kind",
+        "url",
+        "max_pages",
+        "max_depth",
+        "include",
+        "exclude",
+        "subdomains",
+        "sync_every",
+        "tags",
+    ];
+    if let Some(unknown) = object.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(bad(format!("unknown field `{unknown}`")));
+    }
+    let kind = body["kind"].as_str().unwrap_or_default();
+    if !matches!(kind, "website" | "url" | "sitemap") {
+        return Err(bad(
+            "`kind` is website (a crawl), url (one page or file) or sitemap (the pages it lists)",
+        ));
+    }
+    let text = body["url"]
+        .as_str()
+        .ok_or_else(|| bad("`url` is required: where the source starts"))?;
+    if text.len() > 2048 {
+        return Err(bad("`url` is longer than 2048 characters"));
+    }
+    let url = policy.check(text).map_err(bad)?;
+    let url = crawl::normalize(&url);
+    let include = strings(body, "include")?;
+    let exclude = strings(body, "exclude")?;
+    let subdomains = match &body["subdomains"] {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        _ => return Err(bad("`subdomains` is true or false")),
+    };
+    Scope::new(&url, subdomains, &include, &exclude).map_err(bad)?;
+    let sync_every = match &body["sync_every"] {
+        Value::Null => None,
+        Value::String(s) => Some((s.clone(), crawl::sync_interval(s).map_err(bad)?)),
+        _ => return Err(bad("`sync_every` is a duration such as \"6h\"")),
+    };
+    let tags = validate_tags(&strings(body, "tags")?)?;
+    let id = match &body["id"] {
+        Value::Null => new_id(),
+        Value::String(id) if id.len() <= 64 => {
+            document::validate_id(id)?;
+            id.clone()
+        }
+        _ => return Err(bad("`id` is a string of at most 64 URL-safe characters")),
+    };
+    Ok(json!({
+        "id": id,
+        "kind": kind,
+        "url": url.as_str(),
+        "max_pages": if kind == "url" { 1 } else { whole(body, "max_pages", DEFAULT_MAX_PAGES, CAP_MAX_PAGES)? },
+        "max_depth": whole(body, "max_depth", DEFAULT_MAX_DEPTH, CAP_MAX_DEPTH)?,
+        "include": include,
+        "exclude": exclude,
+        "subdomains": subdomains,
+        "sync_every": sync_every.as_ref().map(|(text, _)| text.clone()),
+        "sync_every_s": sync_every.map(|(_, s)| s),
+        "tags": tags,
+    }))
+}
+
+/// What clients see of a source record.
+fn public(record: &Value) -> Value {
+    let mut record = record.clone();
+    if let Some(obj) = record.as_object_mut() {
+        for private in ["_id", "_rev", "type"] {
+            obj.remove(private);
+        }
+    }
+    record
+}
+
+fn public_page(page: &Value) -> Value {
+    json!({
+        "url": page["url"],
+        "document": page["document"],
+        "status": page["status"],
+        "error": page["error"],
+        "fetched_at": page["fetched_at"],
+        "changed_at": page["changed_at"],
+    })
+}
+
+/// One project's sources.
+pub struct Sources<'a, 'b> {
+    pub documents: &'a Documents<'b>,
+}
+
+impl Sources<'_, '_> {
+    fn couch(&self) -> &guest::couch::Couch {
+        &self.documents.stores.couch
+    }
+
+    fn project(&self) -> &str {
+        self.documents.project
+    }
+
+    async fn load(&self, id: &str) -> Result<Value, ApiError> {
+        self.couch()
+            .get(&source_id(self.project(), id))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no source {id} in this project")))
+    }
+
+    /// Stores a new source and starts its first sync.
+    pub async fn create(&self, body: &Value) -> Result<Value, ApiError> {
+        let policy = Policy::load().await;
+        let mut record = parse(body, &policy)?;
+        let id = record["id"].as_str().unwrap_or_default().to_string();
+        let now = now_ms();
+        record["_id"] = json!(source_id(self.project(), &id));
+        record["type"] = json!("source");
+        record["project"] = json!(self.project());
+        record["created_at"] = json!(now);
+        record["pages"] = json!(0);
+        record["last_sync"] = Value::Null;
+        record["syncing"] = Value::Null;
+        record["next_sync_at"] = Value::Null;
+        if self
+            .couch()
+            .get(record["_id"].as_str().unwrap_or_default())
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::Conflict(format!("source {id} exists")));
+        }
+        record["_rev"] = json!(self.couch().put(&record).await?);
+        let job = self.sync(&id).await?;
+        let record = self.load(&id).await?;
+        Ok(json!({"source": public(&record), "job": job}))
+    }
+
+    pub async fn list(&self) -> Result<Value, ApiError> {
+        let rows = self
+            .couch()
+            .prefix(&format!("source:{}:", self.project()), None, 1000, true)
+            .await?;
+        let sources: Vec<Value> = rows.iter().map(|r| public(&r["doc"])).collect();
+        Ok(json!({"sources": sources}))
+    }
+
+    /// A source with its pages (up to `limit`, after the page key `after`).
+    pub async fn get(
+        &self,
+        id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Value, ApiError> {
+        let record = self.load(id).await?;
+        let rows = self
+            .couch()
+            .prefix(&page_prefix(self.project(), id), after, limit + 1, true)
+            .await?;
+        let more = rows.len() > limit;
+        let pages: Vec<Value> = rows
+            .iter()
+            .take(limit)
+            .map(|r| public_page(&r["doc"]))
+            .collect();
+        let next = more
+            .then(|| rows.get(limit - 1).and_then(|r| r["id"].as_str()))
+            .flatten();
+        let mut out = public(&record);
+        out["page_list"] = json!(pages);
+        out["next"] = json!(next);
+        Ok(out)
+    }
+
+    /// Removes the source, its pages and every document it made.
+    pub async fn delete(&self, id: &str) -> Result<Value, ApiError> {
+        let record = self.load(id).await?;
+        let rows = self
+            .couch()
+            .prefix(&page_prefix(self.project(), id), None, 100_000, true)
+            .await?;
+        let mut removed = 0;
+        for row in &rows {
+            if let Some(document) = row["doc"]["document"].as_str()
+                && self.documents.record(document).await?.is_some()
+            {
+                self.documents.delete(document).await?;
+                removed += 1;
+            }
+        }
+        self.couch()
+            .delete_prefix(&page_prefix(self.project(), id))
+            .await?;
+        self.couch()
+            .bulk(vec![
+                json!({"_id": record["_id"], "_rev": record["_rev"], "_deleted": true}),
+            ])
+            .await?;
+        Ok(json!({"deleted": id, "documents_removed": removed}))
+    }
+
+    /// Starts a sync of source `id` (202); a sync already running is a conflict.
+    pub async fn sync(&self, id: &str) -> Result<Value, ApiError> {
+        let mut record = self.load(id).await?;
+        if let Some(job) = record["syncing"].as_str()
+            && let Ok(running) = (crate::jobs::Jobs {
+                documents: self.documents,
+            })
+            .get(job)
+            .await
+            && running["status"] == "running"
+        {
+            return Err(ApiError::Conflict(format!(
+                "source {id} is being synced by job {job}"
+            )));
+        }
+        let job = crate::jobs::Jobs {
+            documents: self.documents,
+        }
+        .start_sync(&record)
+        .await?;
+        record["syncing"] = job["id"].clone();
+        record["next_sync_at"] = match record["sync_every_s"].as_u64() {
+            Some(every) => json!(now_ms() + every * 1000),
+            None => Value::Null,
+        };
+        self.couch().put(&record).await?;
+        Ok(job)
+    }
+}
+
+/// Sources whose `next_sync_at` has passed, across projects, for the operator's `sync-due`.
+pub async fn due(couch: &guest::couch::Couch, now: u64) -> Result<Vec<(String, String)>, ApiError> {
+    let rows = couch.prefix("source:", None, 100_000, true).await?;
+    Ok(rows
+        .iter()
+        .filter(|r| {
+            r["doc"]["next_sync_at"]
+                .as_u64()
+                .is_some_and(|at| at <= now)
+        })
+        .filter_map(|r| {
+            Some((
+                r["doc"]["project"].as_str()?.to_string(),
+                r["doc"]["id"].as_str()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+fn count(job: &mut Value, field: &str) {
+    let n = job["summary"][field].as_u64().unwrap_or(0) + 1;
+    job["summary"][field] = json!(n);
+}
+
+fn page_error(job: &mut Value, url: &str, error: &str) {
+    count(job, "failed");
+    if let Some(errors) = job["page_errors"].as_array_mut()
+        && errors.len() < MAX_ERRORS
+    {
+        errors.push(json!({"url": url, "error": error}));
+    }
+}
+
+/// The URLs a sync has queued so far (each is visited once).
+struct Seen(HashSet<String>);
+
+impl Seen {
+    fn of(job: &Value) -> Self {
+        Self(
+            job["seen"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Queues `url` at `depth` unless it was seen or the source's page budget is spent.
+    fn enqueue(&mut self, job: &mut Value, url: &Url, depth: u64) {
+        let max_pages = job["spec"]["max_pages"]
+            .as_u64()
+            .unwrap_or(DEFAULT_MAX_PAGES) as usize;
+        if self.0.len() >= max_pages || !self.0.insert(url.as_str().to_string()) {
+            return;
+        }
+        if let Some(seen) = job["seen"].as_array_mut() {
+            seen.push(json!(url.as_str()));
+        }
+        if let Some(queue) = job["queue"].as_array_mut() {
+            queue.push(json!([url.as_str(), depth]));
+        }
+    }
+}
+
+/// One fetched page, judged.
+struct Outcome {
+    url: String,
+    record: Value,
+    write: Option<NewDocument>,
+}
+
+/// The next piece of a sync job's work.
+pub async fn advance(documents: &Documents<'_>, job: &mut Value) -> Result<(), ApiError> {
+    let policy = Policy::load().await;
+    match job["phase"].as_str().unwrap_or("start") {
+        "start" => start(&policy, job).await,
+        "crawl" => crawl_step(documents, &policy, job).await,
+        _ => sweep(documents, job).await,
+    }
+}
+
+async fn text_of(policy: &Policy, url: &Url, accept: &str) -> Result<Option<Vec<u8>>, String> {
+    match fetch::fetch(policy, url, accept, &Validators::default()).await? {
+        Fetched::Page { body, .. } => Ok(Some(body.to_vec())),
+        Fetched::NotModified | Fetched::Gone(_) => Ok(None),
+    }
+}
+
+/// Reads a sitemap (and the sitemaps an index lists) into the queue.
+async fn read_sitemaps(policy: &Policy, job: &mut Value, first: Vec<Url>, scope: Option<&Scope>) {
+    let mut seen = Seen::of(job);
+    let mut pending = first;
+    let mut read = 0;
+    while let Some(url) = pending.pop() {
+        if read >= MAX_SITEMAPS {
+            break;
+        }
+        read += 1;
+        let body = match text_of(policy, &url, SITEMAP_ACCEPT).await {
+            Ok(Some(body)) => body,
+            Ok(None) => continue,
+            Err(error) => {
+                page_error(job, url.as_str(), &format!("sitemap: {error}"));
+                continue;
+            }
+        };
+        let text = String::from_utf8_lossy(&body);
+        match crawl::sitemap(&text) {
+            Ok(found) => {
+                pending.extend(found.sitemaps);
+                for page in found.pages {
+                    if scope.is_none_or(|s| s.contains(&page)) {
+                        seen.enqueue(job, &page, 0);
+                    }
+                }
+            }
+            Err(error) => page_error(job, url.as_str(), &format!("sitemap: {error}")),
+        }
+    }
+}
+
+/// The first step: robots.txt and sitemaps read, the queue seeded.
+async fn start(policy: &Policy, job: &mut Value) -> Result<(), ApiError> {
+    let spec = job["spec"].clone();
+    let url = Url::parse(spec["url"].as_str().unwrap_or_default())
+        .map_err(|e| ApiError::Internal(format!("source url: {e}")))?;
+    match spec["kind"].as_str().unwrap_or_default() {
+        "website" => {
+            let robots_url = url
+                .join("/robots.txt")
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let robots = match text_of(policy, &robots_url, "text/plain").await {
+                Ok(Some(body)) => String::from_utf8_lossy(&body).into_owned(),
+                Ok(None) => String::new(),
+                Err(error) => {
+                    page_error(job, robots_url.as_str(), &format!("robots.txt: {error}"));
+                    String::new()
+                }
+            };
+            let parsed = Robots::parse(robots.as_bytes());
+            let mut sitemaps = parsed.sitemaps();
+            if sitemaps.is_empty()
+                && let Ok(default) = url.join("/sitemap.xml")
+            {
+                sitemaps.push(default);
+            }
+            job["robots"] = json!(robots);
+            Seen::of(job).enqueue(job, &url, 0);
+            let scope = scope_of(&spec)?;
+            read_sitemaps(policy, job, sitemaps, Some(&scope)).await;
+            // A sitemap's 404 is not the site's failure.
+            if let Some(errors) = job["page_errors"].as_array_mut() {
+                errors.retain(|e| {
+                    !e["error"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("sitemap: HTTP 404")
+                });
+            }
+        }
+        "sitemap" => read_sitemaps(policy, job, vec![url], None).await,
+        _ => Seen::of(job).enqueue(job, &url, 0),
+    }
+    job["phase"] = json!("crawl");
+    Ok(())
+}
+
+fn scope_of(spec: &Value) -> Result<Scope, ApiError> {
+    let url = Url::parse(spec["url"].as_str().unwrap_or_default())
+        .map_err(|e| ApiError::Internal(format!("source url: {e}")))?;
+    let list = |name: &str| -> Vec<String> {
+        spec[name]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Scope::new(
+        &url,
+        spec["subdomains"].as_bool().unwrap_or(false),
+        &list("include"),
+        &list("exclude"),
+    )
+    .map_err(ApiError::Internal)
+}
+
+/// A page as the queue had it: where, how deep, and its record from the last sync.
+struct Queued<'a> {
+    source: &'a str,
+    project: &'a str,
+    url: &'a Url,
+    depth: u64,
+    previous: Option<Value>,
+}
+
+/// Judges one fetch: what to write, and the page record to keep; the links to follow go to
+/// `followed`.
+fn judge(
+    job: &mut Value,
+    queued: Queued<'_>,
+    fetched: Result<Fetched, String>,
+    followed: &mut Vec<(Url, u64)>,
+) -> Outcome {
+    let Queued {
+        source,
+        project,
+        url,
+        depth,
+        previous,
+    } = queued;
+    let spec = job["spec"].clone();
+    let sync = job["id"].clone();
+    let key = url.as_str().to_string();
+    let mut record = previous.clone().unwrap_or_else(|| {
+        json!({
+            "_id": page_id(project, source, &key),
+            "type": "page",
+            "url": key,
+            "document": page_document(source, &key),
+        })
+    });
+    record["seen"] = sync;
+    record["fetched_at"] = json!(now_ms());
+    let website = spec["kind"] == "website";
+    let follow_links = |links: &[String], followed: &mut Vec<(Url, u64)>| {
+        if website && depth < spec["max_depth"].as_u64().unwrap_or(DEFAULT_MAX_DEPTH) {
+            followed.extend(
+                links
+                    .iter()
+                    .filter_map(|l| Url::parse(l).ok())
+                    .map(|u| (u, depth + 1)),
+            );
+        }
+    };
+    let stored_links = |record: &Value| -> Vec<String> {
+        record["links"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match fetched {
+        Err(error) => {
+            page_error(job, &key, &error);
+            record["status"] = json!("failed");
+            record["error"] = json!(error);
+            // Links of the last good fetch keep the pages under it from being taken for gone.
+            follow_links(&stored_links(&record), followed);
+            Outcome {
+                url: key,
+                record,
+                write: None,
+            }
+        }
+        Ok(Fetched::Gone(status)) => {
+            // Not marked seen: the sweep removes its document.
+            record["seen"] = Value::Null;
+            record["status"] = json!("gone");
+            record["error"] = json!(format!("HTTP {status}"));
+            Outcome {
+                url: key,
+                record,
+                write: None,
+            }
+        }
+        Ok(Fetched::NotModified) => {
+            count(job, "unchanged");
+            record["status"] = json!("indexed");
+            record["error"] = Value::Null;
+            follow_links(&stored_links(&record), followed);
+            Outcome {
+                url: key,
+                record,
+                write: None,
+            }
+        }
+        Ok(Fetched::Page {
+            url: final_url,
+            content_type,
+            body,
+            etag,
+            last_modified,
+        }) => {
+            let format = match ContentType::parse(&content_type) {
+                Ok(format) => format,
+                Err(_) => {
+                    let media = content_type
+                        .split(';')
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    let error =
+                        format!("content type `{media}` is not read (HTML, Markdown, text or PDF)");
+                    page_error(job, &key, &error);
+                    record["status"] = json!("failed");
+                    record["error"] = json!(error);
+                    return Outcome {
+                        url: key,
+                        record,
+                        write: None,
+                    };
+                }
+            };
+            let charset = content_type.split(';').skip(1).find_map(|p| {
+                p.trim()
+                    .strip_prefix("charset=")
+                    .map(|c| c.trim_matches('"').to_string())
+            });
+            record["etag"] = json!(etag);
+            record["last_modified"] = json!(last_modified);
+            let mut links = Vec::new();
+            let mut noindex = false;
+            // A crawl indexes a page under one URL: where its redirects end, or what it names as
+            // canonical. Another URL for it is followed there, not indexed twice.
+            let mut elsewhere = (website && crawl::normalize(&final_url) != *url)
+                .then(|| crawl::normalize(&final_url));
+            if format == ContentType::Html
+                && let Ok(text) = shared::ingest::text::decode(&body, charset.as_deref())
+            {
+                let page = crawl::links(&text, &final_url);
+                noindex = page.noindex;
+                if !page.nofollow {
+                    links = page.links.iter().map(|u| u.as_str().to_string()).collect();
+                }
+                if website && let Some(canonical) = page.canonical.filter(|c| c != url) {
+                    elsewhere = Some(canonical);
+                }
+            }
+            follow_links(&links, followed);
+            record["links"] = json!(links);
+            if let Some(target) = elsewhere {
+                record["seen"] = Value::Null;
+                record["status"] = json!("duplicate");
+                record["error"] = json!(format!("indexed as {target}"));
+                followed.push((target, depth));
+                return Outcome {
+                    url: key,
+                    record,
+                    write: None,
+                };
+            }
+            if noindex {
+                record["seen"] = Value::Null;
+                record["status"] = json!("skipped");
+                record["error"] = json!("the page asks not to be indexed (noindex)");
+                return Outcome {
+                    url: key,
+                    record,
+                    write: None,
+                };
+            }
+            let extracted = match document::extract(format, &body, charset.as_deref()) {
+                Ok(extracted) => extracted,
+                Err(error) => {
+                    let error = error.to_string();
+                    page_error(job, &key, &error);
+                    record["status"] = json!("failed");
+                    record["error"] = json!(error);
+                    return Outcome {
+                        url: key,
+                        record,
+                        write: None,
+                    };
+                }
+            };
+            let text_hash = content_hash(extracted.text.as_bytes());
+            if previous.is_some()
+                && record["text_hash"] == json!(text_hash)
+                && record["status"] == "indexed"
+            {
+                count(job, "unchanged");
+                record["error"] = Value::Null;
+                return Outcome {
+                    url: key,
+                    record,
+                    write: None,
+                };
+            }
+            record["text_hash"] = json!(text_hash);
+            let mut metadata = Map::new();
+            metadata.insert("source".into(), json!(source));
+            let tags: Vec<String> = spec["tags"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let write = NewDocument {
+                id: record["document"].as_str().map(str::to_string),
+                title: None,
+                content_type: format,
+                charset,
+                bytes: body.to_vec(),
+                tags,
+                metadata,
+                source_uri: Some(key.clone()),
+                kind: Kind::Document,
+                answer: None,
+            };
+            Outcome {
+                url: key,
+                record,
+                write: Some(write),
+            }
+        }
+    }
+}
+
+/// Fetches the next pages, indexes the changed ones in one batch, queues their links.
+async fn crawl_step(
+    documents: &Documents<'_>,
+    policy: &Policy,
+    job: &mut Value,
+) -> Result<(), ApiError> {
+    let project = documents.project.to_string();
+    let source = job["source"].as_str().unwrap_or_default().to_string();
+    let spec = job["spec"].clone();
+    let scope = scope_of(&spec)?;
+    let robots = Robots::parse(job["robots"].as_str().unwrap_or_default().as_bytes());
+    let cursor = job["cursor"].as_u64().unwrap_or(0) as usize;
+    let queue: Vec<(String, u64)> = job["queue"]
+        .as_array()
+        .map(|q| {
+            q.iter()
+                .skip(cursor)
+                .take(STEP_PAGES)
+                .filter_map(|e| Some((e[0].as_str()?.to_string(), e[1].as_u64().unwrap_or(0))))
+                .collect()
+        })
+        .unwrap_or_default();
+    if queue.is_empty() {
+        job["phase"] = json!("sweep");
+        return Ok(());
+    }
+    let ids: Vec<String> = queue
+        .iter()
+        .map(|(u, _)| page_id(&project, &source, u))
+        .collect();
+    let previous = documents.stores.couch.get_many(&ids).await?;
+    let fetches = queue.iter().zip(&previous).map(|((url, _), previous)| {
+        let validators = Validators {
+            etag: previous
+                .as_ref()
+                .and_then(|p| p["etag"].as_str().map(str::to_string)),
+            last_modified: previous
+                .as_ref()
+                .and_then(|p| p["last_modified"].as_str().map(str::to_string)),
+        };
+        // A page that failed last time has no trustworthy validators.
+        let validators = if previous.as_ref().is_some_and(|p| p["status"] == "indexed") {
+            validators
+        } else {
+            Validators::default()
+        };
+        let policy = policy.clone();
+        let url = url.clone();
+        async move {
+            match Url::parse(&url) {
+                Ok(parsed) => fetch::fetch(&policy, &parsed, PAGE_ACCEPT, &validators).await,
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    });
+    let results = futures::future::join_all(fetches).await;
+    let mut followed = Vec::new();
+    let mut outcomes = Vec::new();
+    for (((url, depth), previous), result) in queue.iter().zip(previous).zip(results) {
+        let parsed = Url::parse(url).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let queued = Queued {
+            source: &source,
+            project: &project,
+            url: &parsed,
+            depth: *depth,
+            previous,
+        };
+        outcomes.push(judge(job, queued, result, &mut followed));
+    }
+    // Index what changed: small pages in one batch, large ones each on their own (maybe a job).
+    let mut batch = Vec::new();
+    let mut batch_index = Vec::new();
+    for (i, outcome) in outcomes.iter_mut().enumerate() {
+        let Some(new) = outcome.write.take() else {
+            continue;
+        };
+        match documents.prepare(&new) {
+            Err(error) => {
+                let error = error.to_string();
+                page_error(job, &outcome.url, &error);
+                outcome.record["status"] = json!("failed");
+                outcome.record["error"] = json!(error);
+                outcome.record["text_hash"] = Value::Null;
+            }
+            Ok(prepared) if prepared.chunks.len() > documents.stores.inline_chunks => {
+                match documents.write(new, crate::documents::Mode::Upsert).await {
+                    Ok((status, body)) => {
+                        let added = status == 201 || (status == 202 && body["version"] == 1);
+                        count(job, if added { "added" } else { "updated" });
+                        outcome.record["status"] = json!("indexed");
+                        outcome.record["error"] = Value::Null;
+                        outcome.record["changed_at"] = json!(now_ms());
+                    }
+                    Err(error) => {
+                        let error = error.to_string();
+                        page_error(job, &outcome.url, &error);
+                        outcome.record["status"] = json!("failed");
+                        outcome.record["error"] = json!(error);
+                        outcome.record["text_hash"] = Value::Null;
+                    }
+                }
+            }
+            Ok(_) => {
+                batch.push(new);
+                batch_index.push(i);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let (_, answer) = documents.write_batch(batch).await?;
+        let written = answer["documents"].as_array().cloned().unwrap_or_default();
+        for (i, outcome) in batch_index.into_iter().zip(written) {
+            let status = outcome["status"].as_str().unwrap_or_default();
+            count(
+                job,
+                match status {
+                    "created" => "added",
+                    "unchanged" => "unchanged",
+                    _ => "updated",
+                },
+            );
+            outcomes[i].record["status"] = json!("indexed");
+            outcomes[i].record["error"] = Value::Null;
+            if status != "unchanged" {
+                outcomes[i].record["changed_at"] = json!(now_ms());
+            }
+        }
+    }
+    let mut seen = Seen::of(job);
+    for (url, depth) in followed {
+        if scope.contains(&url) && robots.allowed(&url) {
+            seen.enqueue(job, &url, depth);
+        }
+    }
+    let records: Vec<Value> = outcomes.into_iter().map(|o| o.record).collect();
+    documents.stores.couch.bulk(records).await?;
+    let done = cursor + queue.len();
+    job["cursor"] = json!(done);
+    job["items_done"] = json!(done);
+    job["items_total"] = json!(job["queue"].as_array().map_or(0, Vec::len));
+    Ok(())
+}
+
+/// The last step: documents of pages not seen in this sync go; the source records the summary.
+async fn sweep(documents: &Documents<'_>, job: &mut Value) -> Result<(), ApiError> {
+    let project = documents.project;
+    let source = job["source"].as_str().unwrap_or_default().to_string();
+    let rows = documents
+        .stores
+        .couch
+        .prefix(&page_prefix(project, &source), None, 100_000, true)
+        .await?;
+    let mut gone = Vec::new();
+    let mut kept = 0u64;
+    for row in &rows {
+        let page = &row["doc"];
+        if page["seen"] == job["id"] {
+            kept += 1;
+            continue;
+        }
+        if let Some(document) = page["document"].as_str()
+            && documents.record(document).await?.is_some()
+        {
+            documents.delete(document).await?;
+            count(job, "removed");
+        }
+        gone.push(json!({"_id": page["_id"], "_rev": page["_rev"], "_deleted": true}));
+    }
+    if !gone.is_empty() {
+        documents.stores.couch.bulk(gone).await?;
+    }
+    let id = source_id(project, &source);
+    if let Some(mut record) = documents.stores.couch.get(&id).await? {
+        record["pages"] = json!(kept);
+        record["syncing"] = Value::Null;
+        record["last_sync"] = json!({
+            "job": job["id"],
+            "started_at": job["created_at"],
+            "finished_at": now_ms(),
+            "summary": job["summary"],
+            "errors": job["page_errors"].as_array().map_or(0, Vec::len),
+        });
+        documents.stores.couch.put(&record).await?;
+    }
+    job["status"] = json!("done");
+    job["finished_at"] = json!(now_ms());
+    Ok(())
+}
+
+/// After a sync failed for good: the source says so and may be synced again.
+pub async fn abandon(documents: &Documents<'_>, job: &Value) {
+    let id = source_id(
+        documents.project,
+        job["source"].as_str().unwrap_or_default(),
+    );
+    if let Ok(Some(mut record)) = documents.stores.couch.get(&id).await {
+        record["syncing"] = Value::Null;
+        record["last_sync"] = json!({
+            "job": job["id"],
+            "started_at": job["created_at"],
+            "finished_at": now_ms(),
+            "summary": job["summary"],
+            "failed": job["errors"].as_array().and_then(|e| e.last()).map(|e| e["error"].clone()),
+        });
+        let _ = documents.stores.couch.put(&record).await;
+    }
+}

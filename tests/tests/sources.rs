@@ -1,0 +1,685 @@
+//! Sources kept in sync, through the real host running the real ingest component against the
+//! embedded stores and model: a website crawled on loopback (robots.txt, a sitemap, redirects,
+//! canonical URLs, validators), re-synced with nothing changed, with a page changed and one gone;
+//! signed webhooks (Standard Webhooks and GitHub); the operator's sync-due; SSRF refusals; bad input.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shared::ingest::webhook;
+use tests::accounts::{OPERATOR, Owner, bearer, call};
+use tests::site::{self, Resource, Site};
+use tests::{Options, exchange, start, temp_dir, workspace_root};
+
+async fn host_for(site: &Site) -> host::RunningHost {
+    let env = BTreeMap::from([
+        (
+            "SPIN_VARIABLE_AUTH_OPERATOR_KEY".to_string(),
+            OPERATOR.to_string(),
+        ),
+        (
+            "SPIN_VARIABLE_CRAWL_ALLOWED_ORIGIN".to_string(),
+            site.origin(),
+        ),
+    ]);
+    let options = Options {
+        env,
+        data_dir: Some(temp_dir("sources")),
+        request_timeout: Duration::from_secs(60),
+        ..Options::default()
+    };
+    start(&workspace_root().join("spin.toml"), options)
+        .await
+        .unwrap()
+}
+
+/// Polls a job until it is no longer running.
+async fn finished(addr: SocketAddr, key: &str, project: &str, job: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let reply = call(
+            addr,
+            "GET",
+            &format!("/v1/projects/{project}/jobs/{job}"),
+            Some(key),
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let body = reply.json();
+        if body["status"] != "running" {
+            return body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "job {job} still running: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn sync(addr: SocketAddr, key: &str, project: &str, source: &str) -> Value {
+    let reply = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{project}/sources/{source}/sync"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let job = reply.json()["job"]["id"].as_str().unwrap().to_string();
+    let done = finished(addr, key, project, &job).await;
+    assert_eq!(done["status"], "done", "{done}");
+    done
+}
+
+async fn documents(addr: SocketAddr, key: &str, project: &str) -> Vec<Value> {
+    let reply = call(
+        addr,
+        "GET",
+        &format!("/v1/projects/{project}/documents?limit=200"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["documents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn uris(docs: &[Value]) -> Vec<String> {
+    let mut out: Vec<String> = docs
+        .iter()
+        .filter_map(|d| d["source_uri"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The site: `/` links to three pages, one of them through a redirect and one a duplicate under
+/// another URL; robots.txt keeps us out of /private/; the sitemap lists an orphan page.
+fn build(site: &Site) {
+    let page = |title: &str, body: &str| {
+        Resource::html(format!(
+            "<html><head><title>{title}</title></head><body><main><h1>{title}</h1><p>{body}</p></main></body></html>"
+        ))
+    };
+    site.put("/", Resource::html(
+        "<html><head><title>Home</title></head><body><main><h1>Home</h1><p>Welcome to the help centre of the lighthouse company.</p>\
+         <a href=\"/guide\">Guide</a> <a href=\"/old-pricing\">Pricing</a> <a href=\"/guide?ref=nav#top\">Guide again</a>\
+         <a href=\"/private/secret\">Secret</a> <a href=\"/logo.png\">Logo</a> <a href=\"/to-store\">Store</a>\
+         <a href=\"/to-metadata\">Metadata</a> <a href=\"/loop\">Loop</a></main></body></html>"));
+    site.put(
+        "/guide",
+        page(
+            "Guide",
+            "To install the lamp, unscrew the lens cap and insert two batteries.",
+        ),
+    );
+    site.put("/guide?ref=nav", Resource::html(
+        "<html><head><title>Guide</title><link rel=\"canonical\" href=\"/guide\"></head><body><p>To install the lamp, unscrew the lens cap.</p></body></html>"));
+    site.put("/old-pricing", Resource::redirect(301, "/pricing"));
+    site.put(
+        "/pricing",
+        page(
+            "Pricing",
+            "The lamp costs forty euros and ships within two days.",
+        ),
+    );
+    site.put(
+        "/orphan",
+        page(
+            "Warranty",
+            "The warranty lasts three years from the date of purchase.",
+        ),
+    );
+    site.put(
+        "/private/secret",
+        page("Secret", "Nobody should index this page."),
+    );
+    site.put(
+        "/logo.png",
+        Resource::text("image/png", vec![0x89, b'P', b'N', b'G']),
+    );
+    site.put("/loop", Resource::redirect(302, "/loop"));
+    site.put(
+        "/robots.txt",
+        Resource::text("text/plain", "User-agent: *\nDisallow: /private/\n"),
+    );
+    site.put("/sitemap.xml", Resource::text("application/xml", format!(
+        "<?xml version=\"1.0\"?><urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\"><url><loc>{}</loc></url><url><loc>{}</loc></url></urlset>",
+        site.url("/orphan"), site.url("/guide"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_website_is_crawled_and_kept_in_sync() {
+    let site = site::start().await;
+    build(&site);
+    let host = host_for(&site).await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "crawl@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let project = owner.project.clone();
+    // Redirects to the embedded stores and to the metadata service are refused per page.
+    let store_port = host
+        .services
+        .iter()
+        .find(|s| s.name == "docstore")
+        .map(|s| s.addr.port())
+        .unwrap();
+    site.put(
+        "/to-store",
+        Resource::redirect(302, &format!("http://127.0.0.1:{store_port}/_all_dbs")),
+    );
+    site.put(
+        "/to-metadata",
+        Resource::redirect(302, "http://169.254.169.254/latest/meta-data/"),
+    );
+
+    let reply = call(addr, "POST", &format!("/v1/projects/{project}/sources"), Some(&key), Some(json!({
+        "id": "help", "kind": "website", "url": site.url("/"), "max_pages": 50, "tags": ["help"],
+    }))).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let job = reply.json()["job"]["id"].as_str().unwrap().to_string();
+    let first = finished(addr, &key, &project, &job).await;
+    assert_eq!(first["status"], "done", "{first}");
+    let summary = &first["summary"];
+    assert_eq!(summary["added"], 4, "home, guide, pricing, orphan: {first}");
+    assert_eq!(summary["removed"], 0, "{first}");
+    let errors = first["page_errors"].to_string();
+    for expected in [
+        "logo.png",
+        "image/png",
+        "to-store",
+        "only public addresses",
+        "to-metadata",
+        "loop",
+        "redirects",
+    ] {
+        assert!(errors.contains(expected), "{expected} in {errors}");
+    }
+    assert!(
+        site.requests("/private/secret").is_empty(),
+        "robots.txt was not honoured"
+    );
+    let docs = documents(addr, &key, &project).await;
+    assert_eq!(
+        uris(&docs),
+        [
+            site.url("/"),
+            site.url("/guide"),
+            site.url("/orphan"),
+            site.url("/pricing")
+        ]
+    );
+    assert!(
+        docs.iter().all(|d| d["tags"] == json!(["help"])),
+        "{docs:?}"
+    );
+
+    // The source shows its pages and the last sync.
+    let reply = call(
+        addr,
+        "GET",
+        &format!("/v1/projects/{project}/sources/help"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let source = reply.json();
+    assert_eq!(source["last_sync"]["summary"]["added"], 4, "{source}");
+    assert!(
+        source["page_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["status"] == "failed")
+    );
+
+    // Nothing changed: every page answers 304 or hashes the same; no document gets a new version.
+    site.clear_log();
+    let again = sync(addr, &key, &project, "help").await;
+    assert_eq!(again["summary"]["added"], 0, "{again}");
+    assert_eq!(again["summary"]["updated"], 0, "{again}");
+    assert_eq!(again["summary"]["removed"], 0, "{again}");
+    assert!(
+        again["summary"]["unchanged"].as_u64().unwrap() >= 4,
+        "{again}"
+    );
+    assert_eq!(
+        site.requests("/guide"),
+        [304],
+        "conditional requests: {:?}",
+        site.log()
+    );
+    let versions: Vec<Value> = documents(addr, &key, &project)
+        .await
+        .iter()
+        .map(|d| d["version"].clone())
+        .collect();
+    assert!(versions.iter().all(|v| *v == 1), "{versions:?}");
+
+    // One page changes, one disappears, one is no longer linked.
+    site.put("/guide", Resource::html("<html><head><title>Guide</title></head><body><p>To install the lamp, unscrew the lens cap and insert three batteries.</p></body></html>"));
+    site.remove("/pricing");
+    site.remove("/old-pricing");
+    let third = sync(addr, &key, &project, "help").await;
+    assert_eq!(third["summary"]["updated"], 1, "{third}");
+    assert_eq!(third["summary"]["removed"], 1, "{third}");
+    let docs = documents(addr, &key, &project).await;
+    assert_eq!(
+        uris(&docs),
+        [site.url("/"), site.url("/guide"), site.url("/orphan")]
+    );
+    let guide = docs
+        .iter()
+        .find(|d| d["source_uri"] == site.url("/guide"))
+        .unwrap();
+    assert_eq!(guide["version"], 2, "{guide}");
+
+    // A sync while one runs is a conflict; deleting the source removes its documents.
+    let reply = call(
+        addr,
+        "DELETE",
+        &format!("/v1/projects/{project}/sources/help"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["documents_removed"], 3, "{}", reply.text());
+    assert!(documents(addr, &key, &project).await.is_empty());
+    let reply = call(
+        addr,
+        "GET",
+        &format!("/v1/projects/{project}/sources/help"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_refuse_bad_input_and_other_projects() {
+    let site = site::start().await;
+    build(&site);
+    let host = host_for(&site).await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "refuse@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let reader = owner.key(addr, &["search"]).await;
+    let project = owner.project.clone();
+    let path = format!("/v1/projects/{project}/sources");
+    for (body, needle) in [
+        (json!({"kind": "website"}), "`url`"),
+        (
+            json!({"kind": "ftp", "url": "ftp://example.com/"}),
+            "`kind`",
+        ),
+        (
+            json!({"kind": "url", "url": "ftp://example.com/x"}),
+            "http and https",
+        ),
+        (
+            json!({"kind": "url", "url": "http://127.0.0.1:5984/"}),
+            "only public addresses",
+        ),
+        (
+            json!({"kind": "url", "url": "http://2130706433/"}),
+            "only public addresses",
+        ),
+        (
+            json!({"kind": "url", "url": "http://0177.0.0.1/"}),
+            "only public addresses",
+        ),
+        (
+            json!({"kind": "url", "url": "http://[::1]:6333/"}),
+            "only public addresses",
+        ),
+        (
+            json!({"kind": "url", "url": "http://169.254.169.254/latest/"}),
+            "only public addresses",
+        ),
+        (
+            json!({"kind": "url", "url": "http://10.0.0.1/"}),
+            "only public addresses",
+        ),
+        (
+            json!({"kind": "url", "url": "http://localhost:3000/"}),
+            "not a public host",
+        ),
+        (
+            json!({"kind": "url", "url": "http://ingest.spin.internal/"}),
+            "not a public host",
+        ),
+        (
+            json!({"kind": "url", "url": "https://user:pw@example.com/"}),
+            "credentials",
+        ),
+        (
+            json!({"kind": "website", "url": site.url("/"), "max_pages": 9999}),
+            "max_pages",
+        ),
+        (
+            json!({"kind": "website", "url": site.url("/"), "sync_every": "1s"}),
+            "sync_every",
+        ),
+        (
+            json!({"kind": "website", "url": site.url("/"), "include": ["docs"]}),
+            "start with",
+        ),
+        (
+            json!({"kind": "website", "url": site.url("/"), "colour": "red"}),
+            "unknown field",
+        ),
+    ] {
+        let reply = call(addr, "POST", &path, Some(&key), Some(body.clone())).await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text());
+        assert!(
+            reply.text().contains(needle),
+            "{body}: {} lacks {needle}",
+            reply.text()
+        );
+    }
+    let reply = call(
+        addr,
+        "POST",
+        &path,
+        Some(&reader),
+        Some(json!({"kind": "url", "url": site.url("/guide")})),
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(documents(addr, &key, &project).await.is_empty());
+
+    // A url source, then another project's credentials see nothing of it.
+    let reply = call(
+        addr,
+        "POST",
+        &path,
+        Some(&key),
+        Some(json!({"id": "one", "kind": "url", "url": site.url("/guide"), "sync_every": "6h"})),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert!(reply.json()["source"]["next_sync_at"].as_u64().is_some());
+    let job = reply.json()["job"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        finished(addr, &key, &project, &job).await["summary"]["added"],
+        1
+    );
+    let other = Owner::new(addr, "other@example.com").await;
+    let other_key = other.key(addr, &["ingest", "search"]).await;
+    for (method, suffix) in [
+        ("GET", "sources/one"),
+        ("POST", "sources/one/sync"),
+        ("DELETE", "sources/one"),
+        ("GET", &format!("jobs/{job}")),
+    ] {
+        let reply = call(
+            addr,
+            method,
+            &format!("/v1/projects/{}/{suffix}", other.project),
+            Some(&other_key),
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, 404, "{method} {suffix}: {}", reply.text());
+        let reply = call(
+            addr,
+            method,
+            &format!("/v1/projects/{project}/{suffix}"),
+            Some(&other_key),
+            None,
+        )
+        .await;
+        assert!(
+            matches!(reply.status, 403 | 404),
+            "{method} {suffix}: {}",
+            reply.text()
+        );
+    }
+    // The operator's sync-due: nothing is due yet, and it takes the operator key only.
+    let reply = call(addr, "POST", "/v1/admin/sync-due", Some(&key), None).await;
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    let reply = call(
+        addr,
+        "POST",
+        "/v1/admin/sync-due",
+        Some(&bearer(OPERATOR)),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    assert_eq!(reply.json()["started"], json!([]), "{}", reply.text());
+    host.stop().await;
+}
+
+async fn deliver(
+    addr: SocketAddr,
+    url: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> tests::Reply {
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(url)
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    exchange(addr, request.body(body.to_string()).unwrap())
+        .await
+        .unwrap()
+}
+
+fn standard(secret: &str, id: &str, body: &str, at: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("webhook-id", id.to_string()),
+        ("webhook-timestamp", at.to_string()),
+        (
+            "webhook-signature",
+            webhook::sign_standard(secret, id, at, body.as_bytes()),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhooks_drive_syncs_and_documents() {
+    let site = site::start().await;
+    build(&site);
+    let host = host_for(&site).await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "hooks@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let project = owner.project.clone();
+    let reply = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{project}/sources"),
+        Some(&key),
+        Some(json!({"id": "guide", "kind": "url", "url": site.url("/guide")})),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    finished(
+        addr,
+        &key,
+        &project,
+        reply.json()["job"]["id"].as_str().unwrap(),
+    )
+    .await;
+
+    let reply = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{project}/webhooks"),
+        Some(&key),
+        Some(json!({"sources": ["guide"]})),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let hook = reply.json();
+    let secret = hook["secret"].as_str().unwrap().to_string();
+    let url = format!("/v1/hooks/{}", hook["id"].as_str().unwrap());
+    assert!(hook["url"].as_str().unwrap().ends_with(&url), "{hook}");
+    let listed = call(
+        addr,
+        "GET",
+        &format!("/v1/projects/{project}/webhooks"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert!(
+        !listed.text().contains(&secret),
+        "the secret is shown once only"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+
+    // source.sync: accepted within a second, with the job; a replay does nothing.
+    let body = json!({"type": "source.sync", "data": {"source": "guide"}}).to_string();
+    let started = Instant::now();
+    let reply = deliver(addr, &url, &standard(&secret, "msg_1", &body, now), &body).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    let job = reply.json()["job"]["id"].as_str().unwrap().to_string();
+    assert_eq!(finished(addr, &key, &project, &job).await["status"], "done");
+    let replay = deliver(addr, &url, &standard(&secret, "msg_1", &body, now), &body).await;
+    assert_eq!(replay.status, 200, "{}", replay.text());
+    assert_eq!(replay.json()["replayed"], true);
+
+    // Refused: no signature, a wrong one, another endpoint's secret, a stale timestamp.
+    let unsigned = deliver(addr, &url, &[], &body).await;
+    assert_eq!(unsigned.status, 401, "{}", unsigned.text());
+    let mut forged = standard(&secret, "msg_2", &body, now);
+    forged[2].1 = webhook::sign_standard(
+        "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "msg_2",
+        now,
+        body.as_bytes(),
+    );
+    assert_eq!(deliver(addr, &url, &forged, &body).await.status, 401);
+    let stale = deliver(
+        addr,
+        &url,
+        &standard(&secret, "msg_3", &body, now - 600),
+        &body,
+    )
+    .await;
+    assert_eq!(stale.status, 401, "{}", stale.text());
+    let tampered = deliver(
+        addr,
+        &url,
+        &standard(&secret, "msg_4", &body, now),
+        &body.replace("guide", "other"),
+    )
+    .await;
+    assert_eq!(tampered.status, 401, "{}", tampered.text());
+    // Signed but malformed: 400.
+    for bad in [
+        "not json",
+        "{\"data\": {}}",
+        "{\"type\": \"source.sync\", \"data\": {}}",
+        "{\"type\": \"user.created\", \"data\": {}}",
+    ] {
+        let reply = deliver(
+            addr,
+            &url,
+            &standard(&secret, &format!("bad-{}", bad.len()), bad, now),
+            bad,
+        )
+        .await;
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.text());
+    }
+
+    // document.upsert and document.delete.
+    let body = json!({"type": "document.upsert", "data": {"id": "faq-1", "title": "Opening hours", "text": "The shop opens at nine and closes at six."}}).to_string();
+    let reply = deliver(addr, &url, &standard(&secret, "msg_5", &body, now), &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reply = call(
+        addr,
+        "GET",
+        &format!("/v1/projects/{project}/documents/faq-1"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = json!({"type": "document.delete", "data": {"id": "faq-1"}}).to_string();
+    let reply = deliver(addr, &url, &standard(&secret, "msg_6", &body, now), &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reply = call(
+        addr,
+        "GET",
+        &format!("/v1/projects/{project}/documents/faq-1"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+
+    // GitHub's scheme: ping, then a push that syncs the endpoint's sources.
+    let ping = "{\"zen\": \"Keep it logically awesome.\"}";
+    let github = |event: &str, delivery: &str, body: &str| {
+        vec![
+            ("x-github-event", event.to_string()),
+            ("x-github-delivery", delivery.to_string()),
+            (
+                "x-hub-signature-256",
+                webhook::sign_github(&secret, body.as_bytes()),
+            ),
+        ]
+    };
+    let reply = deliver(addr, &url, &github("ping", "gh-1", ping), ping).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let push = "{\"ref\": \"refs/heads/main\", \"commits\": []}";
+    let reply = deliver(addr, &url, &github("push", "gh-2", push), push).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let mut wrong = github("push", "gh-3", push);
+    wrong[2].1 = webhook::sign_github("not the secret", push.as_bytes());
+    assert_eq!(deliver(addr, &url, &wrong, push).await.status, 401);
+
+    // Unknown endpoints are 404; a deleted endpoint takes nothing.
+    assert_eq!(
+        deliver(addr, "/v1/hooks/wh000000000000000000000000", &[], "{}")
+            .await
+            .status,
+        404
+    );
+    let reply = call(
+        addr,
+        "DELETE",
+        &format!(
+            "/v1/projects/{project}{}",
+            url.replace("/v1/hooks", "/webhooks")
+        ),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = json!({"type": "source.sync", "data": {"source": "guide"}}).to_string();
+    assert_eq!(
+        deliver(addr, &url, &standard(&secret, "msg_7", &body, now), &body)
+            .await
+            .status,
+        404
+    );
+    host.stop().await;
+}
