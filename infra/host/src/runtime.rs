@@ -166,7 +166,14 @@ struct Outbound {
     /// Set once the instance has returned its response: a chained request it makes after that is
     /// not nested in anyone's request (a job's next step, say) and starts a new chain.
     responded: Arc<AtomicBool>,
+    /// The request being served; the server marks it answered the moment the response arrives.
+    meta: Option<Arc<RequestMeta>>,
 }
+
+/// How long a chained request waits to learn whether its caller has answered already. A guest that
+/// starts work after returning its response (a job's next step) has done so within microseconds;
+/// one that waits for the chained answer before responding never will, and is nested.
+const ANSWERED_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The way from an instance back to the application's front, for chained requests: set once the
 /// front exists, and weak, so instances do not keep a stopped host alive.
@@ -220,15 +227,26 @@ impl WasiHttpHooks for Outbound {
         }
         if let Some(target) = target {
             let front = self.chain.get().and_then(Weak::upgrade);
-            let depth = if self.responded.load(Ordering::Relaxed) {
-                1
-            } else {
-                self.depth + 1
-            };
+            let nested = self.depth + 1;
+            let flags = (self.responded.clone(), self.meta.clone());
             return Box::new(async move {
                 let Some(front) = front else {
                     return Err(wasmtime_wasi_http::Error::DestinationUnavailable);
                 };
+                // The guest's response and its next request race through different tasks of the
+                // host: give the response its moment before counting this request as nested.
+                let answered = || {
+                    flags.0.load(Ordering::Relaxed)
+                        || flags
+                            .1
+                            .as_ref()
+                            .is_some_and(|m| m.responded.load(Ordering::Relaxed))
+                };
+                let waited = Instant::now();
+                while !answered() && waited.elapsed() < ANSWERED_WAIT {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                let depth = if answered() { 1 } else { nested };
                 let response = crate::server::chained(&front, &target, request, depth).await;
                 Ok((response, Box::new(async { Ok(()) }) as IoFuture))
             });
@@ -476,6 +494,8 @@ pub struct RequestMeta {
     pub instantiate_micros: AtomicU64,
     /// Chained requests that led to this one (0 for a request from outside).
     pub depth: u32,
+    /// Set when the component's response has reached the server.
+    pub responded: AtomicBool,
 }
 
 /// The shared, cloneable handle that dispatches requests to fresh instances of one component.
@@ -505,6 +525,7 @@ impl HandlerState for ComponentRuntime {
                 chain: self.chain.clone(),
                 depth: 0,
                 responded: responded.clone(),
+                meta: None,
             },
             variables: self.variables.clone(),
             instantiate_micros: 0,
@@ -549,6 +570,7 @@ impl WorkerState for OneShot {
         meta.instantiate_micros
             .store(store.data().instantiate_micros, Ordering::Relaxed);
         store.data_mut().outbound.depth = meta.depth;
+        store.data_mut().outbound.meta = Some(meta.clone());
         // The server enforces the response-head deadline itself; this future never expires the
         // request, and `Expiration` stops the instance.
         Box::pin(std::future::pending())

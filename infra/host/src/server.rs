@@ -299,7 +299,10 @@ where
             too_large(limit, request_id)
         }
         // The component's response goes out as it made it: the host adds no header of its own.
-        Ok(Ok(response)) => response,
+        Ok(Ok(response)) => {
+            meta.responded.store(true, Ordering::Relaxed);
+            response
+        }
         Ok(Err(_)) if started.elapsed() >= frontend.limits.request_timeout => {
             timed_out(frontend.limits.request_timeout, request_id)
         }
@@ -717,4 +720,55 @@ fn too_large(limit: u64, request_id: &str) -> Response<WasiBody> {
         &format!("request body is larger than the limit of {limit} bytes"),
         request_id,
     )
+}
+
+/// Asks the application to start the source syncs that are due, every `every`, as a client would:
+/// `POST /v1/admin/sync-due` with the operator key, routed like any request (in-process, so it
+/// works behind TLS and on any listen address). What `edgerag up --sync-interval` runs; on Spin a
+/// cron trigger or a Kubernetes CronJob sends the same request.
+pub async fn sync_ticker(
+    frontend: std::sync::Weak<Frontend>,
+    every: Duration,
+    operator_key: String,
+) {
+    const PATH: &str = "/v1/admin/sync-due";
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(frontend) = frontend.upgrade() else {
+            return;
+        };
+        let Some(route) = frontend.router.route(PATH) else {
+            tracing::warn!("--sync-interval: no component serves {PATH}");
+            return;
+        };
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!("http://localhost{PATH}"))
+            .header("authorization", format!("Bearer {operator_key}"))
+            .body(
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .expect("a valid request");
+        let response = chained(&frontend, &route.component, request, 1).await;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let started = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["started"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if status.is_success() {
+            tracing::info!(started, "sync-due: started the syncs that were due");
+        } else {
+            tracing::warn!(status = status.as_u16(), "sync-due failed");
+        }
+    }
 }
