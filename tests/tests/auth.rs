@@ -850,12 +850,7 @@ async fn access_control_holds_on_every_route_of_every_function() {
             None,
             true,
         ),
-        (
-            "DELETE",
-            format!("/v1/projects/{p}/sources/s1"),
-            None,
-            true,
-        ),
+        ("DELETE", format!("/v1/projects/{p}/sources/s1"), None, true),
         (
             "POST",
             format!("/v1/projects/{p}/webhooks"),

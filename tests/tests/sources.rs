@@ -683,3 +683,32 @@ async fn signed_webhooks_drive_syncs_and_documents() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_of_more_steps_than_the_chain_depth_finishes() {
+    // 300 pages are ten steps of 32 and more: each step starts the next after answering, so the
+    // host must not count them as one ever deeper chain (its loop guard stops at 8).
+    let site = site::start().await;
+    site::generate(&site, 300, 8, 40);
+    let host = host_for(&site).await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "long@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let project = owner.project.clone();
+    let reply = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{project}/sources"),
+        Some(&key),
+        Some(json!({
+            "id": "big", "kind": "website", "url": site.url("/"), "max_pages": 300, "max_depth": 5,
+        })),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let job = reply.json()["job"]["id"].as_str().unwrap().to_string();
+    let done = finished(addr, &key, &project, &job).await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["summary"]["added"], 300, "{done}");
+    host.stop().await;
+}

@@ -529,6 +529,17 @@ impl Documents<'_> {
         for (i, new) in news.iter().enumerate() {
             prepared.push(self.prepare(new).map_err(|e| within(i, new, e))?);
         }
+        self.write_prepared(news, prepared, started).await
+    }
+
+    /// [`Self::write_batch`] for documents already read and cut (a crawl prepares each page on its
+    /// own, to keep one bad page out of the batch).
+    pub async fn write_prepared(
+        &self,
+        news: Vec<NewDocument>,
+        prepared: Vec<Prepared>,
+        started: Instant,
+    ) -> Result<(u16, Value), ApiError> {
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = prepared.iter().find(|p| !seen.insert(p.id.clone())) {
             return Err(ApiError::BadRequest(format!(

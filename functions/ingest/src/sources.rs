@@ -12,6 +12,8 @@
 
 use std::collections::HashSet;
 
+use futures::StreamExt;
+
 use serde_json::{Map, Value, json};
 use shared::ApiError;
 use shared::ingest::crawl::{self, Robots, Scope};
@@ -22,8 +24,13 @@ use crate::documents::{Documents, now_ms};
 use crate::fetch::{self, Fetched, Policy, Validators};
 use crate::input::NewDocument;
 
-/// Pages fetched by one step (concurrently), so a step stays well inside the request time limit.
-const STEP_PAGES: usize = 16;
+/// Pages fetched and indexed by one step, so a step stays well inside the request time limit and its
+/// embeddings fill the embedder's batches (32 texts, 4 in flight).
+const STEP_PAGES: usize = 32;
+/// Fetches in flight to the site at once.
+const FETCHES_IN_FLIGHT: usize = 8;
+/// The time a step may spend waiting out a robots.txt `Crawl-delay`.
+const DELAY_BUDGET_SECONDS: f32 = 10.0;
 /// Per-page errors a job keeps (the count is exact; the list is the first ones).
 const MAX_ERRORS: usize = 200;
 /// Sitemaps read by one sync (an index and the sitemaps it lists).
@@ -760,12 +767,24 @@ async fn crawl_step(
     let scope = scope_of(&spec)?;
     let robots = Robots::parse(job["robots"].as_str().unwrap_or_default().as_bytes());
     let cursor = job["cursor"].as_u64().unwrap_or(0) as usize;
+    // A site's Crawl-delay is honoured: one fetch at a time, that far apart, and fewer pages a step.
+    let delay = robots
+        .delay()
+        .filter(|d| *d > 0.0)
+        .map(|d| d.min(DELAY_BUDGET_SECONDS));
+    let (per_step, in_flight) = match delay {
+        Some(d) => (
+            ((DELAY_BUDGET_SECONDS / d) as usize).clamp(1, STEP_PAGES),
+            1,
+        ),
+        None => (STEP_PAGES, FETCHES_IN_FLIGHT),
+    };
     let queue: Vec<(String, u64)> = job["queue"]
         .as_array()
         .map(|q| {
             q.iter()
                 .skip(cursor)
-                .take(STEP_PAGES)
+                .take(per_step)
                 .filter_map(|e| Some((e[0].as_str()?.to_string(), e[1].as_u64().unwrap_or(0))))
                 .collect()
         })
@@ -797,13 +816,19 @@ async fn crawl_step(
         let policy = policy.clone();
         let url = url.clone();
         async move {
+            if let Some(seconds) = delay {
+                spin_sdk::time::sleep(std::time::Duration::from_secs_f32(seconds)).await;
+            }
             match Url::parse(&url) {
                 Ok(parsed) => fetch::fetch(&policy, &parsed, PAGE_ACCEPT, &validators).await,
                 Err(e) => Err(e.to_string()),
             }
         }
     });
-    let results = futures::future::join_all(fetches).await;
+    let results: Vec<_> = futures::stream::iter(fetches)
+        .buffered(in_flight)
+        .collect()
+        .await;
     let mut followed = Vec::new();
     let mut outcomes = Vec::new();
     for (((url, depth), previous), result) in queue.iter().zip(previous).zip(results) {
@@ -850,15 +875,31 @@ async fn crawl_step(
                     }
                 }
             }
-            Ok(_) => {
-                batch.push(new);
+            Ok(prepared) => {
+                batch.push((new, prepared));
                 batch_index.push(i);
             }
         }
     }
-    if !batch.is_empty() {
-        let (_, answer) = documents.write_batch(batch).await?;
-        let written = answer["documents"].as_array().cloned().unwrap_or_default();
+    // One write (one round of embeddings) per group of pages that fits a batch's chunk cap.
+    let mut written = Vec::new();
+    let mut group: Vec<(NewDocument, crate::documents::Prepared)> = Vec::new();
+    let mut group_chunks = 0;
+    let mut pending = batch.into_iter().peekable();
+    while let Some((new, prepared)) = pending.next() {
+        group_chunks += prepared.chunks.len();
+        group.push((new, prepared));
+        let next = pending.peek().map_or(0, |(_, p)| p.chunks.len());
+        if pending.peek().is_none() || group_chunks + next > documents.stores.batch_chunks {
+            let (news, prepared) = std::mem::take(&mut group).into_iter().unzip();
+            let (_, answer) = documents
+                .write_prepared(news, prepared, std::time::Instant::now())
+                .await?;
+            written.extend(answer["documents"].as_array().cloned().unwrap_or_default());
+            group_chunks = 0;
+        }
+    }
+    {
         for (i, outcome) in batch_index.into_iter().zip(written) {
             let status = outcome["status"].as_str().unwrap_or_default();
             count(

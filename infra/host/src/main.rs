@@ -67,6 +67,10 @@ enum Command {
         /// Serve HTTPS: the PEM private key of --tls-cert.
         #[arg(long, requires = "tls_cert", env = "SPIN_TLS_KEY")]
         tls_key: Option<PathBuf>,
+        /// Start the source syncs that are due this often (e.g. 15m): a ticker that sends
+        /// `POST /v1/admin/sync-due` with the operator key, like a cron job would.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        sync_interval: Option<Duration>,
     },
     /// Upload files, directories (recursively) and JSONL (`{id, title, text, tags?}` per line) to a
     /// project; what it already holds with the same content is skipped, so a re-run continues.
@@ -171,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lazy_models,
             tls_cert,
             tls_key,
+            sync_interval,
         } => runtime.block_on(async {
             let mut config = UpConfig::new(manifest, listen);
             config.max_body_bytes = max_body_bytes;
@@ -184,8 +189,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 config.tls = Some(host::tls::TlsFiles { cert, key });
             }
-            config.data_dir = Some(data_dir);
+            config.data_dir = Some(data_dir.clone());
             let host = host::start(config).await?;
+            if let Some(every) = sync_interval {
+                let operator_key = match std::env::var("SPIN_VARIABLE_AUTH_OPERATOR_KEY") {
+                    Ok(key) if !key.is_empty() => key,
+                    _ => embedded::load_or_create_secret(&data_dir, "operator")?,
+                };
+                tracing::info!("starting due source syncs every {}", humantime::format_duration(every));
+                tokio::spawn(host::server::sync_ticker(
+                    std::sync::Arc::downgrade(&host.frontend),
+                    every,
+                    operator_key,
+                ));
+            }
             for (route, component) in host.frontend.router.describe() {
                 tracing::info!("route {route} -> {component}");
             }
