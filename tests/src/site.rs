@@ -64,6 +64,8 @@ pub struct State {
     pub resources: BTreeMap<String, Resource>,
     /// `(path, status answered)` per request, in order.
     pub log: Vec<(String, u16)>,
+    /// An `authorization` value every request must carry (401 otherwise), as an API would.
+    pub authorization: Option<String>,
 }
 
 /// The running site.
@@ -128,6 +130,23 @@ fn answer(
         .map_or("/".to_string(), |p| p.as_str().to_string());
     let mut state = state.lock().unwrap();
     let found = state.resources.get(&path).cloned();
+    let presented = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    let refused = state
+        .authorization
+        .as_deref()
+        .is_some_and(|wanted| presented != Some(wanted));
+    let found = if refused {
+        Some(Resource {
+            status: 401,
+            validators: false,
+            ..Resource::text("application/json", "{\"message\": \"Bad credentials\"}")
+        })
+    } else {
+        found
+    };
     let response = match found {
         None => http::Response::builder()
             .status(404)

@@ -14,7 +14,11 @@ use tests::site::{self, Resource, Site};
 use tests::{Options, exchange, start, temp_dir, workspace_root};
 
 async fn host_for(site: &Site) -> host::RunningHost {
-    let env = BTreeMap::from([
+    host_with(site, &[]).await
+}
+
+async fn host_with(site: &Site, vars: &[(&str, String)]) -> host::RunningHost {
+    let mut env = BTreeMap::from([
         (
             "SPIN_VARIABLE_AUTH_OPERATOR_KEY".to_string(),
             OPERATOR.to_string(),
@@ -24,6 +28,9 @@ async fn host_for(site: &Site) -> host::RunningHost {
             site.origin(),
         ),
     ]);
+    for (name, value) in vars {
+        env.insert(name.to_string(), value.clone());
+    }
     let options = Options {
         env,
         data_dir: Some(temp_dir("sources")),
@@ -710,5 +717,182 @@ async fn a_sync_of_more_steps_than_the_chain_depth_finishes() {
     let done = finished(addr, &key, &project, &job).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["summary"]["added"], 300, "{done}");
+    host.stop().await;
+}
+
+/// A repository tree as GitHub's API lists it (`git/trees/:branch?recursive=1`).
+fn tree(files: &[(&str, &str)]) -> Resource {
+    let mut entries: Vec<Value> = files
+        .iter()
+        .map(|(path, sha)| json!({"path": path, "mode": "100644", "type": "blob", "sha": sha, "size": 40}))
+        .collect();
+    entries.push(json!({"path": "docs", "mode": "040000", "type": "tree", "sha": "d0"}));
+    Resource::text(
+        "application/json",
+        json!({"sha": "t", "truncated": false, "tree": entries}).to_string(),
+    )
+}
+
+fn file(text: &str) -> Resource {
+    Resource::text("application/vnd.github.raw", text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_repository_is_synced_and_follows_pushes() {
+    let site = site::start().await;
+    // A fake of GitHub's REST API (a third party we do not ship), which wants the token.
+    let github = site::start().await;
+    github.state.lock().unwrap().authorization = Some("Bearer test-token".into());
+    let contents = |path: &str| format!("/repos/acme/docs/contents/{path}?ref=main");
+    github.put(
+        "/repos/acme/docs/git/trees/main?recursive=1",
+        tree(&[
+            ("README.md", "a1"),
+            ("docs/setup.md", "b1"),
+            ("docs/faq.md", "f1"),
+            ("src/main.rs", "c1"),
+        ]),
+    );
+    github.put(
+        &contents("README.md"),
+        file("# Acme docs\n\nThe lamp manual lives here."),
+    );
+    github.put(
+        &contents("docs/setup.md"),
+        file("# Setup\n\nInsert two batteries and close the lid."),
+    );
+    github.put(
+        &contents("docs/faq.md"),
+        file("# FAQ\n\nThe lamp is waterproof to one metre."),
+    );
+    github.put(&contents("src/main.rs"), file("fn main() {}"));
+    let host = host_with(
+        &site,
+        &[
+            ("SPIN_VARIABLE_GITHUB_API_URL", github.origin()),
+            ("SPIN_VARIABLE_GITHUB_TOKEN", "test-token".to_string()),
+        ],
+    )
+    .await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "repo@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let project = owner.project.clone();
+    for (body, needle) in [
+        (json!({"kind": "github", "repo": "acme"}), "owner/name"),
+        (
+            json!({"kind": "github", "repo": "acme/docs", "branch": "a b"}),
+            "branch",
+        ),
+        (
+            json!({"kind": "github", "repo": "acme/docs", "paths": ["docs/["]}),
+            "glob",
+        ),
+    ] {
+        let reply = call(
+            addr,
+            "POST",
+            &format!("/v1/projects/{project}/sources"),
+            Some(&key),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text());
+        assert!(reply.text().contains(needle), "{body}: {}", reply.text());
+    }
+    let reply = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{project}/sources"),
+        Some(&key),
+        Some(json!({
+            "id": "repo", "kind": "github", "repo": "acme/docs",
+        })),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let done = finished(
+        addr,
+        &key,
+        &project,
+        reply.json()["job"]["id"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["summary"]["added"], 3, "{done}");
+    assert!(
+        github.requests(&contents("src/main.rs")).is_empty(),
+        "a file outside the globs was read"
+    );
+    let uris = uris(&documents(addr, &key, &project).await);
+    assert!(
+        uris.contains(&format!(
+            "{}/acme/docs/blob/main/docs/setup.md",
+            github.origin()
+        )),
+        "{uris:?}"
+    );
+
+    // A push: setup.md changed, README.md removed, new.md added, faq.md untouched.
+    github.put(
+        "/repos/acme/docs/git/trees/main?recursive=1",
+        tree(&[
+            ("docs/setup.md", "b2"),
+            ("docs/faq.md", "f1"),
+            ("docs/new.md", "n1"),
+            ("src/main.rs", "c1"),
+        ]),
+    );
+    github.put(
+        &contents("docs/setup.md"),
+        file("# Setup\n\nInsert three batteries and close the lid."),
+    );
+    github.put(
+        &contents("docs/new.md"),
+        file("# Recycling\n\nReturn old lamps to any shop."),
+    );
+    github.clear_log();
+    let reply = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{project}/webhooks"),
+        Some(&key),
+        Some(json!({"events": ["github.push"]})),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let hook = reply.json();
+    let secret = hook["secret"].as_str().unwrap().to_string();
+    let url = format!("/v1/hooks/{}", hook["id"].as_str().unwrap());
+    let push =
+        json!({"ref": "refs/heads/main", "repository": {"full_name": "acme/docs"}}).to_string();
+    let headers = |delivery: &str, body: &str| {
+        vec![
+            ("x-github-event", "push".to_string()),
+            ("x-github-delivery", delivery.to_string()),
+            (
+                "x-hub-signature-256",
+                webhook::sign_github(&secret, body.as_bytes()),
+            ),
+        ]
+    };
+    let reply = deliver(addr, &url, &headers("push-1", &push), &push).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let job = reply.json()["jobs"][0]["id"].as_str().unwrap().to_string();
+    let done = finished(addr, &key, &project, &job).await;
+    let summary = &done["summary"];
+    let counts = ["added", "updated", "removed", "unchanged"].map(|k| summary[k].as_u64());
+    assert_eq!(counts, [Some(1); 4], "{done}");
+    assert!(
+        github.requests(&contents("docs/faq.md")).is_empty(),
+        "an unchanged blob was fetched again"
+    );
+    assert_eq!(documents(addr, &key, &project).await.len(), 3);
+    // A push to another branch syncs nothing.
+    let other =
+        json!({"ref": "refs/heads/dev", "repository": {"full_name": "acme/docs"}}).to_string();
+    let reply = deliver(addr, &url, &headers("push-2", &other), &other).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    assert_eq!(reply.json()["jobs"], json!([]), "{}", reply.text());
     host.stop().await;
 }

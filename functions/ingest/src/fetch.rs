@@ -45,24 +45,51 @@ pub struct Validators {
 /// `crawl_allowed_origin` (an intranet site, or a test's site on loopback).
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    pub allowed_origin: Option<url::Origin>,
+    pub allowed_origins: Vec<url::Origin>,
+    /// The GitHub API repository sources are read through (`github_api_url`).
+    pub github_api: String,
+    /// Its token (`github_token`), if any.
+    pub github_token: Option<String>,
+}
+
+fn origin_of(text: &str) -> Option<url::Origin> {
+    Url::parse(text.trim())
+        .ok()
+        .map(|u| u.origin())
+        .filter(url::Origin::is_tuple)
 }
 
 impl Policy {
     pub async fn load() -> Self {
-        let origin = guest::vars::optional("crawl_allowed_origin", "").await;
+        let crawl = guest::vars::optional("crawl_allowed_origin", "").await;
+        let github_api = guest::vars::optional("github_api_url", "https://api.github.com").await;
+        let token = guest::vars::optional("github_token", "").await;
         Self {
-            allowed_origin: Url::parse(origin.trim())
-                .ok()
-                .map(|u| u.origin())
-                .filter(url::Origin::is_tuple),
+            allowed_origins: [origin_of(&crawl), origin_of(&github_api)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            github_api: github_api.trim().trim_end_matches('/').to_string(),
+            github_token: Some(token.trim().to_string()).filter(|t| !t.is_empty()),
         }
+    }
+
+    /// The headers a request to the GitHub API carries.
+    pub fn github_headers(&self, accept: &str) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("accept", accept.to_string()),
+            ("x-github-api-version", "2022-11-28".to_string()),
+        ];
+        if let Some(token) = &self.github_token {
+            headers.push(("authorization", format!("Bearer {token}")));
+        }
+        headers
     }
 
     /// `text` parsed, or why it may not be fetched.
     pub fn check(&self, text: &str) -> Result<Url, String> {
         if let Ok(url) = Url::parse(text.trim())
-            && self.allowed_origin.as_ref() == Some(&url.origin())
+            && self.allowed_origins.contains(&url.origin())
         {
             if !url.username().is_empty() || url.password().is_some() {
                 return Err("a URL to fetch must not carry credentials".into());
@@ -91,14 +118,16 @@ fn describe(error: &str) -> String {
 
 async fn exchange(
     url: &Url,
-    accept: &str,
+    headers: &[(&str, String)],
     validators: &Validators,
 ) -> Result<(u16, http::HeaderMap, Bytes), String> {
     let mut request = http::Request::builder()
         .method("GET")
         .uri(url.as_str())
-        .header("user-agent", USER_AGENT_HEADER)
-        .header("accept", accept);
+        .header("user-agent", USER_AGENT_HEADER);
+    for (name, value) in headers {
+        request = request.header(*name, value.as_str());
+    }
     if let Some(etag) = &validators.etag {
         request = request.header("if-none-match", etag.as_str());
     }
@@ -151,13 +180,19 @@ fn header(headers: &http::HeaderMap, name: &str) -> Option<String> {
 async fn follow(
     policy: &Policy,
     start: &Url,
-    accept: &str,
+    headers: &[(&str, String)],
     validators: &Validators,
 ) -> Result<Fetched, String> {
     let mut url = start.clone();
     for _ in 0..=MAX_REDIRECTS {
         let checked = policy.check(url.as_str())?;
-        let (status, headers, body) = exchange(&checked, accept, validators).await?;
+        // A credential goes to the origin it was given for, never on to where a redirect points.
+        let sent: Vec<(&str, String)> = headers
+            .iter()
+            .filter(|(name, _)| *name != "authorization" || checked.origin() == start.origin())
+            .cloned()
+            .collect();
+        let (status, headers, body) = exchange(&checked, &sent, validators).await?;
         match status {
             200..=299 => {
                 return Ok(Fetched::Page {
@@ -183,14 +218,15 @@ async fn follow(
     Err(format!("more than {MAX_REDIRECTS} redirects"))
 }
 
-/// Fetches `url` (following redirects), within [`FETCH_TIMEOUT`].
+/// Fetches `url` (following redirects) with `headers` besides the user agent (`accept`, a token),
+/// within [`FETCH_TIMEOUT`].
 pub async fn fetch(
     policy: &Policy,
     url: &Url,
-    accept: &str,
+    headers: &[(&str, String)],
     validators: &Validators,
 ) -> Result<Fetched, String> {
-    let work = Box::pin(follow(policy, url, accept, validators));
+    let work = Box::pin(follow(policy, url, headers, validators));
     let deadline = Box::pin(spin_sdk::time::sleep(FETCH_TIMEOUT));
     match select(work, deadline).await {
         Either::Left((result, _)) => result,

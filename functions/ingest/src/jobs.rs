@@ -38,7 +38,7 @@ fn public(job: &Value) -> Value {
     if let Some(obj) = job.as_object_mut() {
         for private in [
             "_id", "_rev", "type", "token", "meta", "queue", "seen", "robots", "spec", "cursor",
-            "phase",
+            "phase", "blobs", "partial",
         ] {
             obj.remove(private);
         }

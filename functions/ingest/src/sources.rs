@@ -117,13 +117,16 @@ pub fn parse(body: &Value, policy: &Policy) -> Result<Value, ApiError> {
         "sync_every",
         "tags",
     ];
+    let kind = body["kind"].as_str().unwrap_or_default();
+    if kind == "github" {
+        return parse_github(body, policy);
+    }
     if let Some(unknown) = object.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(bad(format!("unknown field `{unknown}`")));
     }
-    let kind = body["kind"].as_str().unwrap_or_default();
     if !matches!(kind, "website" | "url" | "sitemap") {
         return Err(bad(
-            "`kind` is website (a crawl), url (one page or file) or sitemap (the pages it lists)",
+            "`kind` is website (a crawl), url (one page or file), sitemap (the pages it lists) or github (a repository's files)",
         ));
     }
     let text = body["url"]
@@ -148,14 +151,7 @@ pub fn parse(body: &Value, policy: &Policy) -> Result<Value, ApiError> {
         _ => return Err(bad("`sync_every` is a duration such as \"6h\"")),
     };
     let tags = validate_tags(&strings(body, "tags")?)?;
-    let id = match &body["id"] {
-        Value::Null => new_id(),
-        Value::String(id) if id.len() <= 64 => {
-            document::validate_id(id)?;
-            id.clone()
-        }
-        _ => return Err(bad("`id` is a string of at most 64 URL-safe characters")),
-    };
+    let id = source_id_of(body)?;
     Ok(json!({
         "id": id,
         "kind": kind,
@@ -169,6 +165,193 @@ pub fn parse(body: &Value, policy: &Policy) -> Result<Value, ApiError> {
         "sync_every_s": sync_every.map(|(_, s)| s),
         "tags": tags,
     }))
+}
+
+fn source_id_of(body: &Value) -> Result<String, ApiError> {
+    match &body["id"] {
+        Value::Null => Ok(new_id()),
+        Value::String(id) if id.len() <= 64 => {
+            document::validate_id(id)?;
+            Ok(id.clone())
+        }
+        _ => Err(bad("`id` is a string of at most 64 URL-safe characters")),
+    }
+}
+
+/// A `github` source: `repo` (owner/name), `branch` (default main), `paths` (globs from the
+/// repository's root; default: the formats ingest reads), read through `github_api_url`.
+fn parse_github(body: &Value, policy: &Policy) -> Result<Value, ApiError> {
+    const KNOWN: &[&str] = &[
+        "id",
+        "kind",
+        "repo",
+        "branch",
+        "paths",
+        "max_pages",
+        "sync_every",
+        "tags",
+    ];
+    let object = body
+        .as_object()
+        .ok_or_else(|| bad("a source is a JSON object"))?;
+    if let Some(unknown) = object.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(bad(format!("unknown field `{unknown}`")));
+    }
+    let name_ok = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 100
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && part != "."
+            && part != ".."
+    };
+    let repo = body["repo"]
+        .as_str()
+        .filter(|r| {
+            r.split_once('/')
+                .is_some_and(|(o, n)| name_ok(o) && name_ok(n))
+        })
+        .ok_or_else(|| bad("`repo` is owner/name, e.g. acme/docs"))?;
+    let branch = match &body["branch"] {
+        Value::Null => "main".to_string(),
+        Value::String(b)
+            if !b.is_empty()
+                && b.len() <= 200
+                && !b.contains("..")
+                && b.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_./".contains(&c)) =>
+        {
+            b.clone()
+        }
+        _ => return Err(bad("`branch` is a branch name")),
+    };
+    let mut paths = strings(body, "paths")?;
+    if paths.is_empty() {
+        paths = crawl::DEFAULT_FILE_GLOBS
+            .iter()
+            .map(|g| g.to_string())
+            .collect();
+    }
+    crawl::Files::new(&paths).map_err(bad)?;
+    let url = format!("{}/repos/{repo}", policy.github_api);
+    policy.check(&url).map_err(bad)?;
+    let sync_every = match &body["sync_every"] {
+        Value::Null => None,
+        Value::String(s) => Some((s.clone(), crawl::sync_interval(s).map_err(bad)?)),
+        _ => return Err(bad("`sync_every` is a duration such as \"6h\"")),
+    };
+    Ok(json!({
+        "id": source_id_of(body)?,
+        "kind": "github",
+        "repo": repo,
+        "branch": branch,
+        "paths": paths,
+        "url": url,
+        "max_pages": whole(body, "max_pages", CAP_MAX_PAGES, CAP_MAX_PAGES)?,
+        "max_depth": 0,
+        "include": [],
+        "exclude": [],
+        "subdomains": false,
+        "sync_every": sync_every.as_ref().map(|(text, _)| text.clone()),
+        "sync_every_s": sync_every.map(|(_, s)| s),
+        "tags": validate_tags(&strings(body, "tags")?)?,
+    }))
+}
+
+/// Where a repository file is read from (the contents API) and what citations link to.
+fn github_file(policy: &Policy, spec: &Value, path: &str) -> (String, String) {
+    let repo = spec["repo"].as_str().unwrap_or_default();
+    let branch = spec["branch"].as_str().unwrap_or("main");
+    let encoded: Vec<String> = path.split('/').map(guest::outbound::encode).collect();
+    let api = format!(
+        "{}/repos/{repo}/contents/{}?ref={}",
+        policy.github_api,
+        encoded.join("/"),
+        guest::outbound::encode(branch)
+    );
+    let web = if policy.github_api == "https://api.github.com" {
+        "https://github.com".to_string()
+    } else {
+        policy.github_api.trim_end_matches("/api/v3").to_string()
+    };
+    (api, format!("{web}/{repo}/blob/{branch}/{path}"))
+}
+
+/// The first step of a repository sync: the branch's tree, the files the globs take, queued with
+/// their blob ids (a file whose blob id is the one indexed is unchanged, and not fetched).
+async fn start_github(policy: &Policy, job: &mut Value) -> Result<(), ApiError> {
+    let spec = job["spec"].clone();
+    let repo = spec["repo"].as_str().unwrap_or_default();
+    let branch = spec["branch"].as_str().unwrap_or("main");
+    let tree = format!(
+        "{}/repos/{repo}/git/trees/{}?recursive=1",
+        policy.github_api,
+        guest::outbound::encode(branch)
+    );
+    let url = Url::parse(&tree).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let headers = policy.github_headers("application/vnd.github+json");
+    let body = match fetch::fetch(policy, &url, &headers, &Validators::default()).await {
+        Ok(Fetched::Page { body, .. }) => body,
+        Ok(Fetched::Gone(status)) => {
+            return Err(ApiError::Unprocessable(format!(
+                "GitHub answered {status} for {repo} at {branch}: no such repository or branch (or the token may not read it)"
+            )));
+        }
+        Ok(Fetched::NotModified) => return Err(ApiError::Internal("unexpected 304".into())),
+        Err(error) => return Err(ApiError::Unavailable(format!("GitHub: {error}"))),
+    };
+    let tree: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Unavailable(format!("GitHub's tree is not JSON: {e}")))?;
+    if tree["truncated"] == true {
+        // Files the listing left out must not be taken for deleted.
+        job["partial"] = json!(true);
+        page_error(
+            job,
+            &tree_url_text(&url),
+            "GitHub truncated the tree; files it left out are kept, not removed",
+        );
+    }
+    let list = |name: &str| -> Vec<String> {
+        spec[name]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let files = crawl::Files::new(&list("paths")).map_err(ApiError::Internal)?;
+    let mut seen = Seen::of(job);
+    let mut blobs = serde_json::Map::new();
+    for entry in tree["tree"].as_array().cloned().unwrap_or_default() {
+        let (Some(path), Some(sha)) = (entry["path"].as_str(), entry["sha"].as_str()) else {
+            continue;
+        };
+        if entry["type"] != "blob"
+            || !files.contains(path)
+            || ContentType::from_file_name(path).is_none()
+        {
+            continue;
+        }
+        let (api, web) = github_file(policy, &spec, path);
+        let Ok(api_url) = Url::parse(&api) else {
+            continue;
+        };
+        seen.enqueue(job, &api_url, 0);
+        blobs.insert(
+            api_url.as_str().to_string(),
+            json!({"sha": sha, "path": path, "web": web}),
+        );
+    }
+    job["blobs"] = Value::Object(blobs);
+    job["phase"] = json!("crawl");
+    Ok(())
+}
+
+fn tree_url_text(url: &Url) -> String {
+    url.as_str().to_string()
 }
 
 /// What clients see of a source record.
@@ -420,7 +603,14 @@ pub async fn advance(documents: &Documents<'_>, job: &mut Value) -> Result<(), A
 }
 
 async fn text_of(policy: &Policy, url: &Url, accept: &str) -> Result<Option<Vec<u8>>, String> {
-    match fetch::fetch(policy, url, accept, &Validators::default()).await? {
+    match fetch::fetch(
+        policy,
+        url,
+        &[("accept", accept.to_string())],
+        &Validators::default(),
+    )
+    .await?
+    {
         Fetched::Page { body, .. } => Ok(Some(body.to_vec())),
         Fetched::NotModified | Fetched::Gone(_) => Ok(None),
     }
@@ -461,6 +651,9 @@ async fn read_sitemaps(policy: &Policy, job: &mut Value, first: Vec<Url>, scope:
 
 /// The first step: robots.txt and sitemaps read, the queue seeded.
 async fn start(policy: &Policy, job: &mut Value) -> Result<(), ApiError> {
+    if job["spec"]["kind"] == "github" {
+        return start_github(policy, job).await;
+    }
     let spec = job["spec"].clone();
     let url = Url::parse(spec["url"].as_str().unwrap_or_default())
         .map_err(|e| ApiError::Internal(format!("source url: {e}")))?;
@@ -534,6 +727,8 @@ struct Queued<'a> {
     url: &'a Url,
     depth: u64,
     previous: Option<Value>,
+    /// For a repository file: its path, blob id and web address.
+    file: Option<Value>,
 }
 
 /// Judges one fetch: what to write, and the page record to keep; the links to follow go to
@@ -550,6 +745,7 @@ fn judge(
         url,
         depth,
         previous,
+        file,
     } = queued;
     let spec = job["spec"].clone();
     let sync = job["id"].clone();
@@ -627,7 +823,11 @@ fn judge(
             etag,
             last_modified,
         }) => {
-            let format = match ContentType::parse(&content_type) {
+            let named = file
+                .as_ref()
+                .and_then(|f| f["path"].as_str())
+                .and_then(ContentType::from_file_name);
+            let format = match named.map_or_else(|| ContentType::parse(&content_type), Ok) {
                 Ok(format) => format,
                 Err(_) => {
                     let media = content_type
@@ -724,6 +924,9 @@ fn judge(
                 };
             }
             record["text_hash"] = json!(text_hash);
+            if let Some(file) = &file {
+                record["sha"] = file["sha"].clone();
+            }
             let mut metadata = Map::new();
             metadata.insert("source".into(), json!(source));
             let tags: Vec<String> = spec["tags"]
@@ -742,7 +945,12 @@ fn judge(
                 bytes: body.to_vec(),
                 tags,
                 metadata,
-                source_uri: Some(key.clone()),
+                source_uri: Some(
+                    file.as_ref()
+                        .and_then(|f| f["web"].as_str())
+                        .unwrap_or(&key)
+                        .to_string(),
+                ),
                 kind: Kind::Document,
                 answer: None,
             };
@@ -798,7 +1006,19 @@ async fn crawl_step(
         .map(|(u, _)| page_id(&project, &source, u))
         .collect();
     let previous = documents.stores.couch.get_many(&ids).await?;
+    let github = spec["kind"] == "github";
     let fetches = queue.iter().zip(&previous).map(|((url, _), previous)| {
+        // A repository file whose blob id is the one indexed has not changed: no fetch at all.
+        let file = &job["blobs"][url.as_str()];
+        let same_blob = github
+            && previous
+                .as_ref()
+                .is_some_and(|p| p["status"] == "indexed" && p["sha"] == file["sha"]);
+        let headers = if github {
+            policy.github_headers("application/vnd.github.raw")
+        } else {
+            vec![("accept", PAGE_ACCEPT.to_string())]
+        };
         let validators = Validators {
             etag: previous
                 .as_ref()
@@ -816,11 +1036,14 @@ async fn crawl_step(
         let policy = policy.clone();
         let url = url.clone();
         async move {
+            if same_blob {
+                return Ok(Fetched::NotModified);
+            }
             if let Some(seconds) = delay {
                 spin_sdk::time::sleep(std::time::Duration::from_secs_f32(seconds)).await;
             }
             match Url::parse(&url) {
-                Ok(parsed) => fetch::fetch(&policy, &parsed, PAGE_ACCEPT, &validators).await,
+                Ok(parsed) => fetch::fetch(&policy, &parsed, &headers, &validators).await,
                 Err(e) => Err(e.to_string()),
             }
         }
@@ -839,6 +1062,7 @@ async fn crawl_step(
             url: &parsed,
             depth: *depth,
             previous,
+            file: Some(job["blobs"][url.as_str()].clone()).filter(|f| f.is_object()),
         };
         outcomes.push(judge(job, queued, result, &mut followed));
     }
@@ -945,7 +1169,7 @@ async fn sweep(documents: &Documents<'_>, job: &mut Value) -> Result<(), ApiErro
     let mut kept = 0u64;
     for row in &rows {
         let page = &row["doc"];
-        if page["seen"] == job["id"] {
+        if page["seen"] == job["id"] || job["partial"] == true {
             kept += 1;
             continue;
         }

@@ -278,6 +278,13 @@ pub async fn deliver(
             Ok((202, json!({"job": sources.sync(source).await?})))
         }
         "github.push" => {
+            // The branch a push went to, and the repository; each matching `github` source syncs
+            // (its tree is compared blob by blob, so only what the push changed is fetched and
+            // re-embedded, and files it removed are deleted). Listed sources of other kinds sync too.
+            let branch = data["ref"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("refs/heads/"));
+            let repository = data["repository"]["full_name"].as_str().unwrap_or_default();
             let listed: Vec<String> = hook["sources"]
                 .as_array()
                 .map(|a| {
@@ -286,17 +293,27 @@ pub async fn deliver(
                         .collect()
                 })
                 .unwrap_or_default();
-            if listed.is_empty() {
-                return Err(bad(
-                    "a push syncs the webhook's `sources`; this one lists none",
-                ));
-            }
+            let all = sources.list().await?;
             let mut jobs = Vec::new();
-            for source in &listed {
-                match sources.sync(source).await {
+            for source in all["sources"].as_array().cloned().unwrap_or_default() {
+                let id = source["id"].as_str().unwrap_or_default().to_string();
+                let named = listed.contains(&id);
+                let matches = if source["kind"] == "github" {
+                    (named || listed.is_empty())
+                        && source["repo"]
+                            .as_str()
+                            .is_some_and(|r| r.eq_ignore_ascii_case(repository))
+                        && branch.is_some_and(|b| source["branch"] == b)
+                } else {
+                    named
+                };
+                if !matches {
+                    continue;
+                }
+                match sources.sync(&id).await {
                     Ok(job) => jobs.push(job),
                     Err(ApiError::Conflict(message)) => {
-                        jobs.push(json!({"source": source, "skipped": message}))
+                        jobs.push(json!({"source": id, "skipped": message}))
                     }
                     Err(other) => return Err(other),
                 }

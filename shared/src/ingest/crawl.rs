@@ -92,6 +92,40 @@ impl Scope {
     }
 }
 
+/// The files of a repository a source takes: path globs (`docs/**/*.md`), matched against the
+/// path from the repository's root.
+#[derive(Debug, Clone)]
+pub struct Files(GlobSet);
+
+/// What a repository source takes when it names no globs: the formats ingest reads.
+pub const DEFAULT_FILE_GLOBS: &[&str] = &[
+    "**/*.md",
+    "**/*.markdown",
+    "**/*.mdx",
+    "**/*.txt",
+    "**/*.html",
+    "**/*.htm",
+    "**/*.pdf",
+];
+
+impl Files {
+    pub fn new(patterns: &[String]) -> Result<Self, String> {
+        let mut set = GlobSetBuilder::new();
+        for pattern in patterns {
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("path glob `{pattern}`: {e}"))?;
+            set.add(glob);
+        }
+        set.build().map(Self).map_err(|e| e.to_string())
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.0.is_match(path)
+    }
+}
+
 /// What a page says about crawling it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageLinks {
@@ -394,6 +428,19 @@ mod tests {
         assert_eq!(robots.delay(), Some(2.0));
         assert_eq!(robots.sitemaps().len(), 1);
         assert!(Robots::allow_all().allowed(&url("https://example.com/anything")));
+    }
+
+    #[test]
+    fn repository_globs_match_whole_paths() {
+        let defaults: Vec<String> = DEFAULT_FILE_GLOBS.iter().map(|g| g.to_string()).collect();
+        let files = Files::new(&defaults).unwrap();
+        assert!(files.contains("README.md"));
+        assert!(files.contains("docs/guide/setup.md"));
+        assert!(!files.contains("src/main.rs"));
+        let docs = Files::new(&["docs/*.md".into()]).unwrap();
+        assert!(docs.contains("docs/a.md"));
+        assert!(!docs.contains("docs/deep/a.md"));
+        assert!(Files::new(&["docs/[".into()]).is_err());
     }
 
     #[test]
