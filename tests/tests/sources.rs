@@ -18,6 +18,14 @@ async fn host_for(site: &Site) -> host::RunningHost {
 }
 
 async fn host_with(site: &Site, vars: &[(&str, String)]) -> host::RunningHost {
+    host_in(site, vars, &temp_dir("sources")).await
+}
+
+async fn host_in(
+    site: &Site,
+    vars: &[(&str, String)],
+    data_dir: &std::path::Path,
+) -> host::RunningHost {
     let mut env = BTreeMap::from([
         (
             "SPIN_VARIABLE_AUTH_OPERATOR_KEY".to_string(),
@@ -33,7 +41,7 @@ async fn host_with(site: &Site, vars: &[(&str, String)]) -> host::RunningHost {
     }
     let options = Options {
         env,
-        data_dir: Some(temp_dir("sources")),
+        data_dir: Some(data_dir.to_path_buf()),
         request_timeout: Duration::from_secs(60),
         ..Options::default()
     };
@@ -318,7 +326,8 @@ async fn a_website_is_crawled_and_kept_in_sync() {
 async fn sources_refuse_bad_input_and_other_projects() {
     let site = site::start().await;
     build(&site);
-    let host = host_for(&site).await;
+    let data_dir = temp_dir("sources");
+    let host = host_in(&site, &[], &data_dir).await;
     let addr = host.addr;
     let owner = Owner::new(addr, "refuse@example.com").await;
     let key = owner.key(addr, &["ingest", "search"]).await;
@@ -467,6 +476,35 @@ async fn sources_refuse_bad_input_and_other_projects() {
     .await;
     assert_eq!(reply.status, 202, "{}", reply.text());
     assert_eq!(reply.json()["started"], json!([]), "{}", reply.text());
+    // Once its time has come (set back in the store here, rather than waiting six hours), the
+    // operator's call starts it, and moves its next time on.
+    let stores = tests::stores::Inspector::new(&host, &data_dir);
+    let path = format!("/edgerag_ingest/source:{project}:one");
+    let mut record = stores.couch("GET", &path, None).await;
+    record["next_sync_at"] = json!(1);
+    stores.couch("PUT", &path, Some(record)).await;
+    let reply = call(
+        addr,
+        "POST",
+        "/v1/admin/sync-due",
+        Some(&bearer(OPERATOR)),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let started = reply.json()["started"].clone();
+    assert_eq!(started.as_array().map(Vec::len), Some(1), "{started}");
+    assert_eq!(started[0]["source"], "one", "{started}");
+    let job = started[0]["job"].as_str().unwrap().to_string();
+    assert_eq!(
+        finished(addr, &key, &project, &job).await["summary"]["unchanged"],
+        1
+    );
+    let record = stores.couch("GET", &path, None).await;
+    assert!(
+        record["next_sync_at"].as_u64().unwrap() > 1_000_000,
+        "{record}"
+    );
     host.stop().await;
 }
 
