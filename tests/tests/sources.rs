@@ -934,3 +934,73 @@ async fn a_github_repository_is_synced_and_follows_pushes() {
     assert_eq!(reply.json()["jobs"], json!([]), "{}", reply.text());
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_pages_sitemaps_and_robots_are_per_page_errors() {
+    let site = site::start().await;
+    site.put("/", Resource::html(
+        "<html><head><title>Home</title></head><body><p>The home page of a site with broken parts.</p>\
+         <a href=\"/huge\">Huge</a> <a href=\"/empty\">Empty</a> <a href=\"/gone\">Gone</a></body></html>"));
+    site.put(
+        "/huge",
+        Resource::html(format!(
+            "<html><body><p>{}</p></body></html>",
+            "big ".repeat(1_600_000)
+        )),
+    );
+    site.put(
+        "/empty",
+        Resource::html("<html><body><nav>menu</nav></body></html>"),
+    );
+    site.put(
+        "/robots.txt",
+        Resource::text(
+            "text/plain",
+            vec![0xff, 0xfe, 0x00, b'\n', b'D', b'i', b's'],
+        ),
+    );
+    site.put(
+        "/sitemap.xml",
+        Resource::text("application/xml", "<urlset><url><loc>http://x/</url>"),
+    );
+    let host = host_for(&site).await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "broken@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let project = owner.project.clone();
+    let reply = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{project}/sources"),
+        Some(&key),
+        Some(json!({
+            "kind": "website", "url": site.url("/"),
+        })),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let done = finished(
+        addr,
+        &key,
+        &project,
+        reply.json()["job"]["id"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["summary"]["added"], 1, "{done}");
+    let errors = done["page_errors"].to_string();
+    for needle in [
+        "/huge",
+        "more than the 5242880",
+        "/empty",
+        "no text",
+        "sitemap",
+        "not well-formed",
+    ] {
+        assert!(errors.contains(needle), "{needle} in {errors}");
+    }
+    // A page that is 404 from the start is no error and no document.
+    assert!(!errors.contains("/gone"), "{errors}");
+    assert_eq!(documents(addr, &key, &project).await.len(), 1);
+    host.stop().await;
+}
