@@ -666,6 +666,16 @@ async fn signed_webhooks_drive_syncs_and_documents() {
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
+    // By URL: fetched as a crawl fetches, so a private address is refused.
+    let body =
+        json!({"type": "document.upsert", "data": {"id": "guide-copy", "url": site.url("/guide")}})
+            .to_string();
+    let reply = deliver(addr, &url, &standard(&secret, "msg_8", &body, now), &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["document"]["source_uri"], site.url("/guide"));
+    let body = json!({"type": "document.upsert", "data": {"id": "meta", "url": "http://169.254.169.254/latest/"}}).to_string();
+    let reply = deliver(addr, &url, &standard(&secret, "msg_9", &body, now), &body).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
     let body = json!({"type": "document.delete", "data": {"id": "faq-1"}}).to_string();
     let reply = deliver(addr, &url, &standard(&secret, "msg_6", &body, now), &body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());

@@ -39,7 +39,7 @@ const DEFAULT_MAX_PAGES: u64 = 100;
 const CAP_MAX_PAGES: u64 = 5_000;
 const DEFAULT_MAX_DEPTH: u64 = 3;
 const CAP_MAX_DEPTH: u64 = 20;
-const PAGE_ACCEPT: &str =
+pub const PAGE_ACCEPT: &str =
     "text/html,application/xhtml+xml,text/markdown,text/plain,application/pdf;q=0.9,*/*;q=0.1";
 const SITEMAP_ACCEPT: &str = "application/xml,text/xml,text/plain;q=0.9,*/*;q=0.1";
 
@@ -69,6 +69,18 @@ fn new_id() -> String {
     getrandom::fill(&mut bytes).expect("the platform provides randomness");
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("src{hex}")
+}
+
+/// The strings of a JSON list (nothing when it is not one).
+pub fn texts(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -308,21 +320,11 @@ async fn start_github(policy: &Policy, job: &mut Value) -> Result<(), ApiError> 
         job["partial"] = json!(true);
         page_error(
             job,
-            &tree_url_text(&url),
+            url.as_str(),
             "GitHub truncated the tree; files it left out are kept, not removed",
         );
     }
-    let list = |name: &str| -> Vec<String> {
-        spec[name]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let files = crawl::Files::new(&list("paths")).map_err(ApiError::Internal)?;
+    let files = crawl::Files::new(&texts(&spec["paths"])).map_err(ApiError::Internal)?;
     let mut seen = Seen::of(job);
     let mut blobs = serde_json::Map::new();
     for entry in tree["tree"].as_array().cloned().unwrap_or_default() {
@@ -348,10 +350,6 @@ async fn start_github(policy: &Policy, job: &mut Value) -> Result<(), ApiError> 
     job["blobs"] = Value::Object(blobs);
     job["phase"] = json!("crawl");
     Ok(())
-}
-
-fn tree_url_text(url: &Url) -> String {
-    url.as_str().to_string()
 }
 
 /// What clients see of a source record.
@@ -556,16 +554,7 @@ struct Seen(HashSet<String>);
 
 impl Seen {
     fn of(job: &Value) -> Self {
-        Self(
-            job["seen"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        )
+        Self(texts(&job["seen"]).into_iter().collect())
     }
 
     /// Queues `url` at `depth` unless it was seen or the source's page budget is spent.
@@ -701,21 +690,11 @@ async fn start(policy: &Policy, job: &mut Value) -> Result<(), ApiError> {
 fn scope_of(spec: &Value) -> Result<Scope, ApiError> {
     let url = Url::parse(spec["url"].as_str().unwrap_or_default())
         .map_err(|e| ApiError::Internal(format!("source url: {e}")))?;
-    let list = |name: &str| -> Vec<String> {
-        spec[name]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     Scope::new(
         &url,
         spec["subdomains"].as_bool().unwrap_or(false),
-        &list("include"),
-        &list("exclude"),
+        &texts(&spec["include"]),
+        &texts(&spec["exclude"]),
     )
     .map_err(ApiError::Internal)
 }
@@ -771,16 +750,7 @@ fn judge(
             );
         }
     };
-    let stored_links = |record: &Value| -> Vec<String> {
-        record["links"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let stored_links = |record: &Value| texts(&record["links"]);
     match fetched {
         Err(error) => {
             page_error(job, &key, &error);
@@ -929,14 +899,7 @@ fn judge(
             }
             let mut metadata = Map::new();
             metadata.insert("source".into(), json!(source));
-            let tags: Vec<String> = spec["tags"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let tags: Vec<String> = texts(&spec["tags"]);
             let write = NewDocument {
                 id: record["document"].as_str().map(str::to_string),
                 title: None,

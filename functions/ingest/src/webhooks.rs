@@ -8,12 +8,13 @@
 
 use serde_json::{Value, json};
 use shared::ApiError;
-use shared::ingest::document::{Kind, validate_id};
+use shared::ingest::document::{ContentType, Kind, validate_id};
 use shared::ingest::webhook;
 
 use crate::documents::{Documents, Mode, now_ms};
+use crate::fetch;
 use crate::input::NewDocument;
-use crate::sources::Sources;
+use crate::sources::{Sources, texts};
 
 /// The events an endpoint may take.
 pub const EVENTS: &[&str] = &[
@@ -164,6 +165,36 @@ impl Webhooks<'_, '_> {
     }
 }
 
+/// The page a `document.upsert` names by URL, fetched as a crawl fetches (public addresses only).
+async fn fetch_page(
+    text: &str,
+) -> Result<(ContentType, Option<String>, Vec<u8>, String), ApiError> {
+    let policy = fetch::Policy::load().await;
+    let url = policy.check(text).map_err(bad)?;
+    let headers = [("accept", crate::sources::PAGE_ACCEPT.to_string())];
+    match fetch::fetch(&policy, &url, &headers, &fetch::Validators::default()).await {
+        Ok(fetch::Fetched::Page {
+            url,
+            content_type,
+            body,
+            ..
+        }) => {
+            let format = ContentType::parse(&content_type)?;
+            let charset = content_type.split(';').skip(1).find_map(|p| {
+                p.trim()
+                    .strip_prefix("charset=")
+                    .map(|c| c.trim_matches('"').to_string())
+            });
+            Ok((format, charset, body.to_vec(), url.to_string()))
+        }
+        Ok(fetch::Fetched::Gone(status)) => {
+            Err(ApiError::Unprocessable(format!("{url} answered {status}")))
+        }
+        Ok(fetch::Fetched::NotModified) => Err(ApiError::Internal("unexpected 304".into())),
+        Err(error) => Err(ApiError::Unprocessable(format!("{url}: {error}"))),
+    }
+}
+
 /// The webhook endpoint `id`, whichever project it is of (a delivery names no project).
 pub async fn endpoint(couch: &guest::couch::Couch, id: &str) -> Result<Value, ApiError> {
     validate_id(id).map_err(|_| ApiError::NotFound("no such webhook".into()))?;
@@ -285,14 +316,7 @@ pub async fn deliver(
                 .as_str()
                 .and_then(|r| r.strip_prefix("refs/heads/"));
             let repository = data["repository"]["full_name"].as_str().unwrap_or_default();
-            let listed: Vec<String> = hook["sources"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let listed: Vec<String> = texts(&hook["sources"]);
             let all = sources.list().await?;
             let mut jobs = Vec::new();
             for source in all["sources"].as_array().cloned().unwrap_or_default() {
@@ -325,25 +349,44 @@ pub async fn deliver(
                 .as_str()
                 .ok_or_else(|| bad("document.upsert names the document's `id`"))?;
             validate_id(doc)?;
-            let text = data["text"]
-                .as_str()
-                .ok_or_else(|| bad("document.upsert carries the document's `text`"))?;
             let title = match &data["title"] {
                 Value::Null => None,
-                Value::String(t) => Some(t.clone()),
+                Value::String(t) => Some(shared::ingest::document::validate_title(t)?),
                 _ => return Err(bad("`title` is a string")),
             };
-            let new = NewDocument {
-                id: Some(doc.to_string()),
-                title,
-                content_type: shared::ingest::document::ContentType::Text,
-                charset: None,
-                bytes: text.as_bytes().to_vec(),
-                tags: Vec::new(),
-                metadata: Default::default(),
-                source_uri: None,
-                kind: Kind::Document,
-                answer: None,
+            let new = match (&data["text"], &data["url"]) {
+                (Value::String(text), Value::Null) => NewDocument {
+                    id: Some(doc.to_string()),
+                    title,
+                    content_type: ContentType::Text,
+                    charset: None,
+                    bytes: text.as_bytes().to_vec(),
+                    tags: Vec::new(),
+                    metadata: Default::default(),
+                    source_uri: None,
+                    kind: Kind::Document,
+                    answer: None,
+                },
+                (Value::Null, Value::String(url)) => {
+                    let (content_type, charset, bytes, url) = fetch_page(url).await?;
+                    NewDocument {
+                        id: Some(doc.to_string()),
+                        title,
+                        content_type,
+                        charset,
+                        bytes,
+                        tags: Vec::new(),
+                        metadata: Default::default(),
+                        source_uri: Some(url),
+                        kind: Kind::Document,
+                        answer: None,
+                    }
+                }
+                _ => {
+                    return Err(bad(
+                        "document.upsert carries the document's `text` or the `url` to read it from",
+                    ));
+                }
             };
             let (status, body) = documents.write(new, Mode::Upsert).await?;
             Ok((if status == 202 { 202 } else { 200 }, body))
