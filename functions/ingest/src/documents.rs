@@ -171,6 +171,15 @@ impl Documents<'_> {
     /// first write.
     pub fn prepare(&self, new: &NewDocument) -> Result<Prepared, ApiError> {
         let extracted = document::extract(new.content_type, &new.bytes, new.charset.as_deref())?;
+        self.prepare_extracted(new, extracted)
+    }
+
+    /// [`Self::prepare`] for a document whose text was already extracted from its bytes.
+    pub fn prepare_extracted(
+        &self,
+        new: &NewDocument,
+        extracted: shared::ingest::extract::Extracted,
+    ) -> Result<Prepared, ApiError> {
         let id = new.id.clone().unwrap_or_else(new_id);
         let title = new
             .title

@@ -578,7 +578,8 @@ impl Seen {
 struct Outcome {
     url: String,
     record: Value,
-    write: Option<NewDocument>,
+    /// The document to write and the text already extracted from it.
+    write: Option<(NewDocument, shared::ingest::extract::Extracted)>,
 }
 
 /// The next piece of a sync job's work.
@@ -920,7 +921,7 @@ fn judge(
             Outcome {
                 url: key,
                 record,
-                write: Some(write),
+                write: Some((write, extracted)),
             }
         }
     }
@@ -1033,10 +1034,10 @@ async fn crawl_step(
     let mut batch = Vec::new();
     let mut batch_index = Vec::new();
     for (i, outcome) in outcomes.iter_mut().enumerate() {
-        let Some(new) = outcome.write.take() else {
+        let Some((new, extracted)) = outcome.write.take() else {
             continue;
         };
-        match documents.prepare(&new) {
+        match documents.prepare_extracted(&new, extracted) {
             Err(error) => {
                 let error = error.to_string();
                 page_error(job, &outcome.url, &error);
