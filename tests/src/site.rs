@@ -19,6 +19,8 @@ pub struct Resource {
     pub headers: Vec<(String, String)>,
     /// Whether it carries validators and answers conditional requests with 304.
     pub validators: bool,
+    /// Whether its validators include an ETag (without one, Last-Modified alone).
+    pub etag: bool,
     /// Bumped when the body changes: the ETag and Last-Modified follow it.
     pub revision: u32,
 }
@@ -31,6 +33,7 @@ impl Resource {
             body: body.into().into_bytes(),
             headers: Vec::new(),
             validators: true,
+            etag: true,
             revision: 1,
         }
     }
@@ -42,6 +45,7 @@ impl Resource {
             body: body.into(),
             headers: Vec::new(),
             validators: false,
+            etag: true,
             revision: 1,
         }
     }
@@ -53,6 +57,7 @@ impl Resource {
             body: Vec::new(),
             headers: vec![("location".into(), location.into())],
             validators: false,
+            etag: true,
             revision: 1,
         }
     }
@@ -167,14 +172,17 @@ fn answer(
                     .map(str::to_string)
             };
             let fresh = resource.validators
-                && (header("if-none-match").as_deref() == Some(etag.as_str())
-                    || (header("if-none-match").is_none()
-                        && header("if-modified-since").as_deref() == Some(modified.as_str())));
+                && if resource.etag {
+                    header("if-none-match").as_deref() == Some(etag.as_str())
+                } else {
+                    header("if-modified-since").as_deref() == Some(modified.as_str())
+                };
             let mut builder = http::Response::builder();
             if resource.validators {
-                builder = builder
-                    .header("etag", &etag)
-                    .header("last-modified", &modified);
+                builder = builder.header("last-modified", &modified);
+                if resource.etag {
+                    builder = builder.header("etag", &etag);
+                }
             }
             for (name, value) in &resource.headers {
                 builder = builder.header(name, value);

@@ -950,7 +950,17 @@ async fn broken_pages_sitemaps_and_robots_are_per_page_errors() {
     let site = site::start().await;
     site.put("/", Resource::html(
         "<html><head><title>Home</title></head><body><p>The home page of a site with broken parts.</p>\
-         <a href=\"/huge\">Huge</a> <a href=\"/empty\">Empty</a> <a href=\"/gone\">Gone</a></body></html>"));
+         <a href=\"/huge\">Huge</a> <a href=\"/empty\">Empty</a> <a href=\"/gone\">Gone</a> <a href=\"/dated\">Dated</a></body></html>"));
+    // A page that gives Last-Modified but no ETag.
+    site.put(
+        "/dated",
+        Resource {
+            etag: false,
+            ..Resource::html(
+                "<html><body><p>Opening hours change with the seasons.</p></body></html>",
+            )
+        },
+    );
     site.put(
         "/huge",
         Resource::html(format!(
@@ -997,7 +1007,7 @@ async fn broken_pages_sitemaps_and_robots_are_per_page_errors() {
     )
     .await;
     assert_eq!(done["status"], "done", "{done}");
-    assert_eq!(done["summary"]["added"], 1, "{done}");
+    assert_eq!(done["summary"]["added"], 2, "{done}");
     let errors = done["page_errors"].to_string();
     for needle in [
         "/huge",
@@ -1011,6 +1021,11 @@ async fn broken_pages_sitemaps_and_robots_are_per_page_errors() {
     }
     // A page that is 404 from the start is no error and no document.
     assert!(!errors.contains("/gone"), "{errors}");
-    assert_eq!(documents(addr, &key, &project).await.len(), 1);
+    assert_eq!(documents(addr, &key, &project).await.len(), 2);
+    // The re-sync asks with If-Modified-Since alone, and the page answers 304.
+    let source = done["source"].as_str().unwrap().to_string();
+    site.clear_log();
+    sync(addr, &key, &project, &source).await;
+    assert_eq!(site.requests("/dated"), [304], "{:?}", site.log());
     host.stop().await;
 }
