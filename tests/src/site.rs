@@ -21,6 +21,8 @@ pub struct Resource {
     pub validators: bool,
     /// Whether its validators include an ETag (without one, Last-Modified alone).
     pub etag: bool,
+    /// How long the site waits before answering (a server that hangs).
+    pub delay: std::time::Duration,
     /// Bumped when the body changes: the ETag and Last-Modified follow it.
     pub revision: u32,
 }
@@ -34,6 +36,7 @@ impl Resource {
             headers: Vec::new(),
             validators: true,
             etag: true,
+            delay: std::time::Duration::ZERO,
             revision: 1,
         }
     }
@@ -46,6 +49,7 @@ impl Resource {
             headers: Vec::new(),
             validators: false,
             etag: true,
+            delay: std::time::Duration::ZERO,
             revision: 1,
         }
     }
@@ -58,6 +62,7 @@ impl Resource {
             headers: vec![("location".into(), location.into())],
             validators: false,
             etag: true,
+            delay: std::time::Duration::ZERO,
             revision: 1,
         }
     }
@@ -202,6 +207,19 @@ fn answer(
     response
 }
 
+fn delay_of(
+    state: &Mutex<State>,
+    request: &http::Request<hyper::body::Incoming>,
+) -> std::time::Duration {
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    state
+        .lock()
+        .unwrap()
+        .resources
+        .get(path)
+        .map_or(std::time::Duration::ZERO, |r| r.delay)
+}
+
 /// Starts an empty site on a loopback port.
 pub async fn start() -> Site {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -212,8 +230,12 @@ pub async fn start() -> Site {
         while let Ok((stream, _)) = listener.accept().await {
             let state = shared.clone();
             let service = hyper::service::service_fn(move |request| {
+                let delay = delay_of(&state, &request);
                 let response = answer(&state, &request);
-                async move { Ok::<_, std::convert::Infallible>(response) }
+                async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()

@@ -946,11 +946,19 @@ async fn a_github_repository_is_synced_and_follows_pushes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broken_pages_sitemaps_and_robots_are_per_page_errors() {
+async fn broken_pages_slow_servers_sitemaps_and_robots_are_per_page_errors() {
     let site = site::start().await;
     site.put("/", Resource::html(
         "<html><head><title>Home</title></head><body><p>The home page of a site with broken parts.</p>\
-         <a href=\"/huge\">Huge</a> <a href=\"/empty\">Empty</a> <a href=\"/gone\">Gone</a> <a href=\"/dated\">Dated</a></body></html>"));
+         <a href=\"/huge\">Huge</a> <a href=\"/empty\">Empty</a> <a href=\"/gone\">Gone</a> <a href=\"/dated\">Dated</a> <a href=\"/slow\">Slow</a></body></html>"));
+    // A server that never answers in time.
+    site.put(
+        "/slow",
+        Resource {
+            delay: Duration::from_secs(6),
+            ..Resource::html("<html><body><p>Too late.</p></body></html>")
+        },
+    );
     // A page that gives Last-Modified but no ETag.
     site.put(
         "/dated",
@@ -983,7 +991,11 @@ async fn broken_pages_sitemaps_and_robots_are_per_page_errors() {
         "/sitemap.xml",
         Resource::text("application/xml", "<urlset><url><loc>http://x/</url>"),
     );
-    let host = host_for(&site).await;
+    let host = host_with(
+        &site,
+        &[("SPIN_VARIABLE_CRAWL_FETCH_TIMEOUT", "2".to_string())],
+    )
+    .await;
     let addr = host.addr;
     let owner = Owner::new(addr, "broken@example.com").await;
     let key = owner.key(addr, &["ingest", "search"]).await;
@@ -1016,6 +1028,8 @@ async fn broken_pages_sitemaps_and_robots_are_per_page_errors() {
         "no text",
         "sitemap",
         "not well-formed",
+        "/slow",
+        "no answer within 2 s",
     ] {
         assert!(errors.contains(needle), "{needle} in {errors}");
     }

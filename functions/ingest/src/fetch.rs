@@ -14,7 +14,7 @@ use url::Url;
 pub const MAX_REDIRECTS: usize = 5;
 /// The largest page read (bigger ones are a per-page error).
 pub const MAX_PAGE_BYTES: usize = 5 << 20;
-/// How long one fetch (all its hops) may take.
+/// How long one fetch (all its hops) may take unless `crawl_fetch_timeout` says otherwise.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a fetch gave.
@@ -50,6 +50,8 @@ pub struct Policy {
     pub github_api: String,
     /// Its token (`github_token`), if any.
     pub github_token: Option<String>,
+    /// How long one fetch may take (`crawl_fetch_timeout`, whole seconds).
+    pub timeout: Duration,
 }
 
 fn origin_of(text: &str) -> Option<url::Origin> {
@@ -71,6 +73,13 @@ impl Policy {
                 .collect(),
             github_api: github_api.trim().trim_end_matches('/').to_string(),
             github_token: Some(token.trim().to_string()).filter(|t| !t.is_empty()),
+            timeout: guest::vars::optional("crawl_fetch_timeout", "20")
+                .await
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s| (1..=120).contains(s))
+                .map_or(FETCH_TIMEOUT, Duration::from_secs),
         }
     }
 
@@ -219,7 +228,7 @@ async fn follow(
 }
 
 /// Fetches `url` (following redirects) with `headers` besides the user agent (`accept`, a token),
-/// within [`FETCH_TIMEOUT`].
+/// within the policy's timeout.
 pub async fn fetch(
     policy: &Policy,
     url: &Url,
@@ -227,9 +236,9 @@ pub async fn fetch(
     validators: &Validators,
 ) -> Result<Fetched, String> {
     let work = Box::pin(follow(policy, url, headers, validators));
-    let deadline = Box::pin(spin_sdk::time::sleep(FETCH_TIMEOUT));
+    let deadline = Box::pin(spin_sdk::time::sleep(policy.timeout));
     match select(work, deadline).await {
         Either::Left((result, _)) => result,
-        Either::Right(_) => Err(format!("no answer within {} s", FETCH_TIMEOUT.as_secs())),
+        Either::Right(_) => Err(format!("no answer within {} s", policy.timeout.as_secs())),
     }
 }
