@@ -455,3 +455,39 @@ pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
+
+/// Sends `texts` to an OpenAI-API embeddings server at `model` the way ingest's embedder does:
+/// batches of 32 texts, 4 requests in flight. The benchmarks' embedder-alone baseline.
+pub async fn embed_as_ingest_does(
+    model: SocketAddr,
+    api_key: &str,
+    texts: &[String],
+) -> anyhow::Result<()> {
+    let batches: Vec<&[String]> = texts.chunks(32).collect();
+    for wave in batches.chunks(4) {
+        let sends = wave.iter().map(|batch| {
+            let body = serde_json::json!({"model": "all-MiniLM-L6-v2", "input": batch}).to_string();
+            let request = http::Request::builder()
+                .method("POST")
+                .uri("/v1/embeddings")
+                .header("host", model.to_string())
+                .header("authorization", format!("Bearer {api_key}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)));
+            async move {
+                let response = send_request(model, request?).await?;
+                anyhow::ensure!(
+                    response.status() == 200,
+                    "embeddings answered {}",
+                    response.status()
+                );
+                response.into_body().collect().await?;
+                anyhow::Ok(())
+            }
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent?;
+        }
+    }
+    Ok(())
+}

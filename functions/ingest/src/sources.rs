@@ -469,9 +469,8 @@ impl Sources<'_, '_> {
         let mut removed = 0;
         for row in &rows {
             if let Some(document) = row["doc"]["document"].as_str()
-                && self.documents.record(document).await?.is_some()
+                && remove_document(self.documents, document).await?
             {
-                self.documents.delete(document).await?;
                 removed += 1;
             }
         }
@@ -546,6 +545,22 @@ fn page_error(job: &mut Value, url: &str, error: &str) {
         && errors.len() < MAX_ERRORS
     {
         errors.push(json!({"url": url, "error": error}));
+    }
+}
+
+/// A page this sync could not index: counted, listed in the job's errors, and said in its record.
+fn fail(job: &mut Value, record: &mut Value, url: &str, error: &str) {
+    page_error(job, url, error);
+    record["status"] = json!("failed");
+    record["error"] = json!(error);
+}
+
+/// Deletes `document` if it exists; whether it did.
+async fn remove_document(documents: &Documents<'_>, document: &str) -> Result<bool, ApiError> {
+    match documents.delete(document).await {
+        Ok(_) => Ok(true),
+        Err(ApiError::NotFound(_)) => Ok(false),
+        Err(other) => Err(other),
     }
 }
 
@@ -754,9 +769,7 @@ fn judge(
     let stored_links = |record: &Value| texts(&record["links"]);
     match fetched {
         Err(error) => {
-            page_error(job, &key, &error);
-            record["status"] = json!("failed");
-            record["error"] = json!(error);
+            fail(job, &mut record, &key, &error);
             // Links of the last good fetch keep the pages under it from being taken for gone.
             follow_links(&stored_links(&record), followed);
             Outcome {
@@ -809,9 +822,7 @@ fn judge(
                         .to_string();
                     let error =
                         format!("content type `{media}` is not read (HTML, Markdown, text or PDF)");
-                    page_error(job, &key, &error);
-                    record["status"] = json!("failed");
-                    record["error"] = json!(error);
+                    fail(job, &mut record, &key, &error);
                     return Outcome {
                         url: key,
                         record,
@@ -819,11 +830,7 @@ fn judge(
                     };
                 }
             };
-            let charset = content_type.split(';').skip(1).find_map(|p| {
-                p.trim()
-                    .strip_prefix("charset=")
-                    .map(|c| c.trim_matches('"').to_string())
-            });
+            let charset = shared::ingest::text::charset(&content_type).map(str::to_string);
             record["etag"] = json!(etag);
             record["last_modified"] = json!(last_modified);
             let mut links = Vec::new();
@@ -871,9 +878,7 @@ fn judge(
                 Ok(extracted) => extracted,
                 Err(error) => {
                     let error = error.to_string();
-                    page_error(job, &key, &error);
-                    record["status"] = json!("failed");
-                    record["error"] = json!(error);
+                    fail(job, &mut record, &key, &error);
                     return Outcome {
                         url: key,
                         record,
@@ -1039,10 +1044,7 @@ async fn crawl_step(
         };
         match documents.prepare_extracted(&new, extracted) {
             Err(error) => {
-                let error = error.to_string();
-                page_error(job, &outcome.url, &error);
-                outcome.record["status"] = json!("failed");
-                outcome.record["error"] = json!(error);
+                fail(job, &mut outcome.record, &outcome.url, &error.to_string());
                 outcome.record["text_hash"] = Value::Null;
             }
             Ok(prepared) if prepared.chunks.len() > documents.stores.inline_chunks => {
@@ -1055,10 +1057,7 @@ async fn crawl_step(
                         outcome.record["changed_at"] = json!(now_ms());
                     }
                     Err(error) => {
-                        let error = error.to_string();
-                        page_error(job, &outcome.url, &error);
-                        outcome.record["status"] = json!("failed");
-                        outcome.record["error"] = json!(error);
+                        fail(job, &mut outcome.record, &outcome.url, &error.to_string());
                         outcome.record["text_hash"] = Value::Null;
                     }
                 }
@@ -1138,9 +1137,8 @@ async fn sweep(documents: &Documents<'_>, job: &mut Value) -> Result<(), ApiErro
             continue;
         }
         if let Some(document) = page["document"].as_str()
-            && documents.record(document).await?.is_some()
+            && remove_document(documents, document).await?
         {
-            documents.delete(document).await?;
             count(job, "removed");
         }
         gone.push(json!({"_id": page["_id"], "_rev": page["_rev"], "_deleted": true}));

@@ -180,11 +180,7 @@ async fn fetch_page(
             ..
         }) => {
             let format = ContentType::parse(&content_type)?;
-            let charset = content_type.split(';').skip(1).find_map(|p| {
-                p.trim()
-                    .strip_prefix("charset=")
-                    .map(|c| c.trim_matches('"').to_string())
-            });
+            let charset = shared::ingest::text::charset(&content_type).map(str::to_string);
             Ok((format, charset, body.to_vec(), url.to_string()))
         }
         Ok(fetch::Fetched::Gone(status)) => {

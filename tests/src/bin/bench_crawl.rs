@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tests::accounts::{OPERATOR, Owner, call};
@@ -127,33 +126,7 @@ async fn embed_alone(
 ) -> anyhow::Result<f64> {
     let started = Instant::now();
     for step in pages.chunks(step) {
-        let texts = step.concat();
-        let batches: Vec<&[String]> = texts.chunks(32).collect();
-        for wave in batches.chunks(4) {
-            let sends = wave.iter().map(|batch| {
-                let body = json!({"model": "all-MiniLM-L6-v2", "input": batch}).to_string();
-                let request = http::Request::builder()
-                    .method("POST")
-                    .uri("/v1/embeddings")
-                    .header("host", model.to_string())
-                    .header("authorization", format!("Bearer {key}"))
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body)));
-                async move {
-                    let response = tests::send_request(model, request?).await?;
-                    anyhow::ensure!(
-                        response.status() == 200,
-                        "embeddings answered {}",
-                        response.status()
-                    );
-                    response.into_body().collect().await?;
-                    anyhow::Ok(())
-                }
-            });
-            for sent in futures::future::join_all(sends).await {
-                sent?;
-            }
-        }
+        tests::embed_as_ingest_does(model, key, &step.concat()).await?;
     }
     Ok(started.elapsed().as_secs_f64())
 }

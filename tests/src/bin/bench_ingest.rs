@@ -133,32 +133,7 @@ async fn embed_alone(url: SocketAddr, api_key: &str, texts: &[Vec<String>]) -> a
                 let Some(group) = queue.lock().await.next() else {
                     return anyhow::Ok(());
                 };
-                let batches: Vec<&[String]> = group.chunks(32).collect();
-                for wave in batches.chunks(4) {
-                    let sends = wave.iter().map(|batch| {
-                        let body = json!({"model": "all-MiniLM-L6-v2", "input": batch}).to_string();
-                        let request = http::Request::builder()
-                            .method("POST")
-                            .uri("/v1/embeddings")
-                            .header("host", url.to_string())
-                            .header("authorization", format!("Bearer {api_key}"))
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(body)));
-                        async move {
-                            let response = tests::send_request(url, request?).await?;
-                            anyhow::ensure!(
-                                response.status() == 200,
-                                "embeddings answered {}",
-                                response.status()
-                            );
-                            response.into_body().collect().await?;
-                            anyhow::Ok(())
-                        }
-                    });
-                    for sent in futures::future::join_all(sends).await {
-                        sent?;
-                    }
-                }
+                tests::embed_as_ingest_does(url, &api_key, &group).await?;
             }
         }));
     }
