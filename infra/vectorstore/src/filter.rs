@@ -24,6 +24,8 @@ pub enum Condition {
         check: FieldCheck,
     },
     HasId(HashSet<PointId>),
+    /// `{"has_vector": name}`: the point holds a vector of that name.
+    HasVector(String),
     IsEmpty(String),
     IsNull(String),
     Nested(Filter),
@@ -121,6 +123,12 @@ fn parse_condition(value: &Value) -> Result<Condition, VecError> {
             .map(PointId::parse)
             .collect::<Result<HashSet<_>, _>>()?;
         return Ok(Condition::HasId(ids));
+    }
+    if let Some(name) = object.get("has_vector") {
+        let name = name
+            .as_str()
+            .ok_or_else(|| bad("has_vector must be a vector name"))?;
+        return Ok(Condition::HasVector(name.to_string()));
     }
     // Two spellings, as in Qdrant: `{"is_empty": {"key": k}}`, and the field condition's
     // `{"key": k, "is_empty": true}` (`false` asks for the opposite). The same for `is_null`.
@@ -309,12 +317,24 @@ impl Filter {
         })
     }
 
+    /// Whether a point with no vectors matches (tests of the payload logic).
     pub fn matches(&self, id: &PointId, payload: &Map<String, Value>) -> bool {
-        self.must.iter().all(|c| c.matches(id, payload))
-            && (self.should.is_empty() || self.should.iter().any(|c| c.matches(id, payload)))
-            && !self.must_not.iter().any(|c| c.matches(id, payload))
+        self.matches_point(id, payload, &|_| false)
+    }
+
+    /// Whether the point matches; `has_vector` tells whether it holds a vector of a name.
+    pub fn matches_point(
+        &self,
+        id: &PointId,
+        payload: &Map<String, Value>,
+        has_vector: &dyn Fn(&str) -> bool,
+    ) -> bool {
+        let test = |c: &Condition| c.matches(id, payload, has_vector);
+        self.must.iter().all(test)
+            && (self.should.is_empty() || self.should.iter().any(test))
+            && !self.must_not.iter().any(test)
             && self.min_should.as_ref().is_none_or(|(conditions, min)| {
-                conditions.iter().filter(|c| c.matches(id, payload)).count() >= *min
+                conditions.iter().filter(|c| test(c)).count() >= *min
             })
     }
 }
@@ -327,14 +347,20 @@ fn within(x: f64, gt: Option<f64>, gte: Option<f64>, lt: Option<f64>, lte: Optio
 }
 
 impl Condition {
-    fn matches(&self, id: &PointId, payload: &Map<String, Value>) -> bool {
+    fn matches(
+        &self,
+        id: &PointId,
+        payload: &Map<String, Value>,
+        has_vector: &dyn Fn(&str) -> bool,
+    ) -> bool {
         match self {
             Condition::HasId(ids) => ids.contains(id),
-            Condition::Nested(filter) => filter.matches(id, payload),
+            Condition::HasVector(name) => has_vector(name),
+            Condition::Nested(filter) => filter.matches_point(id, payload, has_vector),
             Condition::NestedItems { key, filter } => values_at(payload, key)
                 .into_iter()
                 .filter_map(Value::as_object)
-                .any(|item| filter.matches(id, item)),
+                .any(|item| filter.matches_point(id, item, has_vector)),
             Condition::IsEmpty(key) => values_at(payload, key).iter().all(|v| v.is_null()),
             Condition::IsNull(key) => {
                 let values = values_at(payload, key);

@@ -278,6 +278,12 @@ fn route(
         (Method::POST, ["collections", name, "points", "payload", "clear"]) => {
             payload_write(store, name, "clear_payload", &parse_body(body)?)
         }
+        (Method::PUT, ["collections", name, "points", "vectors"]) => {
+            update_vectors(store, name, &parse_body(body)?)
+        }
+        (Method::POST, ["collections", name, "points", "vectors", "delete"]) => {
+            delete_vectors(store, name, &parse_body(body)?)
+        }
         (Method::POST, ["collections", name, "points", "batch"]) => {
             batch(store, name, &parse_body(body)?)
         }
@@ -363,9 +369,10 @@ fn upsert(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
             let list = list.as_array().ok_or_else(|| {
                 VecError::bad_request("Format error in JSON body: `points` must be a list")
             })?;
-            for point in list {
+            for (i, point) in list.iter().enumerate() {
                 let id = PointId::parse(&point["id"])?;
-                let vectors = collection.parse_vectors(&point["vector"])?;
+                let vectors =
+                    collection.parse_vectors(&point["vector"], &format!("points[{i}]"))?;
                 points.push(NewPoint {
                     id,
                     payload: payload_object(&point["payload"])?,
@@ -391,7 +398,8 @@ fn upsert(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
                 points.push(NewPoint {
                     id,
                     payload: payload_object(&payload)?,
-                    vectors: collection.parse_vectors(&nth_vector(i))?,
+                    vectors: collection
+                        .parse_vectors(&nth_vector(i), &format!("batch.vectors[{i}]"))?,
                 });
             }
         } else {
@@ -401,7 +409,99 @@ fn upsert(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
         }
         points
     };
-    Ok(completed(store.upsert(name, points)?))
+    // Qdrant's conditional upsert: a point that exists is replaced only if it matches
+    // `update_filter`; new points are inserted.
+    let Some(condition) = filter::parse(&body["update_filter"])? else {
+        return Ok(completed(store.upsert(name, points)?));
+    };
+    let operation = store.upsert_with(name, |collection| {
+        Ok(points
+            .into_iter()
+            .filter(|p| {
+                collection
+                    .slot_of(&p.id)
+                    .is_none_or(|slot| collection.matches(slot, Some(&condition)))
+            })
+            .collect())
+    })?;
+    Ok(completed(operation))
+}
+
+/// `PUT points/vectors`: new vectors for existing points, the others they hold kept; an unknown
+/// point fails the whole request; with `update_filter`, points not matching it are left alone.
+fn update_vectors(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
+    let list = body["points"].as_array().ok_or_else(|| {
+        VecError::bad_request("Format error in JSON body: `points` must be a list")
+    })?;
+    // As for upsert: with `update_filter`, only points matching it change.
+    let condition = filter::parse(&body["update_filter"])?;
+    let operation = store.upsert_with(name, |collection| {
+        let mut points: Vec<NewPoint> = Vec::with_capacity(list.len());
+        for (i, point) in list.iter().enumerate() {
+            let id = PointId::parse(&point["id"])?;
+            if point["vector"].as_object().is_some_and(Map::is_empty) {
+                return Err(VecError::validation(format!(
+                    "[points[{i}].vector: must specify vectors to update for point]"
+                )));
+            }
+            let slot = collection
+                .slot_of(&id)
+                .ok_or_else(|| VecError::no_point(&id))?;
+            let new = collection.parse_vectors(&point["vector"], &format!("points[{i}]"))?;
+            if !collection.matches(slot, condition.as_ref()) {
+                continue;
+            }
+            // The same point twice: the later update applies over the earlier one.
+            let mut vectors = match points.iter().position(|p| p.id == id) {
+                Some(k) => points.remove(k).vectors,
+                None => collection.point_vectors(slot).unwrap_or_default(),
+            };
+            vectors.merge(new);
+            let payload = collection.payload_of(slot).cloned().unwrap_or_default();
+            points.push(NewPoint {
+                id,
+                payload,
+                vectors,
+            });
+        }
+        Ok(points)
+    })?;
+    Ok(completed(operation))
+}
+
+/// `POST points/vectors/delete`: drops the named vectors of the selected points.
+fn delete_vectors(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
+    let names: Vec<&str> = body["vector"]
+        .as_array()
+        .and_then(|list| list.iter().map(Value::as_str).collect())
+        .ok_or_else(|| {
+            VecError::bad_request("Format error in JSON body: `vector` must be a list of names")
+        })?;
+    let selector = selector_of(body)?;
+    let operation = store.upsert_with(name, |collection| {
+        if let Some(unknown) = names.iter().find(|n| !collection.has_vector_name(n)) {
+            return Err(VecError::wrong_input(format!(
+                "Not existing vector name error: {unknown}"
+            )));
+        }
+        let slots: Vec<u32> = match &selector {
+            Selector::Ids(ids) => ids.iter().filter_map(|id| collection.slot_of(id)).collect(),
+            Selector::Filter(filter) => collection.scan(Some(filter), None).collect(),
+        };
+        Ok(slots
+            .into_iter()
+            .filter_map(|slot| {
+                let mut vectors = collection.point_vectors(slot)?;
+                names.iter().for_each(|n| vectors.remove(n));
+                Some(NewPoint {
+                    id: collection.id_of(slot)?.clone(),
+                    payload: collection.payload_of(slot)?.clone(),
+                    vectors,
+                })
+            })
+            .collect())
+    })?;
+    Ok(completed(operation))
 }
 
 fn retrieve(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
@@ -483,6 +583,8 @@ fn batch(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
         let result = match kind.as_str() {
             "upsert" => upsert(store, name, inner)?,
             "delete" => completed(store.delete_points(name, selector_of(inner)?)?),
+            "update_vectors" => update_vectors(store, name, inner)?,
+            "delete_vectors" => delete_vectors(store, name, inner)?,
             "set_payload" | "overwrite_payload" | "delete_payload" | "clear_payload" => {
                 payload_write(store, name, kind, inner)?
             }
@@ -1211,6 +1313,190 @@ mod tests {
         // k applies as given: k = 60 puts the top item at 1 / 60.
         let fused = reciprocal_rank_fusion(std::slice::from_ref(&a), 60.0, None);
         assert!((fused[0].1 - 1.0 / 60.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn multivectors_score_by_max_sim_and_survive_a_restart() {
+        let dir = std::env::temp_dir().join(format!("edgerag-vec-multi-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vectors.sqlite");
+        let store = Store::open(&path).unwrap();
+        let multi = |distance: &str| json!({"size": 2, "distance": distance, "multivector_config": {"comparator": "max_sim"}});
+        let body = json!({"vectors": {"m": multi("Dot"), "e": multi("Euclid")}});
+        call(&store, Method::PUT, "collections/c", body).unwrap();
+        let points = json!({"points": [
+            {"id": 1, "vector": {"m": [[1.0, 0.0], [0.0, 1.0]], "e": [[0.0, 0.0], [3.0, 4.0]]}},
+            // A single vector is a multivector of one.
+            {"id": 2, "vector": {"m": [0.5, 0.5], "e": [1.0, 1.0]}},
+        ]});
+        call(&store, Method::PUT, "collections/c/points", points).unwrap();
+        let ranked = |store: &Store, using: &str, query: Value| -> Vec<(u64, f64)> {
+            let body = json!({"query": query, "using": using});
+            let result = call(store, Method::POST, "collections/c/points/query", body).unwrap();
+            result["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p["id"].as_u64().unwrap(), p["score"].as_f64().unwrap()))
+                .collect()
+        };
+        // Dot: point 1 = max(1, 0) + max(0, 1) = 2; point 2 = 0.5 + 0.5 = 1.
+        assert_eq!(
+            ranked(&store, "m", json!([[1.0, 0.0], [0.0, 1.0]])),
+            [(1, 2.0), (2, 1.0)]
+        );
+        // Euclid, as Qdrant: the root of the summed best squared distances. Query [0,0],[3,3]:
+        // point 1: 0 + min(18, 1) = 1 -> 1; point 2: 2 + 8 = 10 -> sqrt(10).
+        let euclid = ranked(&store, "e", json!([[0.0, 0.0], [3.0, 3.0]]));
+        assert_eq!(euclid[0], (1, 1.0));
+        assert_eq!(euclid[1].0, 2);
+        assert!((euclid[1].1 - 10f64.sqrt()).abs() < 1e-5, "{euclid:?}");
+        // Bad shapes are Qdrant's 422s and 400s.
+        let bad = |vector: Value| {
+            let body = json!({"points": [{"id": 3, "vector": {"m": vector}}]});
+            call(&store, Method::PUT, "collections/c/points", body).unwrap_err()
+        };
+        assert!(
+            bad(json!([[]]))
+                .message
+                .contains("all vectors must be non-empty")
+        );
+        assert!(
+            bad(json!([[1.0, 2.0], [1.0]]))
+                .message
+                .contains("same dimension")
+        );
+        assert!(
+            bad(json!([[1.0, 2.0, 3.0]]))
+                .message
+                .contains("expected dim: 2, got 3")
+        );
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let point = call(&store, Method::GET, "collections/c/points/1", Value::Null).unwrap();
+        assert_eq!(point["vector"]["m"], json!([[1.0, 0.0], [0.0, 1.0]]));
+        assert_eq!(ranked(&store, "m", json!([1.0, 0.0]))[0], (1, 1.0));
+    }
+
+    #[test]
+    fn vectors_are_updated_and_deleted_by_name_and_has_vector_filters_on_them() {
+        let store = test_store("vectors-update");
+        let body = json!({
+            "vectors": {"a": {"size": 2, "distance": "Dot"}, "b": {"size": 2, "distance": "Dot"}},
+            "sparse_vectors": {"s": {}},
+        });
+        call(&store, Method::PUT, "collections/v", body).unwrap();
+        let points = json!({"points": [
+            {"id": 1, "vector": {"a": [1.0, 0.0]}, "payload": {"k": 1}},
+            {"id": 2, "vector": {"b": [0.0, 1.0]}, "payload": {"k": 2}},
+        ]});
+        call(&store, Method::PUT, "collections/v/points", points).unwrap();
+        let update = json!({"points": [{"id": 1, "vector": {"b": [2.0, 2.0], "s": {"indices": [4], "values": [1.0]}}}]});
+        call(&store, Method::PUT, "collections/v/points/vectors", update).unwrap();
+        let get = |id: u64| {
+            call(
+                &store,
+                Method::GET,
+                &format!("collections/v/points/{id}"),
+                Value::Null,
+            )
+            .unwrap()
+        };
+        let one = get(1);
+        assert_eq!(one["vector"]["a"], json!([1.0, 0.0]), "kept");
+        assert_eq!(one["vector"]["b"], json!([2.0, 2.0]), "added");
+        assert_eq!(one["payload"], json!({"k": 1}), "payload kept");
+        // An unknown point fails the whole request and changes nothing.
+        let update = json!({"points": [
+            {"id": 2, "vector": {"a": [5.0, 5.0]}},
+            {"id": 99, "vector": {"a": [5.0, 5.0]}},
+        ]});
+        let error = call(&store, Method::PUT, "collections/v/points/vectors", update).unwrap_err();
+        assert_eq!(
+            (error.status, error.message.as_str()),
+            (404, "Not found: No point with id 99 found")
+        );
+        assert!(get(2)["vector"].get("a").is_none());
+        let count = |name: &str| {
+            let body = json!({"filter": {"must": [{"has_vector": name}]}});
+            call(&store, Method::POST, "collections/v/points/count", body).unwrap()["count"].clone()
+        };
+        assert_eq!(
+            (count("a"), count("b"), count("s")),
+            (json!(1), json!(2), json!(1))
+        );
+        let delete = json!({"points": [1], "vector": ["a", "s"]});
+        call(
+            &store,
+            Method::POST,
+            "collections/v/points/vectors/delete",
+            delete,
+        )
+        .unwrap();
+        assert_eq!(get(1)["vector"], json!({"b": [2.0, 2.0]}));
+        assert_eq!((count("a"), count("s")), (json!(0), json!(0)));
+        let unknown = json!({"points": [1], "vector": ["nope"]});
+        let error = call(
+            &store,
+            Method::POST,
+            "collections/v/points/vectors/delete",
+            unknown,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.message,
+            "Wrong input: Not existing vector name error: nope"
+        );
+    }
+
+    #[test]
+    fn update_filter_leaves_existing_points_that_do_not_match() {
+        let store = test_store("conditional");
+        call(
+            &store,
+            Method::PUT,
+            "collections/u",
+            json!({"vectors": {"size": 2, "distance": "Dot"}}),
+        )
+        .unwrap();
+        let points = json!({"points": [
+            {"id": 1, "vector": [1.0, 0.0], "payload": {"version": 1}},
+            {"id": 2, "vector": [1.0, 0.0], "payload": {"version": 5}},
+        ]});
+        call(&store, Method::PUT, "collections/u/points", points).unwrap();
+        let upsert = json!({
+            "points": [
+                {"id": 1, "vector": [0.0, 1.0], "payload": {"version": 2}},
+                {"id": 2, "vector": [0.0, 1.0], "payload": {"version": 6}},
+                {"id": 3, "vector": [0.0, 1.0], "payload": {"version": 1}},
+            ],
+            "update_filter": {"must": [{"key": "version", "range": {"lt": 3}}]},
+        });
+        call(&store, Method::PUT, "collections/u/points", upsert).unwrap();
+        let version = |id: u64| {
+            call(
+                &store,
+                Method::GET,
+                &format!("collections/u/points/{id}"),
+                Value::Null,
+            )
+            .unwrap()["payload"]["version"]
+                .clone()
+        };
+        assert_eq!(
+            (version(1), version(2), version(3)),
+            (json!(2), json!(5), json!(1))
+        );
+        // update_vectors takes the same filter.
+        let vectors = json!({"points": [{"id": 2, "vector": [0.0, 2.0]}], "update_filter": {"must": [{"key": "version", "range": {"lt": 3}}]}});
+        call(&store, Method::PUT, "collections/u/points/vectors", vectors).unwrap();
+        let point = call(&store, Method::GET, "collections/u/points/2", Value::Null).unwrap();
+        assert_eq!(
+            point["vector"],
+            json!([1.0, 0.0]),
+            "not matching: unchanged"
+        );
     }
 
     #[test]

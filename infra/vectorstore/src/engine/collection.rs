@@ -4,9 +4,9 @@ use serde_json::{Map, Value, json};
 
 use super::config::Config;
 use super::dense::{DenseIndex, Rough, TopK};
-use super::distance::{Distance, normalize};
+use super::distance::{Distance, normalize, squared_l2};
 use super::payload_index::{Candidates, Group, PayloadIndex};
-use super::points::{NewPoint, PointVectors, SparseVector, dense_values};
+use super::points::{NewPoint, PointVectors, SparseVector, dense_values, multi_values};
 use super::query::{QueryVector, Search, With, WithVectors};
 use super::sparse::{SparseIndex, intersect_sorted};
 use crate::error::{Result, VecError};
@@ -24,6 +24,9 @@ pub(super) struct Slot {
     pub(super) version: u64,
     pub(super) payload: Map<String, Value>,
     pub(super) sparse: BTreeMap<String, SparseVector>,
+    /// Multivectors are kept with the point and searched by scanning (late interaction re-ranks
+    /// candidates; a graph over every vector of every point is not built).
+    pub(super) multi: BTreeMap<String, Vec<Vec<f32>>>,
 }
 
 /// A collection in memory.
@@ -47,7 +50,7 @@ impl std::fmt::Debug for Collection {
 impl Collection {
     pub(super) fn new(config: Config) -> Result<Self> {
         let mut dense = BTreeMap::new();
-        for (name, params) in &config.dense {
+        for (name, params) in config.dense.iter().filter(|(_, p)| !p.multivector) {
             dense.insert(name.clone(), DenseIndex::new(params.clone(), config.hnsw)?);
         }
         let sparse = config
@@ -81,9 +84,25 @@ impl Collection {
         self.ids.is_empty()
     }
 
-    /// Parses one point's `vector` field against this collection's vector names and sizes.
-    pub fn parse_vectors(&self, value: &Value) -> Result<PointVectors> {
+    /// Whether `name` is a multivector of this collection.
+    pub fn is_multi(&self, name: &str) -> bool {
+        self.config.dense.get(name).is_some_and(|p| p.multivector)
+    }
+
+    /// Parses one point's `vector` field against this collection's vector names and sizes; `place`
+    /// names the point in validation messages (`points[3]`).
+    pub fn parse_vectors(&self, value: &Value, place: &str) -> Result<PointVectors> {
         let mut vectors = PointVectors::default();
+        let dense_or_multi = |vectors: &mut PointVectors, name: &str, v: &Value| -> Result<()> {
+            if self.is_multi(name) {
+                vectors
+                    .multi
+                    .insert(name.to_string(), multi_values(v, place)?);
+            } else {
+                vectors.dense.insert(name.to_string(), dense_values(v)?);
+            }
+            Ok(())
+        };
         match value {
             Value::Array(_) => {
                 if !self.config.dense.contains_key("") {
@@ -91,12 +110,12 @@ impl Collection {
                         "Not existing vector name error: this collection has only named vectors",
                     ));
                 }
-                vectors.dense.insert(String::new(), dense_values(value)?);
+                dense_or_multi(&mut vectors, "", value)?;
             }
             Value::Object(named) => {
                 for (name, v) in named {
                     if self.config.dense.contains_key(name) {
-                        vectors.dense.insert(name.clone(), dense_values(v)?);
+                        dense_or_multi(&mut vectors, name, v)?;
                     } else if self.config.sparse.contains_key(name) {
                         vectors.sparse.insert(name.clone(), SparseVector::parse(v)?);
                     } else {
@@ -126,6 +145,21 @@ impl Collection {
                 normalize(v);
             }
         }
+        for (name, list) in &mut vectors.multi {
+            let params = &self.config.dense[name];
+            for v in list {
+                if v.len() != params.size {
+                    return Err(VecError::wrong_input(format!(
+                        "Vector dimension error: expected dim: {}, got {}",
+                        params.size,
+                        v.len()
+                    )));
+                }
+                if params.distance == Distance::Cosine {
+                    normalize(v);
+                }
+            }
+        }
         Ok(vectors)
     }
 
@@ -140,7 +174,7 @@ impl Collection {
             let NewPoint {
                 id,
                 payload,
-                vectors,
+                mut vectors,
             } = point;
             for (name, vector) in &vectors.dense {
                 if let Some(index) = self.dense.get_mut(name) {
@@ -165,6 +199,7 @@ impl Collection {
                 version,
                 payload,
                 sparse: vectors.sparse,
+                multi: std::mem::take(&mut vectors.multi),
             });
         }
         for (name, slots) in added {
@@ -207,9 +242,17 @@ impl Collection {
         self.slots.get(slot as usize)?.as_ref()
     }
 
-    pub(super) fn matches(&self, slot: u32, filter: Option<&Filter>) -> bool {
+    /// Whether the point in `slot` exists and matches `filter` (every point when there is none).
+    pub fn matches(&self, slot: u32, filter: Option<&Filter>) -> bool {
         match (self.slot(slot), filter) {
-            (Some(s), Some(f)) => f.matches(&s.id, &s.payload),
+            (Some(s), Some(f)) => f.matches_point(&s.id, &s.payload, &|name| {
+                s.sparse.contains_key(name)
+                    || s.multi.contains_key(name)
+                    || self
+                        .dense
+                        .get(name)
+                        .is_some_and(|index| index.vector(slot).is_some())
+            }),
             (Some(_), None) => true,
             (None, _) => false,
         }
@@ -328,10 +371,85 @@ impl Collection {
         if want == 0 {
             return Ok(Vec::new());
         }
+        if self.is_multi(&search.using) {
+            return self.score_multi(search, 0..self.slots.len() as u32, want);
+        }
         match &search.query {
             QueryVector::Dense(query) => self.search_dense(search, query, want),
             QueryVector::Sparse(query) => self.search_sparse(search, query, want),
+            QueryVector::Multi(_) => Err(VecError::wrong_input(format!(
+                "a multivector query needs a multivector; `{}` is not one",
+                search.using
+            ))),
         }
+    }
+
+    /// Scores `slots` by `max_sim` against the multivector `search.using`: for each query vector its
+    /// best score among the point's vectors, summed. A plain vector query is a multivector of one.
+    pub(super) fn score_multi(
+        &self,
+        search: &Search,
+        slots: impl Iterator<Item = u32>,
+        want: usize,
+    ) -> Result<Vec<(u32, f32)>> {
+        let params = &self.config.dense[&search.using];
+        let mut query = match &search.query {
+            QueryVector::Multi(vectors) => vectors.clone(),
+            QueryVector::Dense(vector) => vec![vector.clone()],
+            QueryVector::Sparse(_) => {
+                return Err(VecError::wrong_input(format!(
+                    "a sparse query cannot search the multivector `{}`",
+                    search.using
+                )));
+            }
+        };
+        for q in &mut query {
+            if q.len() != params.size {
+                return Err(VecError::wrong_input(format!(
+                    "Vector dimension error: expected dim: {}, got {}",
+                    params.size,
+                    q.len()
+                )));
+            }
+            if params.distance == Distance::Cosine {
+                normalize(q);
+            }
+        }
+        let higher = params.distance.higher_is_better();
+        // Euclid sums squared distances and reports the root of the sum, as Qdrant does.
+        let euclid = params.distance == Distance::Euclid;
+        let filter = search.filter.as_ref();
+        let mut top = TopK::new(want, higher);
+        for slot in slots {
+            let Some(point) = self.slot(slot) else {
+                continue;
+            };
+            let Some(vectors) = point.multi.get(&search.using) else {
+                continue;
+            };
+            if !self.matches(slot, filter) {
+                continue;
+            }
+            let score: f32 = query
+                .iter()
+                .map(|q| {
+                    let scores = vectors.iter().map(|v| {
+                        if euclid {
+                            squared_l2(q, v)
+                        } else {
+                            params.distance.score(q, v)
+                        }
+                    });
+                    if higher {
+                        scores.fold(f32::NEG_INFINITY, f32::max)
+                    } else {
+                        scores.fold(f32::INFINITY, f32::min)
+                    }
+                })
+                .sum();
+            top.push(slot, if euclid { score.sqrt() } else { score });
+        }
+        Ok(top.finish(search.score_threshold))
     }
 
     pub(super) fn search_dense(
@@ -510,6 +628,9 @@ impl Collection {
     /// Scores given slots against a query (for re-ranking prefetched candidates).
     pub fn rescore(&self, search: &Search, slots: &[u32]) -> Result<Vec<(u32, f32)>> {
         let want = search.want();
+        if self.is_multi(&search.using) {
+            return self.score_multi(search, slots.iter().copied(), want);
+        }
         match &search.query {
             QueryVector::Dense(query) => {
                 let index = self.dense.get(&search.using).ok_or_else(|| {
@@ -532,6 +653,7 @@ impl Collection {
                 }
                 Ok(top.finish(search.score_threshold))
             }
+            QueryVector::Multi(_) => self.search(search),
             QueryVector::Sparse(_) => {
                 let allowed: HashSet<u32> = slots.iter().copied().collect();
                 let all = Search {
@@ -548,9 +670,10 @@ impl Collection {
     }
 
     pub fn higher_is_better(&self, using: &str) -> bool {
-        self.dense
+        self.config
+            .dense
             .get(using)
-            .is_none_or(|d| d.params.distance.higher_is_better())
+            .is_none_or(|d| d.distance.higher_is_better())
     }
 
     /// A point's JSON record with the parts asked for.
@@ -568,10 +691,21 @@ impl Collection {
                     WithVectors::Named(names) => names.iter().any(|n| n == name),
                     WithVectors::None => false,
                 };
-                if self.config.unnamed && wanted("") {
-                    self.dense[""]
-                        .vector(slot)
-                        .map_or(Value::Null, crate::number::f32_array)
+                // Qdrant answers the default vector alone as a plain list; with other vectors
+                // beside it, every vector by name ("" for the default).
+                let has_default = s.multi.contains_key("")
+                    || self.dense.get("").is_some_and(|i| i.vector(slot).is_some());
+                let only_default = self.config.unnamed
+                    && wanted("")
+                    && has_default
+                    && !s.sparse.keys().any(|n| wanted(n));
+                if only_default {
+                    match self.dense.get("") {
+                        Some(index) => index
+                            .vector(slot)
+                            .map_or(Value::Null, crate::number::f32_array),
+                        None => s.multi.get("").map_or(Value::Null, |m| multi_json(m)),
+                    }
                 } else {
                     let mut named = Map::new();
                     for (name, index) in &self.dense {
@@ -586,12 +720,37 @@ impl Collection {
                             named.insert(name.clone(), v.to_json());
                         }
                     }
+                    for (name, m) in &s.multi {
+                        if wanted(name) {
+                            named.insert(name.clone(), multi_json(m));
+                        }
+                    }
                     Value::Object(named)
                 }
             }
         };
         record.insert("vector".into(), vector);
         Some(record)
+    }
+
+    /// The vectors a point holds now (cosine ones as stored, normalised).
+    pub fn point_vectors(&self, slot: u32) -> Option<PointVectors> {
+        let s = self.slot(slot)?;
+        let dense = self
+            .dense
+            .iter()
+            .filter_map(|(name, index)| Some((name.clone(), index.vector(slot)?.to_vec())))
+            .collect();
+        Some(PointVectors {
+            dense,
+            sparse: s.sparse.clone(),
+            multi: s.multi.clone(),
+        })
+    }
+
+    /// Whether this collection has a vector (dense, multi or sparse) named `name`.
+    pub fn has_vector_name(&self, name: &str) -> bool {
+        self.config.dense.contains_key(name) || self.config.sparse.contains_key(name)
     }
 
     /// The stored payload of a slot, borrowed.
@@ -609,7 +768,7 @@ impl Collection {
         if let WithVectors::Named(names) = &with.vectors
             && let Some(unknown) = names
                 .iter()
-                .find(|n| !self.dense.contains_key(*n) && !self.sparse.contains_key(*n))
+                .find(|n| !self.config.dense.contains_key(*n) && !self.sparse.contains_key(*n))
         {
             return Err(VecError::wrong_input(format!(
                 "Not existing vector name error: {unknown}"
@@ -662,4 +821,13 @@ impl Collection {
             "payload_schema": payload_schema,
         })
     }
+}
+
+fn multi_json(vectors: &[Vec<f32>]) -> Value {
+    Value::Array(
+        vectors
+            .iter()
+            .map(|v| crate::number::f32_array(v))
+            .collect(),
+    )
 }

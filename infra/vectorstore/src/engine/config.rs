@@ -28,6 +28,9 @@ impl Default for Hnsw {
 pub(super) struct DenseParams {
     pub(super) size: usize,
     pub(super) distance: Distance,
+    /// Several vectors of `size` per point, compared by `max_sim` (late interaction): the sum,
+    /// over the query's vectors, of each one's best score against the point's vectors.
+    pub(super) multivector: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -136,7 +139,13 @@ impl Config {
 
     /// The configuration in the shape it was given (and is stored in).
     pub(super) fn to_json(&self) -> Value {
-        let dense_json = |p: &DenseParams| json!({"size": p.size, "distance": p.distance.name()});
+        let dense_json = |p: &DenseParams| {
+            let mut params = json!({"size": p.size, "distance": p.distance.name()});
+            if p.multivector {
+                params["multivector_config"] = json!({"comparator": "max_sim"});
+            }
+            params
+        };
         let vectors = if self.unnamed {
             dense_json(&self.dense[""])
         } else {
@@ -182,8 +191,19 @@ pub(super) fn parse_dense(value: &Value) -> Result<DenseParams> {
             )
         })?;
     let distance = Distance::parse(value.get("distance").unwrap_or(&Value::Null))?;
+    let multivector = match value.get("multivector_config") {
+        None | Some(Value::Null) => false,
+        Some(config) if config.get("comparator").is_some_and(|c| c == "max_sim") => true,
+        Some(config) => {
+            return Err(VecError::bad_request(format!(
+                "Format error in JSON body: multivector_config.comparator must be \"max_sim\", got {}",
+                config.get("comparator").unwrap_or(&Value::Null)
+            )));
+        }
+    };
     Ok(DenseParams {
         size: size as usize,
         distance,
+        multivector,
     })
 }

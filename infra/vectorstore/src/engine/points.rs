@@ -65,6 +65,38 @@ pub(super) fn finite(value: &Value) -> Result<f32> {
     }
 }
 
+/// A multivector: a non-empty list of non-empty lists of numbers, all of one length. `place` names
+/// the point in Qdrant's validation messages (`points[0]`).
+pub(super) fn multi_values(value: &Value, place: &str) -> Result<Vec<Vec<f32>>> {
+    let list = value.as_array().ok_or_else(|| {
+        VecError::bad_request(
+            "Format error in JSON body: a multivector is a list of lists of numbers",
+        )
+    })?;
+    if list.is_empty() {
+        return Err(VecError::validation(format!(
+            "[{place}.vector.?: dense vector must not be empty]"
+        )));
+    }
+    // A single vector is a multivector of one.
+    if !list[0].is_array() {
+        return Ok(vec![dense_values(value)?]);
+    }
+    let vectors = list.iter().map(dense_values).collect::<Result<Vec<_>>>()?;
+    if vectors.iter().any(Vec::is_empty) {
+        return Err(VecError::validation(format!(
+            "[{place}.vector.?.data: all vectors must be non-empty]"
+        )));
+    }
+    if let Some(other) = vectors.iter().find(|v| v.len() != vectors[0].len()) {
+        return Err(VecError::validation(format!(
+            "[{place}.vector.?.data: all vectors must have the same dimension, found vector with dimension {}]",
+            other.len()
+        )));
+    }
+    Ok(vectors)
+}
+
 pub(super) fn dense_values(value: &Value) -> Result<Vec<f32>> {
     value
         .as_array()
@@ -81,9 +113,25 @@ pub(super) fn dense_values(value: &Value) -> Result<Vec<f32>> {
 pub struct PointVectors {
     pub dense: BTreeMap<String, Vec<f32>>,
     pub sparse: BTreeMap<String, SparseVector>,
+    /// Multivectors: each one's vectors, all of the configured size.
+    pub multi: BTreeMap<String, Vec<Vec<f32>>>,
 }
 
 impl PointVectors {
+    /// Adds (or replaces) `other`'s vectors.
+    pub fn merge(&mut self, other: PointVectors) {
+        self.dense.extend(other.dense);
+        self.sparse.extend(other.sparse);
+        self.multi.extend(other.multi);
+    }
+
+    /// Drops the vector `name`, whatever its kind.
+    pub fn remove(&mut self, name: &str) {
+        self.dense.remove(name);
+        self.sparse.remove(name);
+        self.multi.remove(name);
+    }
+
     /// Binary encoding for storage: per vector, a kind byte, the name, then the numbers.
     pub(super) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -101,6 +149,15 @@ impl PointVectors {
             name(&mut out, 1, n, v.indices.len());
             v.indices.iter().for_each(|i| out.extend(i.to_le_bytes()));
             v.values.iter().for_each(|x| out.extend(x.to_le_bytes()));
+        }
+        for (n, vectors) in &self.multi {
+            let size = vectors.first().map_or(0, Vec::len);
+            name(&mut out, 2, n, vectors.len());
+            out.extend((size as u32).to_le_bytes());
+            vectors
+                .iter()
+                .flatten()
+                .for_each(|x| out.extend(x.to_le_bytes()));
         }
         out
     }
@@ -140,6 +197,13 @@ impl PointVectors {
                     vectors
                         .sparse
                         .insert(name, SparseVector { indices, values });
+                }
+                2 => {
+                    let size = u32_at(&mut bytes)? as usize;
+                    let raw = take(&mut bytes, len.checked_mul(size)?.checked_mul(4)?)?;
+                    let all = floats(raw);
+                    let each = all.chunks(size.max(1)).map(<[f32]>::to_vec).collect();
+                    vectors.multi.insert(name, each);
                 }
                 _ => return None,
             }

@@ -8,11 +8,20 @@ use crate::filter::Filter;
 pub enum QueryVector {
     Dense(Vec<f32>),
     Sparse(SparseVector),
+    /// Several vectors, for a multivector (`max_sim`).
+    Multi(Vec<Vec<f32>>),
 }
 
 impl QueryVector {
     pub fn parse(value: &Value) -> Result<Self> {
         match value {
+            Value::Array(list) if list.first().is_some_and(Value::is_array) => {
+                let vectors = list.iter().map(dense_values).collect::<Result<Vec<_>>>()?;
+                if vectors.iter().any(Vec::is_empty) {
+                    return Err(VecError::validation("all vectors must be non-empty"));
+                }
+                Ok(QueryVector::Multi(vectors))
+            }
             Value::Array(_) => Ok(QueryVector::Dense(dense_values(value)?)),
             Value::Object(o) if o.contains_key("indices") => {
                 Ok(QueryVector::Sparse(SparseVector::parse(value)?))

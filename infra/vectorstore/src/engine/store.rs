@@ -226,8 +226,20 @@ impl Store {
 
     /// Inserts or replaces points; committed to disk before it returns. Returns the operation id.
     pub fn upsert(&self, name: &str, points: Vec<NewPoint>) -> Result<u64> {
+        self.upsert_with(name, |_| Ok(points))
+    }
+
+    /// Inserts or replaces the points `build` makes from the collection as it stands, under the
+    /// collection's write lock (so a change to existing points sees no write in between); nothing
+    /// changes when `build` fails.
+    pub fn upsert_with(
+        &self,
+        name: &str,
+        build: impl FnOnce(&Collection) -> Result<Vec<NewPoint>>,
+    ) -> Result<u64> {
         let shared = self.collection(name)?;
         let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        let points = build(&collection)?;
         let operation = self.next_operation();
         // Later duplicates of an id in one batch win, as if applied in order.
         let mut seen = HashMap::new();

@@ -38,6 +38,7 @@ fn point(id: u64, vector: Vec<f32>, project: &str) -> NewPoint {
         vectors: PointVectors {
             dense: BTreeMap::from([(String::new(), vector)]),
             sparse: BTreeMap::new(),
+            multi: BTreeMap::new(),
         },
     }
 }
@@ -67,6 +68,7 @@ fn vectors_round_trip_through_storage_encoding() {
                 values: vec![0.5, 1.5],
             },
         )]),
+        multi: BTreeMap::from([("m".into(), vec![vec![1.0, 2.0], vec![-3.0, 0.5]])]),
     };
     let decoded = PointVectors::decode(&vectors.encode()).unwrap();
     assert_eq!(decoded.dense, vectors.dense);
