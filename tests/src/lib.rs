@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod pouchdb;
+pub mod qdrant_suite;
 pub mod scifact;
 pub mod site;
 pub mod stores;
