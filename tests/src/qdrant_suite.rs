@@ -18,6 +18,8 @@ use hyper_util::rt::TokioIo;
 
 /// The suite's files that cover what the embedded store claims to serve: every test in them passes.
 pub const CLAIMED: &[&str] = &[
+    "test_basic_retrieve_api.py",
+    "test_basic_retrieve_multivec_api.py",
     "test_batch_update.py",
     "test_batch_update_multivec.py",
     "test_collection_exists.py",
@@ -40,6 +42,7 @@ pub const CLAIMED: &[&str] = &[
     "test_optional_vectors.py",
     "test_order_by.py",
     "test_payload_selector.py",
+    "test_query_indexes.py",
     "test_score_threshold.py",
     "test_sparse_dense_batch_update.py",
     "test_sparse_update.py",
@@ -54,14 +57,6 @@ pub const CLAIMED: &[&str] = &[
 /// does not need from this store, `not yet` for claimed parts still failing (issue 16).
 pub const LEFT_OUT: &[(&str, &str)] = &[
     ("test_alias.py", "unclaimed: collection aliases"),
-    (
-        "test_basic_retrieve_api.py",
-        "not yet: its recommendation test needs recommend queries",
-    ),
-    (
-        "test_basic_retrieve_multivec_api.py",
-        "not yet: its recommendation test needs recommend queries",
-    ),
     (
         "test_bm25.py",
         "unclaimed: server-side BM25 inference (edgerag sends its own sparse vectors)",
@@ -98,10 +93,7 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
         "test_geo_payload_index.py",
         "unclaimed: geo (its index-creation tests pass)",
     ),
-    (
-        "test_group.py",
-        "not yet: recommend groups and lookup errors",
-    ),
+    ("test_group.py", "not yet: lookup_from"),
     (
         "test_k8s_health.py",
         "unclaimed: Kubernetes probes' exact shapes",
@@ -155,16 +147,12 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
     ),
     (
         "test_query.py",
-        "not yet: recommend, discover, context, random, dbsf and mmr queries",
+        "not yet: order_by queries, lookup_from, limit 0 wording",
     ),
     ("test_query_formula.py", "unclaimed: score formulas"),
     (
         "test_query_full.py",
-        "not yet: recommend, discover, context and random queries (its fixture now sets up)",
-    ),
-    (
-        "test_query_indexes.py",
-        "not yet: queries over indexed fields the fixture adds",
+        "not yet: order_by queries and lookup_from",
     ),
     ("test_recommend.py", "unclaimed: the recommend endpoint"),
     (

@@ -794,38 +794,397 @@ enum Ask {
     Vector(QueryVector),
     /// Reciprocal rank fusion with its `k` and, optionally, one weight per prefetch.
     Fusion(f32, Option<Vec<f32>>),
+    /// Distribution-based score fusion: each prefetch's scores normalised over its own spread.
+    Dbsf,
+    /// Each candidate scored on its own against examples.
+    Scored(Scoring),
+    /// `nearest` with `mmr`: the `candidates` nearest, then picked one by one for relevance less
+    /// `diversity` times the likeness to those already picked.
+    Mmr {
+        query: QueryVector,
+        diversity: f32,
+        candidates: usize,
+    },
 }
 
-fn parse_ask(collection: &Collection, value: &Value, using: &str) -> Result<Ask, VecError> {
+/// Maximal marginal relevance over `candidates` (slot, score) of `query`: returns `want` of them in
+/// the order picked, each with its score from the search.
+fn maximal_marginal_relevance(
+    collection: &Collection,
+    using: &str,
+    query: &QueryVector,
+    candidates: Vec<(u32, f32)>,
+    diversity: f32,
+    want: usize,
+) -> Vec<(u32, f32)> {
+    let query = collection.prepare_query(using, query.clone());
+    let relevance: Vec<f32> = candidates
+        .iter()
+        .map(|(slot, _)| {
+            collection
+                .similarity(using, *slot, &query)
+                .unwrap_or(f32::NEG_INFINITY)
+        })
+        .collect();
+    let vectors: Vec<Option<QueryVector>> = candidates
+        .iter()
+        .map(|(slot, _)| collection.vector_query(using, *slot))
+        .collect();
+    // For each candidate, its greatest likeness to anything picked so far.
+    let mut likeness = vec![f32::NEG_INFINITY; candidates.len()];
+    let mut picked = vec![false; candidates.len()];
+    let mut order = Vec::with_capacity(want.min(candidates.len()));
+    while order.len() < want.min(candidates.len()) {
+        let mmr = |i: usize| {
+            let penalty = if likeness[i].is_finite() {
+                likeness[i]
+            } else {
+                0.0
+            };
+            (1.0 - diversity) * relevance[i] - diversity * penalty
+        };
+        let Some(next) = (0..candidates.len())
+            .filter(|&i| !picked[i])
+            .max_by(|&a, &b| mmr(a).total_cmp(&mmr(b)).then(b.cmp(&a)))
+        else {
+            break;
+        };
+        picked[next] = true;
+        order.push(candidates[next]);
+        if let Some(chosen) = &vectors[next] {
+            for (i, (slot, _)) in candidates.iter().enumerate() {
+                if !picked[i]
+                    && let Some(sim) = collection.similarity(using, *slot, chosen)
+                {
+                    likeness[i] = likeness[i].max(sim);
+                }
+            }
+        }
+    }
+    order
+}
+
+/// Queries that score each point against examples (prepared with [`Collection::prepare_query`]).
+enum Scoring {
+    /// `recommend` with `best_score` (`sum: false`) or `sum_scores`.
+    Recommend {
+        positive: Vec<QueryVector>,
+        negative: Vec<QueryVector>,
+        sum: bool,
+    },
+    /// `discover` (with a target) and `context` (without): pairs of (positive, negative).
+    Discover {
+        target: Option<QueryVector>,
+        pairs: Vec<(QueryVector, QueryVector)>,
+    },
+    /// `sample: random`, seeded per request.
+    Random(std::collections::hash_map::RandomState),
+}
+
+/// Maps a similarity onto (0, 1), keeping its order (Qdrant's fast sigmoid).
+fn squash(x: f32) -> f32 {
+    0.5 * (x / (1.0 + x.abs()) + 1.0)
+}
+
+impl Scoring {
+    fn score(&self, collection: &Collection, using: &str, slot: u32) -> Option<f32> {
+        let sim = |q: &QueryVector| collection.similarity(using, slot, q);
+        let best = |list: &[QueryVector]| -> Option<f32> {
+            list.iter()
+                .map(sim)
+                .try_fold(f32::NEG_INFINITY, |m, s| Some(m.max(s?)))
+        };
+        match self {
+            Scoring::Recommend {
+                positive,
+                negative,
+                sum: false,
+            } => {
+                let p = best(positive)?;
+                if negative.is_empty() {
+                    return Some(p);
+                }
+                // Closer to a positive than to any negative: ranked above every point that is
+                // closer to a negative, by how close.
+                let n = best(negative)?;
+                Some(if p > n { squash(p) } else { -squash(n) })
+            }
+            Scoring::Recommend {
+                positive,
+                negative,
+                sum: true,
+            } => {
+                let total = |list: &[QueryVector]| list.iter().map(sim).sum::<Option<f32>>();
+                Some(total(positive)? - total(negative)?)
+            }
+            Scoring::Discover { target, pairs } => {
+                let mut rank = 0.0;
+                let mut loss = 0.0;
+                for (positive, negative) in pairs {
+                    let difference = sim(positive)? - sim(negative)?;
+                    rank += if difference > 0.0 { 1.0 } else { -1.0 };
+                    loss += difference.min(0.0);
+                }
+                match target {
+                    // Discovery: how many pairs the point sits on the positive side of, then
+                    // closeness to the target within the same rank.
+                    Some(target) => Some(rank + squash(sim(target)?)),
+                    // Context: how far the point is on the wrong side of its pairs.
+                    None => Some(loss),
+                }
+            }
+            Scoring::Random(seed) => {
+                use std::hash::BuildHasher;
+                Some((seed.hash_one(slot) >> 40) as f32 / (1u64 << 24) as f32)
+            }
+        }
+    }
+}
+
+/// The vector `using` of the point `id`, as a query.
+fn point_vector(
+    collection: &Collection,
+    id: &PointId,
+    using: &str,
+) -> Result<QueryVector, VecError> {
+    let slot = collection
+        .slot_of(id)
+        .ok_or_else(|| VecError::no_point(id))?;
+    let with = With {
+        payload: engine::WithPayload::None,
+        vectors: engine::WithVectors::Named(vec![using.to_string()]),
+    };
+    let record = collection.record(slot, &with).unwrap_or_default();
+    let vector = match &record["vector"] {
+        Value::Object(named) => named.get(using).cloned().unwrap_or(Value::Null),
+        other => other.clone(),
+    };
+    if vector.is_null() {
+        return Err(VecError::bad_request(format!(
+            "Wrong input: point {} has no vector `{using}`",
+            id.to_json()
+        )));
+    }
+    QueryVector::parse(&vector)
+}
+
+/// An example of a recommend, discover or context query: a point id (its vector; the point is then
+/// left out of the results) or a vector.
+fn example(
+    collection: &Collection,
+    value: &Value,
+    using: &str,
+    excluded: &mut Vec<PointId>,
+) -> Result<QueryVector, VecError> {
+    let query = match value {
+        Value::Number(_) | Value::String(_) => {
+            let id = PointId::parse(value)?;
+            let vector = point_vector(collection, &id, using)?;
+            excluded.push(id);
+            vector
+        }
+        _ => QueryVector::parse(value)?,
+    };
+    Ok(collection.prepare_query(using, query))
+}
+
+fn examples(
+    collection: &Collection,
+    value: Option<&Value>,
+    using: &str,
+    excluded: &mut Vec<PointId>,
+) -> Result<Vec<QueryVector>, VecError> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| example(collection, v, using, excluded))
+            .collect(),
+        Some(_) => Err(VecError::bad_request(
+            "Format error in JSON body: examples are a list of point ids or vectors",
+        )),
+    }
+}
+
+/// The context pairs of a discover or context query: one `{positive, negative}` or a list.
+fn pairs(
+    collection: &Collection,
+    value: &Value,
+    using: &str,
+    excluded: &mut Vec<PointId>,
+) -> Result<Vec<(QueryVector, QueryVector)>, VecError> {
+    let list: Vec<&Value> = match value {
+        Value::Null => Vec::new(),
+        Value::Array(list) => list.iter().collect(),
+        one @ Value::Object(_) => vec![one],
+        _ => {
+            return Err(VecError::bad_request(
+                "Format error in JSON body: context is a pair {positive, negative} or a list of them",
+            ));
+        }
+    };
+    list.into_iter()
+        .map(|pair| {
+            Ok((
+                example(collection, &pair["positive"], using, excluded)?,
+                example(collection, &pair["negative"], using, excluded)?,
+            ))
+        })
+        .collect()
+}
+
+/// `recommend`: `average_vector` (the default) searches with `avg(positive) + avg(positive) -
+/// avg(negative)`; `best_score` and `sum_scores` score each point against the examples.
+fn recommend(
+    collection: &Collection,
+    body: &Value,
+    using: &str,
+    excluded: &mut Vec<PointId>,
+) -> Result<Ask, VecError> {
+    let positive = examples(collection, body.get("positive"), using, excluded)?;
+    let negative = examples(collection, body.get("negative"), using, excluded)?;
+    match body
+        .get("strategy")
+        .and_then(Value::as_str)
+        .unwrap_or("average_vector")
+    {
+        "average_vector" => {
+            let dense = |list: &[QueryVector]| -> Result<Vec<Vec<f32>>, VecError> {
+                list.iter()
+                    .map(|q| match q {
+                        QueryVector::Dense(v) => Ok(v.clone()),
+                        _ => Err(VecError::wrong_input(
+                            "average_vector needs dense examples; use strategy best_score",
+                        )),
+                    })
+                    .collect()
+            };
+            let (positive, negative) = (dense(&positive)?, dense(&negative)?);
+            let Some(size) = positive.first().map(Vec::len) else {
+                return Err(VecError::wrong_input(
+                    "average_vector needs at least one positive example",
+                ));
+            };
+            let mean = |list: &[Vec<f32>]| -> Vec<f32> {
+                let mut sum = vec![0.0; size];
+                for v in list {
+                    sum.iter_mut()
+                        .zip(v)
+                        .for_each(|(s, x)| *s += x / list.len() as f32);
+                }
+                sum
+            };
+            let p = mean(&positive);
+            let query = if negative.is_empty() {
+                p
+            } else {
+                let n = mean(&negative);
+                p.iter().zip(&n).map(|(p, n)| p + p - n).collect()
+            };
+            Ok(Ask::Vector(QueryVector::Dense(query)))
+        }
+        strategy @ ("best_score" | "sum_scores") => {
+            if positive.is_empty() && negative.is_empty() {
+                return Err(VecError::wrong_input("recommend needs examples"));
+            }
+            Ok(Ask::Scored(Scoring::Recommend {
+                positive,
+                negative,
+                sum: strategy == "sum_scores",
+            }))
+        }
+        other => Err(VecError::bad_request(format!(
+            "Format error in JSON body: unknown recommend strategy `{other}`"
+        ))),
+    }
+}
+
+/// What a query asks, and the example points to leave out of its results.
+fn parse_ask(
+    collection: &Collection,
+    value: &Value,
+    using: &str,
+) -> Result<(Ask, Vec<PointId>), VecError> {
+    let mut excluded = Vec::new();
+    let ask = parse_ask_into(collection, value, using, &mut excluded)?;
+    Ok((ask, excluded))
+}
+
+fn parse_ask_into(
+    collection: &Collection,
+    value: &Value,
+    using: &str,
+    excluded: &mut Vec<PointId>,
+) -> Result<Ask, VecError> {
     match value {
         Value::Null => Ok(Ask::Nothing),
         Value::Array(_) => Ok(Ask::Vector(QueryVector::parse(value)?)),
         Value::Number(_) | Value::String(_) => {
-            // A point id: search with that point's own vector.
+            // A point id: search with that point's own vector, the point left out.
             let id = PointId::parse(value)?;
-            let slot = collection
-                .slot_of(&id)
-                .ok_or_else(|| VecError::no_point(&id))?;
-            let with = With {
-                payload: engine::WithPayload::None,
-                vectors: engine::WithVectors::Named(vec![using.to_string()]),
-            };
-            let record = collection.record(slot, &with).unwrap_or_default();
-            let vector = match &record["vector"] {
-                Value::Object(named) => named.get(using).cloned().unwrap_or(Value::Null),
-                other => other.clone(),
-            };
-            if vector.is_null() {
-                return Err(VecError::bad_request(format!(
-                    "Wrong input: point {} has no vector `{using}`",
-                    id.to_json()
-                )));
-            }
-            Ok(Ask::Vector(QueryVector::parse(&vector)?))
+            let vector = point_vector(collection, &id, using)?;
+            excluded.push(id);
+            Ok(Ask::Vector(vector))
         }
         Value::Object(o) => {
             if let Some(nearest) = o.get("nearest") {
-                return Ok(Ask::Vector(QueryVector::parse(nearest)?));
+                let ask = parse_ask_into(collection, nearest, using, excluded)?;
+                return match (o.get("mmr"), ask) {
+                    (None | Some(Value::Null), ask) => Ok(ask),
+                    (Some(mmr), Ask::Vector(query)) => {
+                        let diversity =
+                            match &mmr["diversity"] {
+                                Value::Null => 0.5,
+                                v => v.as_f64().filter(|d| (0.0..=1.0).contains(d)).ok_or_else(
+                                    || VecError::validation("mmr.diversity: must be from 0 to 1"),
+                                )? as f32,
+                            };
+                        let candidates = match &mmr["candidates_limit"] {
+                            Value::Null => 100,
+                            v => v.as_u64().filter(|n| (1..=16_384).contains(n)).ok_or_else(
+                                || {
+                                    VecError::validation(
+                                        "mmr.candidates_limit: must be from 1 to 16384",
+                                    )
+                                },
+                            )? as usize,
+                        };
+                        Ok(Ask::Mmr {
+                            query,
+                            diversity,
+                            candidates,
+                        })
+                    }
+                    (Some(_), _) => Err(VecError::bad_request(
+                        "Wrong input: mmr needs a vector or point id in nearest",
+                    )),
+                };
+            }
+            if let Some(body) = o.get("recommend") {
+                return recommend(collection, body, using, excluded);
+            }
+            if let Some(body) = o.get("discover") {
+                let target = example(collection, &body["target"], using, excluded)?;
+                let pairs = pairs(collection, &body["context"], using, excluded)?;
+                return Ok(Ask::Scored(Scoring::Discover {
+                    target: Some(target),
+                    pairs,
+                }));
+            }
+            if let Some(context) = o.get("context") {
+                let pairs = pairs(collection, context, using, excluded)?;
+                return Ok(Ask::Scored(Scoring::Discover {
+                    target: None,
+                    pairs,
+                }));
+            }
+            if let Some(sample) = o.get("sample") {
+                return match sample.as_str() {
+                    Some("random") => Ok(Ask::Scored(Scoring::Random(Default::default()))),
+                    _ => Err(VecError::bad_request(
+                        "Format error in JSON body: sample must be \"random\"",
+                    )),
+                };
             }
             if o.contains_key("indices") {
                 return Ok(Ask::Vector(QueryVector::parse(value)?));
@@ -833,8 +1192,9 @@ fn parse_ask(collection: &Collection, value: &Value, using: &str) -> Result<Ask,
             if let Some(fusion) = o.get("fusion") {
                 return match fusion.as_str() {
                     Some("rrf") => Ok(Ask::Fusion(RRF_K, None)),
+                    Some("dbsf") => Ok(Ask::Dbsf),
                     _ => Err(VecError::bad_request(
-                        "Wrong input: only `rrf` fusion is supported by this store",
+                        "Wrong input: fusion is `rrf` or `dbsf`",
                     )),
                 };
             }
@@ -867,7 +1227,7 @@ fn parse_ask(collection: &Collection, value: &Value, using: &str) -> Result<Ask,
                 return Ok(Ask::Fusion(k, weights));
             }
             Err(VecError::bad_request(
-                "Wrong input: this query kind is not supported (use a vector, nearest, or fusion rrf)",
+                "Wrong input: this query kind is not supported (use a vector, nearest, recommend, discover, context, sample or fusion rrf)",
             ))
         }
         _ => Err(VecError::bad_request(
@@ -935,12 +1295,41 @@ fn run(
             ));
         }
     };
-    let ask = parse_ask(collection, &body["query"], &using)?;
+    let (ask, excluded) = parse_ask(collection, &body["query"], &using)?;
+    // Qdrant's checks of how the parts combine, with its wording.
+    match &ask {
+        Ask::Nothing if !prefetches.is_empty() => {
+            return Err(VecError::bad_request(
+                "Bad request: A query is needed to merge the prefetches. Can't have prefetches without defining a query.",
+            ));
+        }
+        Ask::Nothing if score_threshold.is_some() => {
+            return Err(VecError::bad_request(
+                "Bad request: A query is needed to use the score_threshold. Can't have score_threshold without defining a query.",
+            ));
+        }
+        Ask::Fusion(..) | Ask::Dbsf if !body["using"].is_null() => {
+            return Err(VecError::bad_request(
+                "Bad request: Fusion queries cannot be combined with the 'using' field.",
+            ));
+        }
+        _ => {}
+    }
+    // Example points are left out of this level's results (not of its prefetches').
+    let own_filter = if excluded.is_empty() {
+        filter.clone()
+    } else {
+        let leave_out = Filter {
+            must_not: vec![Condition::HasId(excluded.into_iter().collect())],
+            ..Filter::default()
+        };
+        both(filter.as_ref(), Some(leave_out))
+    };
     let want = limit.saturating_add(offset);
     let search = |query: QueryVector| Search {
         using: using.clone(),
         query,
-        filter: filter.clone(),
+        filter: own_filter.clone(),
         limit,
         offset,
         score_threshold,
@@ -980,7 +1369,59 @@ fn run(
             candidates.dedup();
             collection.rescore(&search(query), &candidates)
         }
+        Ask::Dbsf => {
+            if lists.is_empty() {
+                return Err(VecError::bad_request(
+                    "Wrong input: fusion needs prefetch queries to fuse",
+                ));
+            }
+            let mut fused = distribution_based_fusion(&lists);
+            if let Some(t) = score_threshold {
+                fused.retain(|(_, s)| *s >= t);
+            }
+            fused.truncate(want);
+            Ok(fused)
+        }
         Ask::Vector(query) => collection.search(&search(query)),
+        Ask::Mmr {
+            query,
+            diversity,
+            candidates,
+        } => {
+            let wide = Search {
+                limit: candidates.max(want),
+                offset: 0,
+                ..search(query.clone())
+            };
+            let pool = if lists.is_empty() {
+                collection.search(&wide)?
+            } else {
+                let mut slots: Vec<u32> = lists.iter().flatten().map(|(slot, _)| *slot).collect();
+                slots.sort_unstable();
+                slots.dedup();
+                collection.rescore(&wide, &slots)?
+            };
+            Ok(maximal_marginal_relevance(
+                collection, &using, &query, pool, diversity, want,
+            ))
+        }
+        Ask::Scored(scoring) => {
+            let candidates: Vec<u32> = if lists.is_empty() {
+                collection.all_slots().collect()
+            } else {
+                let mut slots: Vec<u32> = lists.iter().flatten().map(|(slot, _)| *slot).collect();
+                slots.sort_unstable();
+                slots.dedup();
+                slots
+            };
+            Ok(collection.best_by(
+                candidates.into_iter(),
+                own_filter.as_ref(),
+                want,
+                score_threshold,
+                |slot| scoring.score(collection, &using, slot),
+            ))
+        }
         Ask::Nothing => {
             if let Some(first) = lists.into_iter().next() {
                 let mut first = first;
@@ -1009,6 +1450,39 @@ fn reciprocal_rank_fusion(
         let weight = weights.and_then(|w| w.get(i)).copied().unwrap_or(1.0);
         for (position, (slot, _)) in list.iter().enumerate() {
             *fused.entry(*slot).or_default() += 1.0 / ((position as f32 + 1.0) / weight + k - 1.0);
+        }
+    }
+    let mut fused: Vec<(u32, f32)> = fused.into_iter().collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    fused
+}
+
+/// Distribution-based score fusion (Qdrant's `dbsf`): in each list a score becomes its place within
+/// the list's mean plus or minus three sample standard deviations (0 at the low end, 1 at the high),
+/// and a point's fused score is the sum over the lists it is in. Sorted best first, ties by slot.
+fn distribution_based_fusion(lists: &[Vec<(u32, f32)>]) -> Vec<(u32, f32)> {
+    let mut fused: HashMap<u32, f32> = HashMap::new();
+    for list in lists.iter().filter(|l| !l.is_empty()) {
+        let n = list.len() as f64;
+        let mean = list.iter().map(|(_, s)| f64::from(*s)).sum::<f64>() / n;
+        let spread = if list.len() > 1 {
+            let variance = list
+                .iter()
+                .map(|(_, s)| (f64::from(*s) - mean).powi(2))
+                .sum::<f64>()
+                / (n - 1.0);
+            6.0 * variance.sqrt()
+        } else {
+            0.0
+        };
+        let low = mean - spread / 2.0;
+        for (slot, score) in list {
+            let place = if spread > 0.0 {
+                (f64::from(*score) - low) / spread
+            } else {
+                0.5
+            };
+            *fused.entry(*slot).or_default() += place as f32;
         }
     }
     let mut fused: Vec<(u32, f32)> = fused.into_iter().collect();
@@ -1497,6 +1971,98 @@ mod tests {
             json!([1.0, 0.0]),
             "not matching: unchanged"
         );
+    }
+
+    /// Four 2-d points for the example-based queries: 1 [1,0], 2 [0.9,0.1], 3 [0,1], 4 [-1,0].
+    fn example_store(name: &str) -> Store {
+        let store = test_store(name);
+        let body = json!({"vectors": {"size": 2, "distance": "Dot"}});
+        call(&store, Method::PUT, "collections/x", body).unwrap();
+        let points = json!({"points": [
+            {"id": 1, "vector": [1.0, 0.0]}, {"id": 2, "vector": [0.9, 0.1]},
+            {"id": 3, "vector": [0.0, 1.0]}, {"id": 4, "vector": [-1.0, 0.0]},
+        ]});
+        call(&store, Method::PUT, "collections/x/points", points).unwrap();
+        store
+    }
+
+    fn ids_of(store: &Store, body: Value) -> Vec<u64> {
+        let result = call(store, Method::POST, "collections/x/points/query", body).unwrap();
+        result["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn recommend_discover_context_and_random_rank_as_qdrant_describes() {
+        let store = example_store("examples");
+        // average_vector: 2 * [1,0] - [0,1] = [2,-1]; the examples (1, 3) are left out.
+        let average = json!({"query": {"recommend": {"positive": [1], "negative": [3]}}});
+        assert_eq!(ids_of(&store, average), [2, 4]);
+        // best_score: closer to the positive than to the negative ranks first.
+        let best = json!({"query": {"recommend": {"positive": [1], "negative": [4], "strategy": "best_score"}}});
+        assert_eq!(ids_of(&store, best), [2, 3]);
+        // Vectors as examples leave nothing out. discover: pairs won (+1) or lost (-1), then
+        // closeness to the target: 2 (1 + s(0.1)), 1 (1 + s(0)), 3 (-1 + s(1)), 4 (-1 + s(0)).
+        let discover = json!({"query": {"discover": {
+            "target": [0.0, 1.0],
+            "context": [{"positive": [1.0, 0.0], "negative": [-1.0, 0.0]}],
+        }}});
+        assert_eq!(ids_of(&store, discover), [2, 1, 3, 4]);
+        // context: only how far on the wrong side of the pair; 1 and 2 lose nothing.
+        let context =
+            json!({"query": {"context": {"positive": [1.0, 0.0], "negative": [-1.0, 0.0]}}});
+        assert_eq!(ids_of(&store, context)[2..], [3, 4]);
+        let mut random = ids_of(&store, json!({"query": {"sample": "random"}}));
+        random.sort_unstable();
+        assert_eq!(random, [1, 2, 3, 4]);
+        // Root and prefetch-then-rescore agree, as the suite checks.
+        let best =
+            json!({"recommend": {"positive": [1], "negative": [4], "strategy": "best_score"}});
+        let nested = json!({"prefetch": {"limit": 100}, "query": best});
+        assert_eq!(ids_of(&store, nested), [2, 3]);
+        // Qdrant's wording for parts that do not combine.
+        let error = call(
+            &store,
+            Method::POST,
+            "collections/x/points/query",
+            json!({"prefetch": [{"query": [1.0, 0.0]}]}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.message,
+            "Bad request: A query is needed to merge the prefetches. Can't have prefetches without defining a query."
+        );
+    }
+
+    #[test]
+    fn mmr_trades_relevance_for_diversity() {
+        let store = example_store("mmr");
+        let nearest = |diversity: f64| json!({"query": {"nearest": [1.0, 0.0], "mmr": {"diversity": diversity}}});
+        assert_eq!(
+            ids_of(&store, nearest(0.0)),
+            [1, 2, 3, 4],
+            "no diversity: plain order"
+        );
+        // diversity 0.9 after 1: 4 scores 0.1 * -1 - 0.9 * -1 = 0.8, 3 scores 0, 2 scores -0.72.
+        assert_eq!(ids_of(&store, nearest(0.9)), [1, 4, 3, 2]);
+        let bad = json!({"query": {"nearest": [1.0, 0.0], "mmr": {"diversity": 2.0}}});
+        let error = call(&store, Method::POST, "collections/x/points/query", bad).unwrap_err();
+        assert_eq!(error.status, 422);
+    }
+
+    #[test]
+    fn dbsf_places_each_score_within_its_list_s_three_sigma_spread() {
+        // List a: mean 2, sample sd sqrt(2): 3 -> 0.618, 1 -> 0.382; list b (5, 1) the same places.
+        let fused =
+            distribution_based_fusion(&[vec![(1, 3.0), (2, 1.0)], vec![(2, 5.0), (3, 1.0)]]);
+        let order: Vec<u32> = fused.iter().map(|(slot, _)| *slot).collect();
+        assert_eq!(order, [2, 1, 3]);
+        assert!((fused[0].1 - 1.0).abs() < 1e-5, "{fused:?}");
+        assert!((fused[1].1 - 0.6178).abs() < 1e-3, "{fused:?}");
     }
 
     #[test]

@@ -748,6 +748,120 @@ impl Collection {
         })
     }
 
+    /// `query` made ready to compare with the stored vectors of `using`: cosine ones normalised.
+    pub fn prepare_query(&self, using: &str, mut query: QueryVector) -> QueryVector {
+        if self
+            .config
+            .dense
+            .get(using)
+            .is_some_and(|p| p.distance == Distance::Cosine)
+        {
+            match &mut query {
+                QueryVector::Dense(v) => normalize(v),
+                QueryVector::Multi(list) => list.iter_mut().for_each(|v| normalize(v)),
+                QueryVector::Sparse(_) => {}
+            }
+        }
+        query
+    }
+
+    /// How alike the point in `slot` is to a prepared `query` on vector `using`, larger being more
+    /// alike whatever the distance (Euclid's distances negated); `None` when the point lacks that
+    /// vector or the kinds differ. What recommend, discover and context queries compare.
+    pub fn similarity(&self, using: &str, slot: u32, query: &QueryVector) -> Option<f32> {
+        let s = self.slot(slot)?;
+        let params = self.config.dense.get(using);
+        let sign = |p: &super::config::DenseParams| {
+            if p.distance.higher_is_better() {
+                1.0
+            } else {
+                -1.0
+            }
+        };
+        match query {
+            QueryVector::Sparse(q) => {
+                let v = s.sparse.get(using)?;
+                let (mut i, mut j, mut sum) = (0, 0, 0.0);
+                while i < q.indices.len() && j < v.indices.len() {
+                    match q.indices[i].cmp(&v.indices[j]) {
+                        std::cmp::Ordering::Less => i += 1,
+                        std::cmp::Ordering::Greater => j += 1,
+                        std::cmp::Ordering::Equal => {
+                            sum += q.values[i] * v.values[j];
+                            i += 1;
+                            j += 1;
+                        }
+                    }
+                }
+                Some(sum)
+            }
+            QueryVector::Dense(q) if !self.is_multi(using) => {
+                let p = params?;
+                let v = self.dense.get(using)?.vector(slot)?;
+                (q.len() == v.len()).then(|| sign(p) * p.distance.score(q, v))
+            }
+            QueryVector::Dense(_) | QueryVector::Multi(_) => {
+                let p = params?;
+                let vectors = s.multi.get(using)?;
+                let list = match query {
+                    QueryVector::Multi(list) => list.as_slice(),
+                    QueryVector::Dense(one) => std::slice::from_ref(one),
+                    QueryVector::Sparse(_) => return None,
+                };
+                let mut total = 0.0;
+                for q in list {
+                    let best = vectors
+                        .iter()
+                        .filter(|v| v.len() == q.len())
+                        .map(|v| sign(p) * p.distance.score(q, v))
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    total += best;
+                }
+                Some(total)
+            }
+        }
+    }
+
+    /// The vector `using` of the point in `slot` as a query (as stored: cosine ones normalised).
+    pub fn vector_query(&self, using: &str, slot: u32) -> Option<QueryVector> {
+        let s = self.slot(slot)?;
+        if let Some(v) = s.sparse.get(using) {
+            return Some(QueryVector::Sparse(v.clone()));
+        }
+        if let Some(list) = s.multi.get(using) {
+            return Some(QueryVector::Multi(list.clone()));
+        }
+        Some(QueryVector::Dense(
+            self.dense.get(using)?.vector(slot)?.to_vec(),
+        ))
+    }
+
+    /// The best `want` of `slots` that match `filter`, by `score` (larger first; `None` skips a
+    /// point).
+    pub fn best_by(
+        &self,
+        slots: impl Iterator<Item = u32>,
+        filter: Option<&Filter>,
+        want: usize,
+        threshold: Option<f32>,
+        score: impl Fn(u32) -> Option<f32>,
+    ) -> Vec<(u32, f32)> {
+        let mut top = TopK::new(want, true);
+        for slot in slots {
+            if self.matches(slot, filter)
+                && let Some(value) = score(slot)
+            {
+                top.push(slot, value);
+            }
+        }
+        top.finish(threshold)
+    }
+
+    /// Every slot that may hold a point.
+    pub fn all_slots(&self) -> std::ops::Range<u32> {
+        0..self.slots.len() as u32
+    }
+
     /// Whether this collection has a vector (dense, multi or sparse) named `name`.
     pub fn has_vector_name(&self, name: &str) -> bool {
         self.config.dense.contains_key(name) || self.config.sparse.contains_key(name)
