@@ -687,8 +687,10 @@ fn datetime_micros(text: &str) -> Option<i64> {
 /// `scroll` with `order_by`, as Qdrant serves it: every (point, value) pair of the key's values in
 /// order (a point with two values appears twice), from `start_from` on, with no page offset (the
 /// client pages with `start_from` and a `has_id` exclusion). The key needs a range-capable index.
-fn ordered_scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
-    let (key, descending, start_from) = match &body["order_by"] {
+/// An `order_by` (a key, or `{key, direction, start_from}`): the key, whether descending, and where
+/// to start.
+fn order_spec(value: &Value) -> Result<(String, bool, Value), VecError> {
+    Ok(match value {
         Value::String(key) => (key.clone(), false, Value::Null),
         Value::Object(o) => {
             let key = o.get("key").and_then(Value::as_str).ok_or_else(|| {
@@ -711,42 +713,36 @@ fn ordered_scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecE
                 "Format error in JSON body: order_by is a key or {key, direction, start_from}",
             ));
         }
-    };
-    if !body["offset"].is_null() {
-        return Err(VecError::bad_request(
-            "Bad request: Can't use offset with order_by; page with order_by.start_from instead",
-        ));
+    })
+}
+
+/// The range index schema `order_by` needs on `key`.
+fn order_schema(collection: &Collection, key: &str) -> Result<String, VecError> {
+    match collection.index_schema(key) {
+        Some(schema @ ("integer" | "float" | "datetime")) => Ok(schema.to_string()),
+        _ => Err(VecError::bad_request(format!(
+            "Bad request: No range index for `order_by` key: `{key}`. Create an integer, float or \
+             datetime payload index on it to use order_by"
+        ))),
     }
-    let filter = filter::parse(&body["filter"])?;
-    let limit = limit_of(&body["limit"], 10)?;
-    let with = With::parse(&body["with_payload"], with_vector_of(body), true)?;
-    let shared = store.collection(name)?;
-    let collection = read(&shared);
-    collection.check_vector_names(&with)?;
-    let schema = match collection.index_schema(&key) {
-        Some(schema @ ("integer" | "float" | "datetime")) => schema.to_string(),
-        _ => {
-            return Err(VecError::bad_request(format!(
-                "Bad request: No range index for `order_by` key: `{key}`. Create an integer, float or \
-                 datetime payload index on it to use order_by"
-            )));
-        }
-    };
-    let start = match &start_from {
-        Value::Null => None,
-        value => Some(order_value(value, &schema).ok_or_else(|| {
-            VecError::bad_request(
-                "Format error in JSON body: order_by.start_from must be a number or a datetime",
-            )
-        })?),
-    };
+}
+
+/// `slots` by their values of `key` (a point once per value, as Qdrant orders), from `start`.
+fn ordered_entries(
+    collection: &Collection,
+    slots: impl Iterator<Item = u32>,
+    key: &str,
+    schema: &str,
+    descending: bool,
+    start: Option<f64>,
+) -> Vec<(f64, u32)> {
     let mut entries: Vec<(f64, u32)> = Vec::new();
-    for slot in collection.scan(filter.as_ref(), None) {
+    for slot in slots {
         let Some(payload) = collection.payload_of(slot) else {
             continue;
         };
-        for value in filter::values_at(payload, &key) {
-            let Some(x) = order_value(value, &schema) else {
+        for value in filter::values_at(payload, key) {
+            let Some(x) = order_value(value, schema) else {
                 continue;
             };
             let from_start = start.is_none_or(|s| if descending { x <= s } else { x >= s });
@@ -763,6 +759,43 @@ fn ordered_scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecE
         };
         by_value.then(a.1.cmp(&b.1))
     });
+    entries
+}
+
+fn start_of(start_from: &Value, schema: &str) -> Result<Option<f64>, VecError> {
+    match start_from {
+        Value::Null => Ok(None),
+        value => Ok(Some(order_value(value, schema).ok_or_else(|| {
+            VecError::bad_request(
+                "Format error in JSON body: order_by.start_from must be a number or a datetime",
+            )
+        })?)),
+    }
+}
+
+fn ordered_scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
+    let (key, descending, start_from) = order_spec(&body["order_by"])?;
+    if !body["offset"].is_null() {
+        return Err(VecError::bad_request(
+            "Bad request: Can't use offset with order_by; page with order_by.start_from instead",
+        ));
+    }
+    let filter = filter::parse(&body["filter"])?;
+    let limit = limit_of(&body["limit"], 10)?;
+    let with = With::parse(&body["with_payload"], with_vector_of(body), true)?;
+    let shared = store.collection(name)?;
+    let collection = read(&shared);
+    collection.check_vector_names(&with)?;
+    let schema = order_schema(&collection, &key)?;
+    let start = start_of(&start_from, &schema)?;
+    let entries = ordered_entries(
+        &collection,
+        collection.scan(filter.as_ref(), None),
+        &key,
+        &schema,
+        descending,
+        start,
+    );
     let points: Vec<Value> = entries
         .into_iter()
         .take(limit)
@@ -796,6 +829,12 @@ enum Ask {
     Fusion(f32, Option<Vec<f32>>),
     /// Distribution-based score fusion: each prefetch's scores normalised over its own spread.
     Dbsf,
+    /// `order_by`: points by a payload value (the value is the score).
+    OrderBy {
+        key: String,
+        descending: bool,
+        start_from: Value,
+    },
     /// Each candidate scored on its own against examples.
     Scored(Scoring),
     /// `nearest` with `mmr`: the `candidates` nearest, then picked one by one for relevance less
@@ -1178,6 +1217,14 @@ fn parse_ask_into(
                     pairs,
                 }));
             }
+            if let Some(order) = o.get("order_by") {
+                let (key, descending, start_from) = order_spec(order)?;
+                return Ok(Ask::OrderBy {
+                    key,
+                    descending,
+                    start_from,
+                });
+            }
             if let Some(sample) = o.get("sample") {
                 return match sample.as_str() {
                     Some("random") => Ok(Ask::Scored(Scoring::Random(Default::default()))),
@@ -1308,6 +1355,11 @@ fn run(
                 "Bad request: A query is needed to use the score_threshold. Can't have score_threshold without defining a query.",
             ));
         }
+        Ask::OrderBy { .. } if score_threshold.is_some() => {
+            return Err(VecError::bad_request(
+                "Bad request: Can't use score_threshold with an order_by query.",
+            ));
+        }
         Ask::Fusion(..) | Ask::Dbsf if !body["using"].is_null() => {
             return Err(VecError::bad_request(
                 "Bad request: Fusion queries cannot be combined with the 'using' field.",
@@ -1381,6 +1433,35 @@ fn run(
             }
             fused.truncate(want);
             Ok(fused)
+        }
+        Ask::OrderBy {
+            key,
+            descending,
+            start_from,
+        } => {
+            let schema = order_schema(collection, &key)?;
+            let start = start_of(&start_from, &schema)?;
+            let slots: Vec<u32> = if lists.is_empty() {
+                collection.scan(own_filter.as_ref(), None).collect()
+            } else {
+                let mut slots: Vec<u32> = lists.iter().flatten().map(|(slot, _)| *slot).collect();
+                slots.sort_unstable();
+                slots.dedup();
+                slots.retain(|slot| collection.matches(*slot, own_filter.as_ref()));
+                slots
+            };
+            Ok(ordered_entries(
+                collection,
+                slots.into_iter(),
+                &key,
+                &schema,
+                descending,
+                start,
+            )
+            .into_iter()
+            .take(want)
+            .map(|(x, slot)| (slot, x as f32))
+            .collect())
         }
         Ask::Vector(query) => collection.search(&search(query)),
         Ask::Mmr {
@@ -1513,6 +1594,11 @@ fn query(collection: &Collection, body: &Value) -> Result<Value, VecError> {
         ));
     }
     let offset = limit_of(&body["offset"], 0)?;
+    if body["limit"] == json!(0) {
+        return Err(VecError::validation(
+            "[internal.limit: value 0 invalid, must be 1 or larger]",
+        ));
+    }
     let with = With::parse(&body["with_payload"], with_vector_of(body), false)?;
     collection.check_vector_names(&with)?;
     let hits = run(collection, body, None, 10, offset)?;
@@ -2036,6 +2122,64 @@ mod tests {
             error.message,
             "Bad request: A query is needed to merge the prefetches. Can't have prefetches without defining a query."
         );
+    }
+
+    #[test]
+    fn order_by_queries_score_by_the_value_and_agree_with_scroll() {
+        let store = example_store("order-by");
+        for (id, price) in [(1, 30), (2, 10), (3, 20), (4, 40)] {
+            let body = json!({"payload": {"price": price}, "points": [id]});
+            call(&store, Method::POST, "collections/x/points/payload", body).unwrap();
+        }
+        let query = json!({"query": {"order_by": {"key": "price", "direction": "desc"}}});
+        let error = call(
+            &store,
+            Method::POST,
+            "collections/x/points/query",
+            query.clone(),
+        )
+        .unwrap_err();
+        assert!(
+            error.message.contains("No range index"),
+            "{}",
+            error.message
+        );
+        let index = json!({"field_name": "price", "field_schema": "integer"});
+        call(&store, Method::PUT, "collections/x/index", index).unwrap();
+        assert_eq!(ids_of(&store, query), [4, 1, 3, 2]);
+        let result = call(
+            &store,
+            Method::POST,
+            "collections/x/points/query",
+            json!({"query": {"order_by": "price"}, "limit": 1}),
+        )
+        .unwrap();
+        assert_eq!(
+            (&result["points"][0]["id"], &result["points"][0]["score"]),
+            (&json!(2), &json!(10.0))
+        );
+        let nested = json!({"prefetch": {"limit": 100}, "query": {"order_by": "price"}});
+        assert_eq!(ids_of(&store, nested), [2, 3, 1, 4]);
+        let threshold = json!({"query": {"order_by": "price"}, "score_threshold": 1});
+        let error = call(
+            &store,
+            Method::POST,
+            "collections/x/points/query",
+            threshold,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.message,
+            "Bad request: Can't use score_threshold with an order_by query."
+        );
+        let error = call(
+            &store,
+            Method::POST,
+            "collections/x/points/query",
+            json!({"query": [1.0, 0.0], "limit": 0}),
+        )
+        .unwrap_err();
+        assert_eq!(error.status, 422);
     }
 
     #[test]
