@@ -35,6 +35,7 @@ pub const CLAIMED: &[&str] = &[
     "test_filter_values_count.py",
     "test_filter_values_count_missing_field.py",
     "test_filtered_delete.py",
+    "test_group.py",
     "test_match_except_empty.py",
     "test_multi_vector.py",
     "test_multi_vector_unnamed.py",
@@ -42,6 +43,8 @@ pub const CLAIMED: &[&str] = &[
     "test_optional_vectors.py",
     "test_order_by.py",
     "test_payload_selector.py",
+    "test_query.py",
+    "test_query_full.py",
     "test_query_indexes.py",
     "test_score_threshold.py",
     "test_sparse_dense_batch_update.py",
@@ -93,7 +96,6 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
         "test_geo_payload_index.py",
         "unclaimed: geo (its index-creation tests pass)",
     ),
-    ("test_group.py", "not yet: lookup_from"),
     (
         "test_k8s_health.py",
         "unclaimed: Kubernetes probes' exact shapes",
@@ -145,15 +147,7 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
         "test_prefix_match.py",
         "not yet: prefix tokens on a full-text index",
     ),
-    (
-        "test_query.py",
-        "not yet: lookup_from (examples from another collection)",
-    ),
     ("test_query_formula.py", "unclaimed: score formulas"),
-    (
-        "test_query_full.py",
-        "not yet: lookup_from (examples from another collection)",
-    ),
     ("test_recommend.py", "unclaimed: the recommend endpoint"),
     (
         "test_recommendation_multivector.py",

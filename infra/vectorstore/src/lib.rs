@@ -302,9 +302,10 @@ fn route(
             Ok(json!({"count": count}))
         }
         (Method::POST, ["collections", name, "points", "query"]) => {
+            let body = resolve_lookup(store, name, &parse_body(body)?)?;
             let shared = store.collection(name)?;
             let collection = read(&shared);
-            query(&collection, &parse_body(body)?)
+            query(&collection, &body)
         }
         (Method::POST, ["collections", name, "facet"]) => facet(store, name, &parse_body(body)?),
         (Method::POST, ["collections", name, "points", "query", "groups"]) => {
@@ -315,6 +316,10 @@ fn route(
             let searches = body["searches"].as_array().ok_or_else(|| {
                 VecError::bad_request("Format error in JSON body: `searches` must be a list")
             })?;
+            let searches = searches
+                .iter()
+                .map(|s| resolve_lookup(store, name, s))
+                .collect::<Result<Vec<_>, _>>()?;
             let shared = store.collection(name)?;
             let collection = read(&shared);
             let results = searches
@@ -986,6 +991,11 @@ fn point_vector(
     id: &PointId,
     using: &str,
 ) -> Result<QueryVector, VecError> {
+    QueryVector::parse(&vector_json(collection, id, using)?)
+}
+
+/// The vector `using` of the point `id`, as JSON.
+fn vector_json(collection: &Collection, id: &PointId, using: &str) -> Result<Value, VecError> {
     let slot = collection
         .slot_of(id)
         .ok_or_else(|| VecError::no_point(id))?;
@@ -1004,7 +1014,103 @@ fn point_vector(
             id.to_json()
         )));
     }
-    QueryVector::parse(&vector)
+    Ok(vector)
+}
+
+/// Qdrant's 404 for a `lookup_from` or `with_lookup` collection that does not exist.
+fn no_lookup(name: &str) -> VecError {
+    VecError {
+        status: 404,
+        message: format!("Not found: Collection {name} not found"),
+    }
+}
+
+/// `lookup_from: {collection, vector}`: the point ids a query gives as examples (or as its
+/// `nearest`) are read from that collection's vector (`vector`, else the query's `using`), so they
+/// become vectors here and are not left out of the results. Applies to the body and its prefetches.
+fn resolve_lookup(store: &Store, own: &str, body: &Value) -> Result<Value, VecError> {
+    let mut body = body.clone();
+    if let Some(prefetch) = body.get_mut("prefetch") {
+        match prefetch {
+            Value::Array(list) => {
+                for p in list.iter_mut() {
+                    *p = resolve_lookup(store, own, p)?;
+                }
+            }
+            one @ Value::Object(_) => *one = resolve_lookup(store, own, one)?,
+            _ => {}
+        }
+    }
+    let lookup = match body.get("lookup_from") {
+        None | Some(Value::Null) => return Ok(body),
+        Some(lookup) => lookup.clone(),
+    };
+    let name = lookup["collection"].as_str().ok_or_else(|| {
+        VecError::bad_request("Format error in JSON body: lookup_from.collection is required")
+    })?;
+    let vector = match (&lookup["vector"], &body["using"]) {
+        (Value::String(v), _) | (Value::Null, Value::String(v)) => v.clone(),
+        _ => String::new(),
+    };
+    let shared = store.collection(name).map_err(|_| no_lookup(name))?;
+    let using = body["using"].as_str().unwrap_or_default();
+    if name == own && vector == using {
+        // Examples from this very collection and vector: the ids stay ids (left out of the results,
+        // as without lookup_from).
+        body.as_object_mut().map(|o| o.remove("lookup_from"));
+        return Ok(body);
+    }
+    // Runs before the query takes its own read lock, so no lock is held twice.
+    let other = read(&shared);
+    if !other.has_vector_name(&vector) {
+        return Err(VecError::wrong_input(format!(
+            "Not existing vector name error: {vector}"
+        )));
+    }
+    let to_vector = |value: &mut Value| -> Result<(), VecError> {
+        if matches!(value, Value::Number(_) | Value::String(_)) {
+            let id = PointId::parse(value)?;
+            *value = vector_json(&other, &id, &vector)?;
+        }
+        Ok(())
+    };
+    let each = |value: Option<&mut Value>| -> Result<(), VecError> {
+        match value {
+            Some(Value::Array(list)) => list.iter_mut().try_for_each(to_vector),
+            Some(one) => to_vector(one),
+            None => Ok(()),
+        }
+    };
+    let pairs = |value: Option<&mut Value>| -> Result<(), VecError> {
+        let list: Vec<&mut Value> = match value {
+            Some(Value::Array(list)) => list.iter_mut().collect(),
+            Some(one @ Value::Object(_)) => vec![one],
+            _ => Vec::new(),
+        };
+        for pair in list {
+            each(pair.get_mut("positive"))?;
+            each(pair.get_mut("negative"))?;
+        }
+        Ok(())
+    };
+    let query = &mut body["query"];
+    to_vector(query)?;
+    if let Some(o) = query.as_object_mut() {
+        if let Some(nearest) = o.get_mut("nearest") {
+            to_vector(nearest)?;
+        }
+        if let Some(recommend) = o.get_mut("recommend") {
+            each(recommend.get_mut("positive"))?;
+            each(recommend.get_mut("negative"))?;
+        }
+        if let Some(discover) = o.get_mut("discover") {
+            each(discover.get_mut("target"))?;
+            pairs(discover.get_mut("context"))?;
+        }
+        pairs(o.get_mut("context"))?;
+    }
+    drop(other);
+    Ok(body)
 }
 
 /// An example of a recommend, discover or context query: a point id (its vector; the point is then
@@ -1694,6 +1800,7 @@ fn group_id(value: &Value) -> Option<Value> {
 /// with the best hits, best first; `with_lookup` adds the point of another collection whose id is the
 /// group's. The query runs with a growing limit until enough groups are full or every point was seen.
 fn query_groups(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
+    let body = &resolve_lookup(store, name, body)?;
     let key = body["group_by"]
         .as_str()
         .filter(|k| !k.is_empty())
@@ -1787,7 +1894,7 @@ fn query_groups(store: &Store, name: &str, body: &Value) -> Result<Value, VecErr
         }
     };
     let lookup_collection = match &lookup {
-        Some((other, _)) => Some(store.collection(other)?),
+        Some((other, _)) => Some(store.collection(other).map_err(|_| no_lookup(other))?),
         None => None,
     };
     let lookup_read = lookup_collection.as_ref().map(read);
@@ -2180,6 +2287,44 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.status, 422);
+    }
+
+    #[test]
+    fn lookup_from_reads_example_ids_in_another_collection() {
+        let store = example_store("lookup");
+        let body = json!({"vectors": {"v": {"size": 2, "distance": "Dot"}}});
+        call(&store, Method::PUT, "collections/other", body).unwrap();
+        let points = json!({"points": [{"id": 1, "vector": {"v": [0.0, 1.0]}}]});
+        call(&store, Method::PUT, "collections/other/points", points).unwrap();
+        // Point 1 of `other` is [0,1]: nearest here is 3, and 1 (an id of this collection too) is
+        // not left out.
+        let query = |lookup: Value| json!({"query": {"recommend": {"positive": [1]}}, "lookup_from": lookup});
+        assert_eq!(
+            ids_of(&store, query(json!({"collection": "other", "vector": "v"})))[..2],
+            [3, 2]
+        );
+        let error = call(
+            &store,
+            Method::POST,
+            "collections/x/points/query",
+            query(json!({"collection": "gone"})),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (error.status, error.message.as_str()),
+            (404, "Not found: Collection gone not found")
+        );
+        let error = call(
+            &store,
+            Method::POST,
+            "collections/x/points/query",
+            query(json!({"collection": "other", "vector": "w"})),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.message,
+            "Wrong input: Not existing vector name error: w"
+        );
     }
 
     #[test]
