@@ -1522,10 +1522,7 @@ fn run(
             Ok(fused)
         }
         Ask::Vector(query) if !lists.is_empty() => {
-            let mut candidates: Vec<u32> = lists.iter().flatten().map(|(slot, _)| *slot).collect();
-            candidates.sort_unstable();
-            candidates.dedup();
-            collection.rescore(&search(query), &candidates)
+            collection.rescore(&search(query), &prefetched(&lists))
         }
         Ask::Dbsf => {
             if lists.is_empty() {
@@ -1550,9 +1547,7 @@ fn run(
             let slots: Vec<u32> = if lists.is_empty() {
                 collection.scan(own_filter.as_ref(), None).collect()
             } else {
-                let mut slots: Vec<u32> = lists.iter().flatten().map(|(slot, _)| *slot).collect();
-                slots.sort_unstable();
-                slots.dedup();
+                let mut slots = prefetched(&lists);
                 slots.retain(|slot| collection.matches(*slot, own_filter.as_ref()));
                 slots
             };
@@ -1583,10 +1578,7 @@ fn run(
             let pool = if lists.is_empty() {
                 collection.search(&wide)?
             } else {
-                let mut slots: Vec<u32> = lists.iter().flatten().map(|(slot, _)| *slot).collect();
-                slots.sort_unstable();
-                slots.dedup();
-                collection.rescore(&wide, &slots)?
+                collection.rescore(&wide, &prefetched(&lists))?
             };
             Ok(maximal_marginal_relevance(
                 collection, &using, &query, pool, diversity, want,
@@ -1596,10 +1588,7 @@ fn run(
             let candidates: Vec<u32> = if lists.is_empty() {
                 collection.all_slots().collect()
             } else {
-                let mut slots: Vec<u32> = lists.iter().flatten().map(|(slot, _)| *slot).collect();
-                slots.sort_unstable();
-                slots.dedup();
-                slots
+                prefetched(&lists)
             };
             Ok(collection.best_by(
                 candidates.into_iter(),
@@ -1642,6 +1631,14 @@ fn reciprocal_rank_fusion(
     let mut fused: Vec<(u32, f32)> = fused.into_iter().collect();
     fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     fused
+}
+
+/// The distinct slots the prefetches found, in slot order.
+fn prefetched(lists: &[Vec<(u32, f32)>]) -> Vec<u32> {
+    let mut slots: Vec<u32> = lists.iter().flatten().map(|(slot, _)| *slot).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
 }
 
 /// Distribution-based score fusion (Qdrant's `dbsf`): in each list a score becomes its place within

@@ -132,8 +132,8 @@ impl Collection {
                 ));
             }
         }
-        for (name, v) in &mut vectors.dense {
-            let params = &self.config.dense[name];
+        // Each vector has the configured size; cosine ones are stored normalised.
+        let fit = |params: &super::config::DenseParams, v: &mut Vec<f32>| -> Result<()> {
             if v.len() != params.size {
                 return Err(VecError::wrong_input(format!(
                     "Vector dimension error: expected dim: {}, got {}",
@@ -144,20 +144,14 @@ impl Collection {
             if params.distance == Distance::Cosine {
                 normalize(v);
             }
+            Ok(())
+        };
+        for (name, v) in &mut vectors.dense {
+            fit(&self.config.dense[name], v)?;
         }
         for (name, list) in &mut vectors.multi {
-            let params = &self.config.dense[name];
             for v in list {
-                if v.len() != params.size {
-                    return Err(VecError::wrong_input(format!(
-                        "Vector dimension error: expected dim: {}, got {}",
-                        params.size,
-                        v.len()
-                    )));
-                }
-                if params.distance == Distance::Cosine {
-                    normalize(v);
-                }
+                fit(&self.config.dense[name], v)?;
             }
         }
         Ok(vectors)
