@@ -43,6 +43,7 @@ pub const CLAIMED: &[&str] = &[
     "test_optional_vectors.py",
     "test_order_by.py",
     "test_payload_selector.py",
+    "test_phrase_matching.py",
     "test_query.py",
     "test_query_full.py",
     "test_query_indexes.py",
@@ -138,10 +139,6 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
     (
         "test_payload_operations.py",
         "not yet: set_payload keys with array indexes (`a[0].b`)",
-    ),
-    (
-        "test_phrase_matching.py",
-        "not yet: match.phrase on a full-text index",
     ),
     (
         "test_prefix_match.py",

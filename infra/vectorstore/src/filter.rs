@@ -47,6 +47,9 @@ pub enum FieldCheck {
     Except(Vec<Value>),
     /// `match: {text}`: the field's text contains every word of the query.
     Text(Vec<String>),
+    /// `match: {phrase}`: the field's words hold the query's words in order, next to each other (an
+    /// empty phrase matches nothing).
+    Phrase(Vec<String>),
     /// `values_count`: how many values the field holds (an array's length, 1 for a scalar) is within
     /// the bounds.
     Count {
@@ -193,13 +196,20 @@ fn parse_condition(value: &Value) -> Result<Condition, VecError> {
             FieldCheck::Any(scalars(any)?)
         } else if let Some(except) = matching.get("except") {
             FieldCheck::Except(scalars(except)?)
-        } else if let Some(text) = matching.get("text").or_else(|| matching.get("phrase")) {
+        } else if let Some(text) = matching.get("text") {
             let text = text
                 .as_str()
                 .ok_or_else(|| bad("match.text must be a string"))?;
             FieldCheck::Text(words(text))
+        } else if let Some(phrase) = matching.get("phrase") {
+            let phrase = phrase
+                .as_str()
+                .ok_or_else(|| bad("match.phrase must be a string"))?;
+            FieldCheck::Phrase(words(phrase))
         } else {
-            return Err(bad("match needs one of `value`, `any`, `except` or `text`"));
+            return Err(bad(
+                "match needs one of `value`, `any`, `except`, `text` or `phrase`",
+            ));
         };
         return Ok(Condition::Field { key, check });
     }
@@ -380,6 +390,16 @@ impl Condition {
                             query.iter().all(|w| have.contains(w))
                         })
                     }),
+                    FieldCheck::Phrase(query) => {
+                        !query.is_empty()
+                            && values.iter().any(|v| {
+                                v.as_str().is_some_and(|text| {
+                                    words(text)
+                                        .windows(query.len())
+                                        .any(|w| w == query.as_slice())
+                                })
+                            })
+                    }
                     FieldCheck::Range { gt, gte, lt, lte } => values
                         .iter()
                         .any(|v| v.as_f64().is_some_and(|x| within(x, *gt, *gte, *lt, *lte))),
@@ -417,6 +437,19 @@ mod tests {
     fn check(filter: Value, payload: Value) -> bool {
         let filter = parse(&filter).unwrap().unwrap();
         filter.matches(&PointId::Num(1), payload.as_object().unwrap())
+    }
+
+    #[test]
+    fn match_phrase_wants_the_words_in_order_and_together_where_text_wants_them_anywhere() {
+        let payload = json!({"t": "The quick brown fox jumps"});
+        let phrase = |p: &str| json!({"must": [{"key": "t", "match": {"phrase": p}}]});
+        let text = |p: &str| json!({"must": [{"key": "t", "match": {"text": p}}]});
+        assert!(check(phrase("quick brown"), payload.clone()));
+        assert!(check(phrase("QUICK brown fox"), payload.clone()));
+        assert!(!check(phrase("brown quick"), payload.clone()));
+        assert!(!check(phrase("quick fox"), payload.clone()));
+        assert!(!check(phrase(""), payload.clone()));
+        assert!(check(text("fox quick"), payload.clone()));
     }
 
     #[test]
