@@ -302,7 +302,7 @@ fn route(
             Ok(json!({"count": count}))
         }
         (Method::POST, ["collections", name, "points", "query"]) => {
-            let body = resolve_lookup(store, name, &parse_body(body)?)?;
+            let body = resolve_lookup(store, name, parse_body(body)?)?;
             let shared = store.collection(name)?;
             let collection = read(&shared);
             query(&collection, &body)
@@ -312,12 +312,14 @@ fn route(
             query_groups(store, name, &parse_body(body)?)
         }
         (Method::POST, ["collections", name, "points", "query", "batch"]) => {
-            let body = parse_body(body)?;
-            let searches = body["searches"].as_array().ok_or_else(|| {
-                VecError::bad_request("Format error in JSON body: `searches` must be a list")
-            })?;
+            let mut body = parse_body(body)?;
+            let Value::Array(searches) = body["searches"].take() else {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: `searches` must be a list",
+                ));
+            };
             let searches = searches
-                .iter()
+                .into_iter()
                 .map(|s| resolve_lookup(store, name, s))
                 .collect::<Result<Vec<_>, _>>()?;
             let shared = store.collection(name)?;
@@ -1028,16 +1030,16 @@ fn no_lookup(name: &str) -> VecError {
 /// `lookup_from: {collection, vector}`: the point ids a query gives as examples (or as its
 /// `nearest`) are read from that collection's vector (`vector`, else the query's `using`), so they
 /// become vectors here and are not left out of the results. Applies to the body and its prefetches.
-fn resolve_lookup(store: &Store, own: &str, body: &Value) -> Result<Value, VecError> {
-    let mut body = body.clone();
+/// Takes the body by value: a query without `lookup_from` passes through uncopied.
+fn resolve_lookup(store: &Store, own: &str, mut body: Value) -> Result<Value, VecError> {
     if let Some(prefetch) = body.get_mut("prefetch") {
         match prefetch {
             Value::Array(list) => {
                 for p in list.iter_mut() {
-                    *p = resolve_lookup(store, own, p)?;
+                    *p = resolve_lookup(store, own, p.take())?;
                 }
             }
-            one @ Value::Object(_) => *one = resolve_lookup(store, own, one)?,
+            one @ Value::Object(_) => *one = resolve_lookup(store, own, one.take())?,
             _ => {}
         }
     }
@@ -1797,7 +1799,8 @@ fn group_id(value: &Value) -> Option<Value> {
 /// with the best hits, best first; `with_lookup` adds the point of another collection whose id is the
 /// group's. The query runs with a growing limit until enough groups are full or every point was seen.
 fn query_groups(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
-    let body = &resolve_lookup(store, name, body)?;
+    // Groups are not a hot path: one copy of the body for the lookup's rewrite.
+    let body = &resolve_lookup(store, name, body.clone())?;
     let key = body["group_by"]
         .as_str()
         .filter(|k| !k.is_empty())

@@ -132,20 +132,6 @@ impl Collection {
                 ));
             }
         }
-        // Each vector has the configured size; cosine ones are stored normalised.
-        let fit = |params: &super::config::DenseParams, v: &mut Vec<f32>| -> Result<()> {
-            if v.len() != params.size {
-                return Err(VecError::wrong_input(format!(
-                    "Vector dimension error: expected dim: {}, got {}",
-                    params.size,
-                    v.len()
-                )));
-            }
-            if params.distance == Distance::Cosine {
-                normalize(v);
-            }
-            Ok(())
-        };
         for (name, v) in &mut vectors.dense {
             fit(&self.config.dense[name], v)?;
         }
@@ -398,16 +384,7 @@ impl Collection {
             }
         };
         for q in &mut query {
-            if q.len() != params.size {
-                return Err(VecError::wrong_input(format!(
-                    "Vector dimension error: expected dim: {}, got {}",
-                    params.size,
-                    q.len()
-                )));
-            }
-            if params.distance == Distance::Cosine {
-                normalize(q);
-            }
+            fit(params, q)?;
         }
         let higher = params.distance.higher_is_better();
         // Euclid sums squared distances and reports the root of the sum, as Qdrant does.
@@ -938,4 +915,20 @@ fn multi_json(vectors: &[Vec<f32>]) -> Value {
             .map(|v| crate::number::f32_array(v))
             .collect(),
     )
+}
+
+/// Checks a vector has the configured size and normalises it for cosine (as points are stored and
+/// queries compared).
+fn fit(params: &super::config::DenseParams, v: &mut [f32]) -> Result<()> {
+    if v.len() != params.size {
+        return Err(VecError::wrong_input(format!(
+            "Vector dimension error: expected dim: {}, got {}",
+            params.size,
+            v.len()
+        )));
+    }
+    if params.distance == Distance::Cosine {
+        normalize(v);
+    }
+    Ok(())
 }
