@@ -112,8 +112,19 @@ async fn post(
     header: (&str, &str),
     body: &Value,
 ) -> anyhow::Result<Value> {
+    send_json(addr, "POST", path, header, body).await
+}
+
+/// Sends `body` as JSON with one credential header; anything but 200 is an error.
+pub async fn send_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    header: (&str, &str),
+    body: &Value,
+) -> anyhow::Result<Value> {
     let request = http::Request::builder()
-        .method("POST")
+        .method(method)
         .uri(path)
         .header("content-type", "application/json")
         .header(header.0, header.1)
@@ -291,4 +302,93 @@ pub fn variants(
         ));
     }
     (variants, lines)
+}
+
+/// What an in-memory keyword signal scores: ingest's chunks, or whole abstracts (title and text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Chunk,
+    Abstract,
+}
+
+/// SciFact's corpus as scoring units: `(document id, chunk id, content hash, terms)`.
+pub type Units = Vec<(String, String, String, Vec<String>)>;
+
+/// The corpus cut into `unit`s, each analysed as ingest analyses a chunk for its sparse vector.
+pub fn units(unit: Unit) -> anyhow::Result<Units> {
+    use shared::ingest::chunk::{ChunkConfig, chunk};
+    let corpus = std::fs::read_to_string(root().join("corpus.jsonl"))?;
+    let mut out = Vec::new();
+    for line in corpus.lines() {
+        let doc: Value = serde_json::from_str(line)?;
+        let id = doc["_id"].as_str().unwrap_or_default().to_string();
+        let title = doc["title"].as_str().unwrap_or_default();
+        let text = doc["text"].as_str().unwrap_or_default();
+        let extracted = shared::ingest::extract::plain(text);
+        if extracted.is_empty() {
+            continue;
+        }
+        match unit {
+            Unit::Chunk => {
+                for c in chunk(&extracted, title, &ChunkConfig::default())? {
+                    let terms = sparse::terms(&c.embed_text());
+                    out.push((id.clone(), format!("{id}:{}", c.ordinal), c.sha256, terms));
+                }
+            }
+            Unit::Abstract => {
+                let whole = format!("{title}\n{text}");
+                let hash = shared::ingest::chunk::hex_sha256(&whole);
+                out.push((id.clone(), format!("{id}:all"), hash, sparse::terms(&whole)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Each query's best `limit` units by BM25 with `bm25`'s weights, scored as the vector store scores
+/// sparse vectors (dot product, Qdrant's idf), as the store's points would come back.
+pub fn keyword_lists(
+    units: &Units,
+    bm25: &sparse::Bm25,
+    queries: &[(String, String)],
+    limit: usize,
+) -> Vec<Vec<Value>> {
+    let mut postings: std::collections::HashMap<u32, Vec<(usize, f32)>> = Default::default();
+    for (slot, unit) in units.iter().enumerate() {
+        let vector = sparse::weighted(&unit.3, bm25);
+        for (index, value) in vector.indices.into_iter().zip(vector.values) {
+            postings.entry(index).or_default().push((slot, value));
+        }
+    }
+    let n = units.len() as f32;
+    queries
+        .iter()
+        .map(|(_, text)| {
+            let mut totals = vec![0f32; units.len()];
+            for index in sparse::query_vector(text).indices {
+                let Some(list) = postings.get(&index) else {
+                    continue;
+                };
+                let df = list.len() as f32;
+                let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+                for (slot, value) in list {
+                    totals[*slot] += idf * value;
+                }
+            }
+            let mut hits: Vec<(usize, f32)> = totals
+                .into_iter()
+                .enumerate()
+                .filter(|(_, t)| *t > 0.0)
+                .collect();
+            hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            hits.truncate(limit);
+            hits.into_iter()
+                .map(|(slot, score)| {
+                    let (document, chunk, hash, _) = &units[slot];
+                    json!({"id": slot, "score": score, "payload": {
+                        "document": document, "version": 1, "chunk_id": chunk, "sha256": hash}})
+                })
+                .collect()
+        })
+        .collect()
 }

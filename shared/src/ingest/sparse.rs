@@ -11,12 +11,25 @@ use std::sync::OnceLock;
 use rust_stemmers::{Algorithm, Stemmer};
 use unicode_segmentation::UnicodeSegmentation;
 
-/// BM25's term-frequency saturation.
-pub const K1: f32 = 1.2;
-/// BM25's length normalisation.
-pub const B: f32 = 0.75;
-/// The length (in terms) a chunk is normalised against: about what the default chunk size holds.
-pub const AVERAGE_TERMS: f32 = 120.0;
+/// BM25's parameters for a chunk's term weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bm25 {
+    /// Term-frequency saturation.
+    pub k1: f32,
+    /// Length normalisation.
+    pub b: f32,
+    /// The length (in terms) a chunk is normalised against.
+    pub average_terms: f32,
+}
+
+/// What ingest uses: bm25s's (and the reference pipeline's) k1 = 1.5 and b = 0.75, against about what
+/// the default chunk size holds (120 terms). On SciFact, k1 = 1.5 gave keyword nDCG@10 0.6873 against
+/// 0.6830 for Lucene's 1.2 (BENCHMARKS.md, "Keyword weights"; `target/release/keyword-variants`).
+pub const BM25: Bm25 = Bm25 {
+    k1: 1.5,
+    b: 0.75,
+    average_terms: 120.0,
+};
 
 /// A sparse vector as Qdrant takes it: sorted, distinct indices and their values.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -49,16 +62,25 @@ pub fn term_index(term: &str) -> u32 {
 
 /// A chunk's sparse vector.
 pub fn document_vector(text: &str) -> SparseVector {
-    let terms = terms(text);
+    weighted(&terms(text), &BM25)
+}
+
+/// The sparse vector of a chunk's `terms` with BM25's saturated, length-normalised term frequencies.
+pub fn weighted(terms: &[String], bm25: &Bm25) -> SparseVector {
     let length = terms.len() as f32;
     let mut counts: BTreeMap<u32, f32> = BTreeMap::new();
-    for term in &terms {
+    for term in terms {
         *counts.entry(term_index(term)).or_default() += 1.0;
     }
-    let norm = K1 * (1.0 - B + B * length / AVERAGE_TERMS);
+    let Bm25 {
+        k1,
+        b,
+        average_terms,
+    } = *bm25;
+    let norm = k1 * (1.0 - b + b * length / average_terms);
     let (indices, values) = counts
         .into_iter()
-        .map(|(index, tf)| (index, tf * (K1 + 1.0) / (tf + norm)))
+        .map(|(index, tf)| (index, tf * (k1 + 1.0) / (tf + norm)))
         .unzip();
     SparseVector { indices, values }
 }
@@ -106,7 +128,7 @@ mod tests {
         let thrice = document_vector("apple apple apple");
         assert!(thrice.values[0] > once.values[0]);
         assert!(thrice.values[0] < 3.0 * once.values[0]);
-        assert!(thrice.values[0] < K1 + 1.0);
+        assert!(thrice.values[0] < BM25.k1 + 1.0);
         let long = document_vector(&format!("apple {}", "pear ".repeat(300)));
         let apple = long
             .indices

@@ -36,6 +36,7 @@ async fn run() -> anyhow::Result<()> {
     let mut candidates = shared::search::Fusion::default().candidates;
     let mut reference = true;
     let mut variants_only = false;
+    let mut keyword: Option<(scifact::Unit, shared::ingest::sparse::Bm25)> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -44,6 +45,9 @@ async fn run() -> anyhow::Result<()> {
             "--no-reference" => reference = false,
             // Only the fusion variants, on a project an earlier run filled.
             "--variants-only" => variants_only = true,
+            // The variants with the keyword lists computed in memory instead of read from the
+            // store: `chunk` or `abstract`, then BM25's k1, b and average length.
+            "--keyword" => keyword = Some(keyword_signal(&args.next().unwrap_or_default())?),
             other => anyhow::bail!(
                 "unknown argument {other}; use --data-dir DIR, --candidates N, --no-reference"
             ),
@@ -124,7 +128,15 @@ async fn run() -> anyhow::Result<()> {
         models_key: secret("models")?,
     };
     let (queries, qrels) = scifact::queries()?;
-    let lists = scifact::candidates(&backends, &project, &queries, candidates).await?;
+    let mut lists = scifact::candidates(&backends, &project, &queries, candidates).await?;
+    if let Some((unit, bm25)) = keyword {
+        println!("\nkeyword lists computed in memory: {unit:?}, {bm25:?}");
+        let units = scifact::units(unit)?;
+        let computed = scifact::keyword_lists(&units, &bm25, &queries, candidates as usize);
+        for (list, keyword) in lists.iter_mut().zip(computed) {
+            list.keyword = keyword;
+        }
+    }
     let judged: Vec<&Judgements> = queries.iter().map(|(id, _)| &qrels[id]).collect();
     let (variants, cross_validated) = scifact::variants(&lists, &judged, candidates);
     println!(
@@ -161,4 +173,25 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `UNIT:K1:B:AVERAGE`, e.g. `abstract:1.2:0.75:120`.
+fn keyword_signal(spec: &str) -> anyhow::Result<(scifact::Unit, shared::ingest::sparse::Bm25)> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [unit, k1, b, average] = parts.as_slice() else {
+        anyhow::bail!("--keyword wants UNIT:K1:B:AVERAGE (UNIT chunk or abstract), not `{spec}`");
+    };
+    let unit = match *unit {
+        "chunk" => scifact::Unit::Chunk,
+        "abstract" => scifact::Unit::Abstract,
+        other => anyhow::bail!("--keyword: unit `{other}` is neither chunk nor abstract"),
+    };
+    Ok((
+        unit,
+        shared::ingest::sparse::Bm25 {
+            k1: k1.parse()?,
+            b: b.parse()?,
+            average_terms: average.parse()?,
+        },
+    ))
 }
