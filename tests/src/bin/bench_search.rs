@@ -180,8 +180,8 @@ struct Models {
 }
 
 /// Where the store's part of a search goes: each signal's candidate query alone (as search sends
-/// it: the project's live chunks, 200 candidates, the light ranking payload), timed by the store
-/// itself (`time`) and by the client.
+/// it: the project's live chunks, the default number of candidates, the light ranking payload), timed
+/// by the store itself (`time`) and by the client.
 async fn store_breakdown(
     store: &Store,
     models: &Models,
@@ -204,6 +204,7 @@ async fn store_breakdown(
         dense.push(embedded["data"][0]["embedding"].clone());
     }
     let payload = ["document", "version", "chunk_id", "ordinal", "sha256"];
+    let limit = shared::search::Fusion::default().candidates;
     for using in ["dense", "keyword"] {
         let (mut server, mut client) = (Vec::new(), Vec::new());
         for (q, vector) in queries.iter().zip(&dense) {
@@ -211,7 +212,7 @@ async fn store_breakdown(
                 "dense" => vector.clone(),
                 _ => json!(sparse::query_vector(q)),
             };
-            let body = json!({"query": query, "using": using, "filter": filter, "limit": 200,
+            let body = json!({"query": query, "using": using, "filter": filter, "limit": limit,
                               "with_payload": payload});
             let t = Instant::now();
             let reply = tests::scifact::send_json(
@@ -228,7 +229,7 @@ async fn store_breakdown(
         server.sort_by(f64::total_cmp);
         client.sort_by(f64::total_cmp);
         println!(
-            "vector store alone, {using} candidates (200, project's live chunks): store time p50 {:.2} p99 {:.2} ms; client p50 {:.2} p99 {:.2} ms",
+            "vector store alone, {using} candidates ({limit}, project's live chunks): store time p50 {:.2} p99 {:.2} ms; client p50 {:.2} p99 {:.2} ms",
             percentile(&server, 0.5),
             percentile(&server, 0.99),
             percentile(&client, 0.5),
