@@ -212,6 +212,29 @@ pub fn scores(
         .collect()
 }
 
+/// Mean nDCG of the even-numbered (`parity` 0) or odd-numbered (1) queries: one half of a two-fold
+/// cross-validation.
+pub fn half_ndcg(scores: &[QueryScores], parity: usize) -> f64 {
+    let part: Vec<QueryScores> = scores
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == parity)
+        .map(|(_, q)| *q)
+        .collect();
+    metrics::mean(&part).ndcg
+}
+
+/// The project and key `scripts/eval-scifact` left in `data_dir`.
+pub fn saved_project(data_dir: &std::path::Path) -> anyhow::Result<(String, String)> {
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(data_dir.join("eval-scifact.json")).context(
+            "run scripts/eval-scifact first: it leaves the SciFact project this measures",
+        )?,
+    )?;
+    let field = |name: &str| state[name].as_str().unwrap_or_default().to_string();
+    Ok((field("project"), field("key")))
+}
+
 /// One line of the variants table.
 #[derive(Debug)]
 pub struct Variant {
@@ -265,15 +288,7 @@ pub fn variants(
             scores: metrics::mean(s),
         })
         .collect();
-    let half = |s: &[QueryScores], parity: usize| -> f64 {
-        let part: Vec<QueryScores> = s
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == parity)
-            .map(|(_, q)| *q)
-            .collect();
-        metrics::mean(&part).ndcg
-    };
+    let half = half_ndcg;
     let mut lines = Vec::new();
     for family in ["rrf", "convex"] {
         let members: Vec<usize> = (0..tried.len())

@@ -160,12 +160,7 @@ async fn run() -> anyhow::Result<()> {
             other => data_dir = PathBuf::from(other),
         }
     }
-    let state: Value = serde_json::from_str(
-        &std::fs::read_to_string(data_dir.join("eval-scifact.json")).context(
-            "run scripts/eval-scifact first: it leaves the SciFact project this measures",
-        )?,
-    )?;
-    let project = state["project"].as_str().unwrap_or_default().to_string();
+    let (project, _) = tests::scifact::saved_project(&data_dir)?;
     let options = Options {
         env: BTreeMap::from([(
             "SPIN_VARIABLE_AUTH_OPERATOR_KEY".to_string(),

@@ -101,13 +101,7 @@ async fn run() -> anyhow::Result<()> {
     let queries: Vec<String> = queries.into_iter().map(|(_, t)| t).collect();
     match data_set()? {
         DataSet::Existing(data_dir) => {
-            let state: Value = serde_json::from_str(
-                &std::fs::read_to_string(data_dir.join("eval-scifact.json")).context(
-                    "run scripts/eval-scifact first: it leaves the SciFact project this measures",
-                )?,
-            )?;
-            let project = state["project"].as_str().unwrap_or_default().to_string();
-            let key = state["key"].as_str().unwrap_or_default().to_string();
+            let (project, key) = tests::scifact::saved_project(&data_dir)?;
             let host = start(&workspace_root().join("spin.toml"), host_options(&data_dir)).await?;
             println!(
                 "SciFact project {project}: {} queries per run, hybrid, top 10, API key over HTTP",

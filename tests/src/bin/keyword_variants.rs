@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use shared::ingest::sparse::{BM25, Bm25};
-use shared::search::metrics::{self, Judgements, QueryScores};
+use shared::search::metrics::{self, Judgements};
 use shared::search::{Fusion, Mode};
 use tests::scifact::{self, Lists, Unit};
 
@@ -45,15 +45,7 @@ fn main() -> anyhow::Result<()> {
                         .collect();
                     let scores =
                         scifact::scores(&lists, &judged, Mode::Keyword, &Fusion::default());
-                    let half = |parity: usize| -> f64 {
-                        let part: Vec<QueryScores> = scores
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, _)| i % 2 == parity)
-                            .map(|(_, q)| *q)
-                            .collect();
-                        metrics::mean(&part).ndcg
-                    };
+                    let half = |parity: usize| scifact::half_ndcg(&scores, parity);
                     let all = metrics::mean(&scores);
                     println!(
                         "{unit:?} k1 {k1:<4} b {b:<4} average {average_terms:<5}: nDCG@10 {:.4}  Recall@100 {:.4}  (even {:.4}, odd {:.4})",
