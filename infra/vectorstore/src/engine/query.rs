@@ -124,10 +124,11 @@ impl With {
             WithPayload::None => Value::Null,
             WithPayload::All => Value::Object(payload.clone()),
             WithPayload::Include(keys) => {
-                let whole = Value::Object(payload.clone());
+                // Projected from the stored payload in place: cloning it whole first (its text
+                // and all) cost more than the search it answers.
                 let mut selected = Value::Object(Map::new());
                 for key in keys {
-                    if let Some(part) = project(&whole, &path(key)) {
+                    if let Some(part) = project_object(payload, &path(key)) {
                         merge(&mut selected, part);
                     }
                 }
@@ -158,10 +159,16 @@ fn path(key: &str) -> Vec<(&str, bool)> {
 /// The part of `value` that `steps` selects, in the same shape (objects keep only the selected keys,
 /// arrays opened with `[]` keep every item's selected part). `None` when the path leads nowhere.
 fn project(value: &Value, steps: &[(&str, bool)]) -> Option<Value> {
-    let Some(((name, into_items), rest)) = steps.split_first() else {
+    if steps.is_empty() {
         return Some(value.clone());
-    };
-    let child = value.as_object()?.get(*name)?;
+    }
+    project_object(value.as_object()?, steps)
+}
+
+/// [`project`] of an object; `steps` is not empty.
+fn project_object(object: &Map<String, Value>, steps: &[(&str, bool)]) -> Option<Value> {
+    let ((name, into_items), rest) = steps.split_first()?;
+    let child = object.get(*name)?;
     let inner = match child {
         Value::Array(items) if *into_items && !rest.is_empty() => Value::Array(
             items
