@@ -169,13 +169,15 @@ impl Qdrant {
         match answer.status {
             404 => Ok(vec![Vec::new(); searches.len()]),
             _ if answer.ok() => {
-                let body = answer.json();
-                let lists = body["result"]
-                    .as_array()
-                    .ok_or_else(|| unavailable("query", "answered without a result list"))?;
+                let Value::Array(lists) = answer.json()["result"].take() else {
+                    return Err(unavailable("query", "answered without a result list"));
+                };
                 Ok(lists
-                    .iter()
-                    .map(|list| list["points"].as_array().cloned().unwrap_or_default())
+                    .into_iter()
+                    .map(|mut list| match list["points"].take() {
+                        Value::Array(points) => points,
+                        _ => Vec::new(),
+                    })
                     .collect())
             }
             s => Err(unavailable("query", format!("{s} {}", answer.json()))),
