@@ -1161,6 +1161,30 @@ async fn purging_a_project_removes_its_knowledge_from_every_store() {
     )
     .await;
     ok(&reply, 201, "other project");
+    // What search, respond and the webhooks keep of the project is its too.
+    for (path, body, status) in [
+        (
+            "evaluations",
+            json!({"queries": [{"id": "q", "text": "alpha"}], "qrels": {"q": {"a": 1}}}),
+            201,
+        ),
+        ("webhooks", json!({}), 201),
+        (
+            "chat",
+            json!({"message": "What is alpha?", "stream": false}),
+            200,
+        ),
+    ] {
+        let reply = call(
+            addr,
+            "POST",
+            &format!("/v1/projects/{p}/{path}"),
+            Some(&owner_auth),
+            Some(body),
+        )
+        .await;
+        ok(&reply, status, path);
+    }
     let inspector = Inspector::new(&host, &data_dir);
     let knowledge = |traces: Vec<String>| -> Vec<String> {
         // auth's own records (the audit log keeps the id of what was purged) are not knowledge.

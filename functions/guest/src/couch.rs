@@ -6,7 +6,13 @@ use shared::ApiError;
 
 use crate::outbound::{Answer, encode, send_json};
 
+/// The database search keeps evaluations in.
+pub const SEARCH_DATABASE: &str = "edgerag_search";
+/// The database respond keeps conversations and visitors' rate counts in.
+pub const RESPOND_DATABASE: &str = "edgerag_respond";
+
 /// One CouchDB database reached with Basic auth.
+#[derive(Clone)]
 pub struct Couch {
     base: String,
     authorization: String,
@@ -30,6 +36,15 @@ impl Couch {
         Self {
             base: format!("{}/{database}", url.trim_end_matches('/')),
             authorization: format!("Basic {credentials}"),
+        }
+    }
+
+    /// Another database of the same document store, reached with the same credentials.
+    pub fn sibling(&self, database: &str) -> Self {
+        let url = self.base.rsplit_once('/').map_or("", |(url, _)| url);
+        Self {
+            base: format!("{url}/{database}"),
+            authorization: self.authorization.clone(),
         }
     }
 

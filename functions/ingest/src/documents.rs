@@ -757,8 +757,9 @@ impl Documents<'_> {
         Ok(json!({"deleted": id, "points": points, "chunks": chunks, "files": files}))
     }
 
-    /// Removes everything the project holds in the three stores: points, document, chunk and job
-    /// records, files. Repeating it is harmless.
+    /// Removes everything the project holds in the three stores: points; document, chunk, job,
+    /// source, page, webhook, conversation, evaluation and rate-limit records; files. Repeating it
+    /// is harmless.
     pub async fn purge_project(&self) -> Result<Value, ApiError> {
         let project_filter =
             json!({"must": [{"key": "project", "match": {"value": self.project}}]});
@@ -769,9 +770,31 @@ impl Documents<'_> {
             document::project_record_prefix(self.project),
             format!("chunk:{}:", self.project),
             format!("job:{}:", self.project),
+            format!("source:{}:", self.project),
+            format!("page:{}:", self.project),
         ] {
             records += self.stores.couch.delete_prefix(&prefix).await?;
         }
+        // Search's evaluations and respond's conversations live in their own databases.
+        let couch = &self.stores.couch;
+        for (database, kinds) in [
+            (
+                guest::couch::SEARCH_DATABASE,
+                &["evaluation", "evaluation-spec"][..],
+            ),
+            (
+                guest::couch::RESPOND_DATABASE,
+                &["conversation", "visitor"][..],
+            ),
+        ] {
+            let other = couch.sibling(database);
+            for kind in kinds {
+                records += other
+                    .delete_prefix(&format!("{kind}:{}:", self.project))
+                    .await?;
+            }
+        }
+        records += crate::webhooks::purge_project(&self.stores.couch, self.project).await?;
         let files = self
             .stores
             .objects

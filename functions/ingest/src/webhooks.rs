@@ -191,6 +191,34 @@ async fn fetch_page(
     }
 }
 
+/// Removes every webhook endpoint of `project` and the deliveries it remembers (a purge); answers
+/// how many records went.
+pub async fn purge_project(couch: &guest::couch::Couch, project: &str) -> Result<usize, ApiError> {
+    let rows = couch.prefix("webhook:", None, 100_000, true).await?;
+    let hooks: Vec<&Value> = rows
+        .iter()
+        .map(|r| &r["doc"])
+        .filter(|doc| doc["project"] == project)
+        .collect();
+    let mut removed = 0;
+    for hook in &hooks {
+        let id = hook["id"].as_str().unwrap_or_default();
+        removed += couch.delete_prefix(&format!("delivery:{id}:")).await?;
+    }
+    if !hooks.is_empty() {
+        couch
+            .bulk(
+                hooks
+                    .iter()
+                    .map(|doc| json!({"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": true}))
+                    .collect(),
+            )
+            .await?;
+        removed += hooks.len();
+    }
+    Ok(removed)
+}
+
 /// The webhook endpoint `id`, whichever project it is of (a delivery names no project).
 pub async fn endpoint(couch: &guest::couch::Couch, id: &str) -> Result<Value, ApiError> {
     validate_id(id).map_err(|_| ApiError::NotFound("no such webhook".into()))?;

@@ -25,7 +25,7 @@ use crate::consumer::edgerag::platform::retrieve;
 use crate::llm::{Failure, Llm};
 
 /// The database conversations are kept in.
-pub const DATABASE: &str = "edgerag_respond";
+pub const DATABASE: &str = guest::couch::RESPOND_DATABASE;
 
 pub async fn couch() -> Result<Couch, ApiError> {
     Ok(Couch::new(

@@ -16,7 +16,7 @@ use shared::search::query::mode_name;
 use shared::search::{Filter, Fusion, Mode, Ranked, SearchRequest, highlight, rank, rerank};
 
 /// The database evaluations are kept in.
-pub const DATABASE: &str = "edgerag_search";
+pub const DATABASE: &str = guest::couch::SEARCH_DATABASE;
 
 /// What search reads from.
 pub struct Stores {
