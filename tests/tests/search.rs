@@ -517,7 +517,7 @@ async fn evaluations_score_every_mode_and_are_kept() {
             "POST",
             &format!("/v1/projects/{p}/evaluations"),
             Some(&key),
-            Some(body),
+            Some(body.clone()),
         )
         .await,
         201,
@@ -560,6 +560,62 @@ async fn evaluations_score_every_mode_and_are_kept() {
         "get",
     );
     assert_eq!(kept["results"], evaluation["results"]);
+
+    // More queries than one request scores: a job, in steps, with the same means as the three
+    // queries asked once (each is asked 167 times under its own id).
+    let texts = body["queries"].as_array().unwrap().clone();
+    let (mut queries, mut qrels) = (Vec::new(), serde_json::Map::new());
+    for i in 0..167 {
+        for q in &texts {
+            let id = format!("{}-{i}", q["id"].as_str().unwrap());
+            qrels.insert(id.clone(), body["qrels"][q["id"].as_str().unwrap()].clone());
+            queries.push(json!({"id": id, "text": q["text"]}));
+        }
+    }
+    let large = json!({"name": "large", "queries": queries, "qrels": qrels, "k": 3});
+    let evaluations = format!("/v1/projects/{p}/evaluations");
+    let started = call(addr, "POST", &evaluations, Some(&key), Some(large)).await;
+    assert_eq!(started.status, 202, "{}", started.text());
+    let job = started.json();
+    assert_eq!(job["status"], "running", "{job}");
+    assert_eq!(job["queries"], 501, "{job}");
+    let location = started.headers["location"].to_str().unwrap().to_string();
+    assert_eq!(
+        location,
+        format!("{evaluations}/{}", job["id"].as_str().unwrap())
+    );
+    assert!(
+        job.get("token").is_none(),
+        "the step token is not shown: {job}"
+    );
+    let step = call(addr, "POST", &format!("{location}/step"), Some(&key), None).await;
+    assert_eq!(step.status, 401, "{}", step.text());
+    let mut done = Value::Null;
+    for _ in 0..600 {
+        let polled = ok(
+            &call(addr, "GET", &location, Some(&key), None).await,
+            200,
+            "poll",
+        );
+        assert_ne!(polled["status"], "failed", "{polled}");
+        if polled["status"] == "done" {
+            done = polled;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(done["queries_done"], 501, "the job did not finish: {done}");
+    for mode in ["keyword", "semantic", "hybrid"] {
+        let (stepped, once) = (&done["results"][mode], &evaluation["results"][mode]);
+        assert_eq!(stepped["queries"], 501, "{done}");
+        for metric in ["ndcg", "recall", "recall_100", "mrr"] {
+            let (a, b) = (
+                stepped[metric].as_f64().unwrap(),
+                once[metric].as_f64().unwrap(),
+            );
+            assert!((a - b).abs() < 1e-9, "{mode} {metric}: {a} against {b}");
+        }
+    }
     let reply = call(
         addr,
         "POST",

@@ -39,8 +39,8 @@ mod provider {
 use guest::bindings::edgerag::platform::types;
 use provider::exports::edgerag::platform::retrieve;
 
-/// The largest request body: a search is small; an evaluation of 2,000 queries with their judgements
-/// fits well inside.
+/// The largest request body: a search is small; an evaluation of 10,000 queries with a few
+/// judgements each fits inside.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +52,7 @@ enum Endpoint {
     Evaluate,
     Evaluations,
     Evaluation,
+    EvaluationStep,
 }
 
 use Endpoint as E;
@@ -68,6 +69,11 @@ const ROUTES: &[Route<Endpoint>] = &[
         "GET",
         "/v1/projects/:project/evaluations/:id",
         E::Evaluation,
+    ),
+    at(
+        "POST",
+        "/v1/projects/:project/evaluations/:id/step",
+        E::EvaluationStep,
     ),
 ];
 
@@ -99,6 +105,20 @@ async fn answer(request: Request, started: Instant) -> Result<Reply, ApiError> {
     }
     let project = found.param("project").unwrap_or_default().to_string();
     let id = found.param("id").unwrap_or_default().to_string();
+    if let E::EvaluationStep = endpoint {
+        // A job's step is the component calling itself: it proves itself with the job's token.
+        let token = request
+            .headers()
+            .get(evaluations::TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        shared::auth::validate_id(&project, "project")?;
+        shared::auth::validate_id(&id, "evaluation")?;
+        let stores = engine::Stores::load().await?;
+        let body = evaluations::step(&stores, &project, &id, &token).await?;
+        return Ok(Reply::json(200, &body));
+    }
     // Evaluations only read the project's knowledge, as searches do.
     let principal = guest::authorize(request.headers(), &project, Action::Search).await?;
     let auth_ms = ms(started);
@@ -125,9 +145,19 @@ async fn answer(request: Request, started: Instant) -> Result<Reply, ApiError> {
             Ok(reply)
         }
         E::Evaluate => {
-            let evaluation = EvaluationRequest::from_json(&read_json(request).await?)?;
-            let body = evaluations::run(&stores, &project, settings, evaluation).await?;
-            Ok(Reply::json(201, &body))
+            let body = read_json(request).await?;
+            let evaluation = EvaluationRequest::from_json(&body)?;
+            let (status, record) =
+                evaluations::run(&stores, &project, settings, evaluation, body).await?;
+            let mut reply = Reply::json(status, &record);
+            if status == 202 {
+                let id = record["id"].as_str().unwrap_or_default();
+                reply.headers.push((
+                    "location",
+                    format!("/v1/projects/{project}/evaluations/{id}"),
+                ));
+            }
+            Ok(reply)
         }
         E::Evaluations => Ok(Reply::json(
             200,
@@ -137,7 +167,7 @@ async fn answer(request: Request, started: Instant) -> Result<Reply, ApiError> {
             200,
             &evaluations::get(&stores, &project, &id).await?,
         )),
-        E::Health | E::Access => unreachable!("answered above"),
+        E::Health | E::Access | E::EvaluationStep => unreachable!("answered above"),
     }
 }
 

@@ -8,9 +8,14 @@ use super::metrics::Judgements;
 use super::query::{self, Filter, MAX_QUERY_CHARS, MAX_TOP_K, Mode};
 use crate::ApiError;
 
-/// The most queries one evaluation may hold: what one request scores well inside the request time
-/// limit (300 queries in all three modes take about 10 s on two cores).
-pub const MAX_QUERIES: usize = 500;
+/// The most judged queries an evaluation answers within its own request (300 queries in all three
+/// modes take about 10 s on two cores); a larger one runs as a job, in steps of
+/// [`STEP_QUERIES`].
+pub const INLINE_QUERIES: usize = 500;
+/// The most queries one evaluation may hold (as a job, about 5 minutes on two cores).
+pub const MAX_QUERIES: usize = 10_000;
+/// Queries one step of an evaluation job scores.
+pub const STEP_QUERIES: usize = 100;
 /// The most judged documents per query.
 pub const MAX_JUDGEMENTS: usize = 1_000;
 

@@ -97,6 +97,38 @@ pub fn mean(scores: &[QueryScores]) -> Scores {
     }
 }
 
+/// Running sums of per-query scores, kept between the steps of an evaluation job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub ndcg: f64,
+    pub recall: f64,
+    pub recall_100: f64,
+    pub rr: f64,
+    pub queries: usize,
+}
+
+impl Totals {
+    pub fn add(&mut self, scores: &QueryScores) {
+        self.ndcg += scores.ndcg;
+        self.recall += scores.recall;
+        self.recall_100 += scores.recall_100;
+        self.rr += scores.rr;
+        self.queries += 1;
+    }
+
+    /// The means so far, as [`mean`] gives them for the same queries.
+    pub fn mean(&self) -> Scores {
+        let n = self.queries.max(1) as f64;
+        Scores {
+            ndcg: self.ndcg / n,
+            recall: self.recall / n,
+            recall_100: self.recall_100 / n,
+            mrr: self.rr / n,
+            queries: self.queries,
+        }
+    }
+}
+
 /// Averages the metrics at `k` over every query in `qrels`; `rankings` maps a query id to its
 /// document ranking.
 pub fn evaluate(
@@ -182,5 +214,40 @@ mod tests {
         let scores = evaluate(&BTreeMap::new(), &qrels, 10);
         close(scores.ndcg, 0.0);
         assert_eq!(scores.queries, 1);
+    }
+
+    #[test]
+    fn totals_kept_over_steps_give_the_same_means() {
+        let q = judged(&[("d1", 2), ("d3", 1)]);
+        let scores: Vec<QueryScores> = [
+            ranking(&["d1", "d2"]),
+            ranking(&["d2", "d3", "d1"]),
+            ranking(&[]),
+            ranking(&["d3"]),
+        ]
+        .iter()
+        .map(|r| score_query(r, &q, 2))
+        .collect();
+        // Two steps, the running sums carried between them as JSON.
+        let mut totals = Totals::default();
+        for s in &scores[..2] {
+            totals.add(s);
+        }
+        let mut totals: Totals =
+            serde_json::from_value(serde_json::to_value(totals).unwrap()).unwrap();
+        for s in &scores[2..] {
+            totals.add(s);
+        }
+        let (stepped, whole) = (totals.mean(), mean(&scores));
+        assert_eq!(stepped.queries, 4);
+        for (a, b) in [
+            (stepped.ndcg, whole.ndcg),
+            (stepped.recall, whole.recall),
+            (stepped.recall_100, whole.recall_100),
+            (stepped.mrr, whole.mrr),
+        ] {
+            close(a, b);
+        }
+        assert!(whole.ndcg > 0.0 && whole.ndcg < 1.0);
     }
 }
