@@ -233,7 +233,9 @@ pub async fn analytics(
 }
 
 /// Counts a widget visitor's message against the project's per-minute limit: one small document per
-/// visitor and minute, incremented with its revision (a conflict re-reads and retries).
+/// visitor holding the current minute and its count (a new minute starts again from zero, so the
+/// documents do not pile up minute by minute), updated with its revision (a conflict re-reads and
+/// retries).
 pub async fn count_visitor(
     couch: &Couch,
     project: &str,
@@ -242,13 +244,14 @@ pub async fn count_visitor(
 ) -> Result<(), ApiError> {
     let now = now_ms();
     let minute = now / 60_000;
-    let id = format!(
-        "visitor:{project}:{}:{minute}",
-        guest::outbound::encode(visitor)
-    );
+    let id = format!("visitor:{project}:{}", guest::outbound::encode(visitor));
     for _ in 0..5 {
         let doc = couch.get(&id).await?;
-        let count = doc.as_ref().and_then(|d| d["count"].as_u64()).unwrap_or(0);
+        let count = doc
+            .as_ref()
+            .filter(|d| d["minute"].as_u64() == Some(minute))
+            .and_then(|d| d["count"].as_u64())
+            .unwrap_or(0);
         if count >= u64::from(per_minute) {
             return Err(ApiError::TooManyRequests {
                 message: format!(
@@ -257,7 +260,8 @@ pub async fn count_visitor(
                 retry_after_secs: 60 - (now / 1000) % 60,
             });
         }
-        let mut next = json!({"_id": id, "type": "visitor_count", "count": count + 1, "expires": (minute + 2) * 60_000});
+        let mut next =
+            json!({"_id": id, "type": "visitor_count", "minute": minute, "count": count + 1});
         if let Some(rev) = doc.as_ref().and_then(|d| d["_rev"].as_str()) {
             next["_rev"] = json!(rev);
         }
