@@ -42,6 +42,7 @@ pub const CLAIMED: &[&str] = &[
     "test_nesting_nested_payload_query.py",
     "test_optional_vectors.py",
     "test_order_by.py",
+    "test_payload_operations.py",
     "test_payload_selector.py",
     "test_phrase_matching.py",
     "test_query.py",
@@ -135,10 +136,6 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
     (
         "test_payload_indexing.py",
         "not yet: datetime ranges and re-indexing on payload update",
-    ),
-    (
-        "test_payload_operations.py",
-        "not yet: set_payload keys with array indexes (`a[0].b`)",
     ),
     (
         "test_prefix_match.py",

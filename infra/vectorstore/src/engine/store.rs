@@ -476,24 +476,78 @@ pub enum PayloadChange {
     Clear,
 }
 
+/// Which items of an array a step of a set-payload key goes into.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Item {
+    /// The value itself (`name`).
+    Whole,
+    /// One item (`name[2]`).
+    At(usize),
+    /// Every item (`name[]`).
+    Every,
+}
+
+/// One step of a set-payload key: `name`, `name[N]` or `name[]`.
+fn step(part: &str) -> (&str, Item) {
+    if let Some(name) = part.strip_suffix("[]") {
+        return (name, Item::Every);
+    }
+    if let Some((name, index)) = part.strip_suffix(']').and_then(|p| p.rsplit_once('['))
+        && let Ok(index) = index.parse()
+    {
+        return (name, Item::At(index));
+    }
+    (part, Item::Whole)
+}
+
+fn as_object(value: &mut Value) -> &mut Map<String, Value> {
+    if !value.is_object() {
+        *value = Value::Object(Map::new());
+    }
+    value.as_object_mut().expect("made an object above")
+}
+
+/// Sets `values` at the object `steps` lead to from `target`: a missing or non-object step becomes
+/// an object; an array step names an item (out of range: nothing is set) or every item.
+fn set_into(target: &mut Map<String, Value>, steps: &[(&str, Item)], values: &Map<String, Value>) {
+    let Some(((name, item), rest)) = steps.split_first() else {
+        for (k, v) in values {
+            target.insert(k.clone(), v.clone());
+        }
+        return;
+    };
+    match item {
+        Item::Whole => {
+            let entry = target
+                .entry(name.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            set_into(as_object(entry), rest, values);
+        }
+        Item::At(index) => {
+            if let Some(Value::Array(items)) = target.get_mut(*name)
+                && let Some(item) = items.get_mut(*index)
+            {
+                set_into(as_object(item), rest, values);
+            }
+        }
+        Item::Every => {
+            if let Some(Value::Array(items)) = target.get_mut(*name) {
+                for item in items {
+                    set_into(as_object(item), rest, values);
+                }
+            }
+        }
+    }
+}
+
 impl PayloadChange {
     fn apply(&self, payload: &Map<String, Value>) -> Map<String, Value> {
         match self {
             PayloadChange::Set { values, key } => {
                 let mut next = payload.clone();
-                let mut target = &mut next;
-                for part in key.iter().flat_map(|k| k.split('.')) {
-                    let entry = target
-                        .entry(part.to_string())
-                        .or_insert_with(|| Value::Object(Map::new()));
-                    if !entry.is_object() {
-                        *entry = Value::Object(Map::new());
-                    }
-                    target = entry.as_object_mut().expect("made an object above");
-                }
-                for (k, v) in values {
-                    target.insert(k.clone(), v.clone());
-                }
+                let steps: Vec<(&str, Item)> =
+                    key.iter().flat_map(|k| k.split('.')).map(step).collect();
+                set_into(&mut next, &steps, values);
                 next
             }
             PayloadChange::Overwrite(values) => values.clone(),

@@ -522,6 +522,44 @@ fn payload_changes_apply_persist_and_keep_indexes_right() {
         payload_of(&store, 1)["meta"],
         json!({"source": {"page": 3}})
     );
+    // Into one item of an array, into every item, and past its end (nothing).
+    store
+        .update_payload(
+            "c",
+            ids(&[1]),
+            &PayloadChange::Set {
+                values: map(json!({"parts": [{"a": 1}, {"b": 2}]})),
+                key: Some("meta".into()),
+            },
+        )
+        .unwrap();
+    for (key, values) in [
+        ("meta.parts[1]", json!({"b": 3})),
+        ("meta.parts[].seen", json!({"yes": true})),
+        ("meta.parts[5]", json!({"c": 4})),
+    ] {
+        store
+            .update_payload(
+                "c",
+                ids(&[1]),
+                &PayloadChange::Set {
+                    values: map(values),
+                    key: Some(key.into()),
+                },
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        payload_of(&store, 1)["meta"]["parts"],
+        json!([{"a": 1, "seen": {"yes": true}}, {"b": 3, "seen": {"yes": true}}])
+    );
+    store
+        .update_payload(
+            "c",
+            ids(&[1]),
+            &PayloadChange::Delete(vec!["meta.parts".into()]),
+        )
+        .unwrap();
     store
         .update_payload(
             "c",
