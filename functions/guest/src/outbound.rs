@@ -94,3 +94,23 @@ pub fn encode(text: &str) -> String {
     }
     out
 }
+
+/// Starts a step of a long job: a `POST` to `url` (the component itself, through Spin's local
+/// service chaining) carrying the job's `token` in `header`, sent once the current request has been
+/// answered (the task runs after the handler returns, until the step has answered).
+pub fn start_step(url: String, header: &'static str, token: String) {
+    spin_sdk::wit_bindgen::spawn(async move {
+        if let Err(error) = send("POST", &url, &[(header, token.as_str())], Bytes::new()).await {
+            eprintln!("starting the job step {url} failed: {error}");
+        }
+    });
+}
+
+/// The text of a request header, empty when absent or not text.
+pub fn header_text(headers: &http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}

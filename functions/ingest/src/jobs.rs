@@ -293,24 +293,12 @@ impl Jobs<'_, '_> {
     }
 }
 
-/// Starts the job's next step as a chained request, once this request has been answered (the task
-/// runs after the handler returns, until the step has answered).
+/// Starts the job's next step as a chained request, once this request has been answered.
 fn kick(project: &str, job: &Value) {
     let url = format!(
         "http://ingest.spin.internal/v1/projects/{project}/jobs/{}/step",
         job["id"].as_str().unwrap_or_default()
     );
     let token = job["token"].as_str().unwrap_or_default().to_string();
-    spin_sdk::wit_bindgen::spawn(async move {
-        let answer = guest::outbound::send(
-            "POST",
-            &url,
-            &[(TOKEN_HEADER, token.as_str())],
-            bytes::Bytes::new(),
-        )
-        .await;
-        if let Err(error) = answer {
-            eprintln!("ingest: starting a job step failed: {error}");
-        }
-    });
+    guest::outbound::start_step(url, TOKEN_HEADER, token);
 }

@@ -190,12 +190,7 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
     let job = found.param("job").unwrap_or_default().to_string();
     if let E::Step = endpoint {
         // A job's step is the component calling itself: it proves itself with the job's token.
-        let token = request
-            .headers()
-            .get(jobs::TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let token = guest::outbound::header_text(request.headers(), jobs::TOKEN_HEADER);
         shared::auth::validate_id(&project, "project")?;
         let stores = Stores::load().await?;
         let documents = Documents {

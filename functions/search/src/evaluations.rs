@@ -270,26 +270,14 @@ async fn advance(stores: &Stores, project: &str, record: &mut Value) -> Result<(
     Ok(())
 }
 
-/// Starts the job's next step as a chained request, once this request has been answered (the task
-/// runs after the handler returns, until the step has answered).
+/// Starts the job's next step as a chained request, once this request has been answered.
 fn kick(project: &str, record: &Value) {
     let url = format!(
         "http://search.spin.internal/v1/projects/{project}/evaluations/{}/step",
         record["id"].as_str().unwrap_or_default()
     );
     let token = record["token"].as_str().unwrap_or_default().to_string();
-    spin_sdk::wit_bindgen::spawn(async move {
-        let answer = guest::outbound::send(
-            "POST",
-            &url,
-            &[(TOKEN_HEADER, token.as_str())],
-            Default::default(),
-        )
-        .await;
-        if let Err(error) = answer {
-            eprintln!("search: starting an evaluation step failed: {error}");
-        }
-    });
+    guest::outbound::start_step(url, TOKEN_HEADER, token);
 }
 
 /// The project's kept evaluations, newest id order, results included.

@@ -107,12 +107,7 @@ async fn answer(request: Request, started: Instant) -> Result<Reply, ApiError> {
     let id = found.param("id").unwrap_or_default().to_string();
     if let E::EvaluationStep = endpoint {
         // A job's step is the component calling itself: it proves itself with the job's token.
-        let token = request
-            .headers()
-            .get(evaluations::TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let token = guest::outbound::header_text(request.headers(), evaluations::TOKEN_HEADER);
         shared::auth::validate_id(&project, "project")?;
         shared::auth::validate_id(&id, "evaluation")?;
         let stores = engine::Stores::load().await?;
