@@ -65,6 +65,46 @@ pub enum FieldCheck {
         lt: Option<f64>,
         lte: Option<f64>,
     },
+    /// `range` with datetime bounds: a datetime string within them (microseconds since the epoch).
+    DateRange {
+        gt: Option<f64>,
+        gte: Option<f64>,
+        lt: Option<f64>,
+        lte: Option<f64>,
+    },
+}
+
+/// A datetime as Qdrant reads one, in microseconds since the epoch: RFC 3339
+/// (`2024-05-01T10:00:00Z`, `...+02:00`), the same with a space for the `T`, without seconds, or
+/// without a zone (taken as UTC), or a plain date. Parsed by chrono, not by hand.
+pub(crate) fn datetime_micros(text: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_micros());
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M%:z",
+        "%Y-%m-%d %H:%M%:z",
+    ] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t.timestamp_micros());
+        }
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp_micros());
+        }
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_micros())
 }
 
 fn bad(message: impl Into<String>) -> VecError {
@@ -218,16 +258,31 @@ fn parse_condition(value: &Value) -> Result<Condition, VecError> {
         let range = range
             .as_object()
             .ok_or_else(|| bad("range and values_count must be objects"))?;
+        let counts = counting.is_some() && object.get("range").is_none();
+        // Bounds are all numbers, or (a range only) all datetimes.
+        let dates = !counts && range.values().any(Value::is_string);
         let bound = |name: &str| -> Result<Option<f64>, VecError> {
             match range.get(name) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) => Ok(n.as_f64()),
+                Some(Value::Number(n)) if !dates => Ok(n.as_f64()),
+                Some(Value::String(text)) if dates => datetime_micros(text)
+                    .map(|m| Some(m as f64))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "range.{name}: `{text}` is not a datetime (RFC 3339, or YYYY-MM-DD[ HH:MM[:SS]])"
+                        ))
+                    }),
+                Some(_) if dates => Err(bad(format!(
+                    "range.{name} must be a datetime like the other bounds"
+                ))),
                 Some(_) => Err(bad(format!("range.{name} must be a number"))),
             }
         };
         let (gt, gte, lt, lte) = (bound("gt")?, bound("gte")?, bound("lt")?, bound("lte")?);
-        let check = if counting.is_some() && object.get("range").is_none() {
+        let check = if counts {
             FieldCheck::Count { gt, gte, lt, lte }
+        } else if dates {
+            FieldCheck::DateRange { gt, gte, lt, lte }
         } else {
             FieldCheck::Range { gt, gte, lt, lte }
         };
@@ -403,6 +458,11 @@ impl Condition {
                     FieldCheck::Range { gt, gte, lt, lte } => values
                         .iter()
                         .any(|v| v.as_f64().is_some_and(|x| within(x, *gt, *gte, *lt, *lte))),
+                    FieldCheck::DateRange { gt, gte, lt, lte } => values.iter().any(|v| {
+                        v.as_str()
+                            .and_then(datetime_micros)
+                            .is_some_and(|m| within(m as f64, *gt, *gte, *lt, *lte))
+                    }),
                     FieldCheck::Count { gt, gte, lt, lte } => {
                         let count = values.iter().filter(|v| !v.is_null()).count();
                         within(count as f64, *gt, *gte, *lt, *lte)
@@ -450,6 +510,29 @@ mod tests {
         assert!(!check(phrase("quick fox"), payload.clone()));
         assert!(!check(phrase(""), payload.clone()));
         assert!(check(text("fox quick"), payload.clone()));
+    }
+
+    #[test]
+    fn datetime_ranges_compare_instants_whatever_the_format() {
+        let range = |r: Value| json!({"must": [{"key": "at", "range": r}]});
+        let at = |t: &str| json!({"at": t});
+        // 08:00 at +02:00 is 06:00 UTC; a value without a zone is UTC, without seconds :00.
+        let six = json!({"gte": "2015-02-01T06:00:00", "lte": "2015-02-01 06:00"});
+        assert!(check(range(six.clone()), at("2015-02-01T08:00:00+02:00")));
+        assert!(check(range(six.clone()), at("2015-02-01T06:00")));
+        assert!(!check(range(six), at("2015-02-01T06:00:01Z")));
+        assert!(check(
+            range(json!({"lt": "2015-01-02"})),
+            at("2015-01-01T23:59:59.9Z")
+        ));
+        assert!(!check(range(json!({"gt": "2015-01-01"})), at("not a date")));
+        for wrong in [
+            json!({"gte": "Thu, 01 Jan 2015 01:00:00 +0100"}),
+            json!({"gte": "1420070400"}),
+            json!({"gte": "2015-01-01", "lte": 5}),
+        ] {
+            assert!(parse(&range(wrong.clone())).is_err(), "{wrong}");
+        }
     }
 
     #[test]

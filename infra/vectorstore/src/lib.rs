@@ -694,27 +694,10 @@ fn scroll(store: &Store, name: &str, body: &Value) -> Result<Value, VecError> {
 /// What `order_by` sorts on: a number, or a datetime as microseconds since the epoch.
 fn order_value(value: &Value, schema: &str) -> Option<f64> {
     match (schema, value) {
-        ("datetime", Value::String(text)) => datetime_micros(text).map(|m| m as f64),
+        ("datetime", Value::String(text)) => filter::datetime_micros(text).map(|m| m as f64),
         (_, Value::Number(n)) => n.as_f64(),
         _ => None,
     }
-}
-
-/// RFC 3339 (`2024-05-01T10:00:00Z`), the same without a zone (taken as UTC), or a plain date.
-fn datetime_micros(text: &str) -> Option<i64> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime};
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(t.timestamp_micros());
-    }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
-            return Some(t.and_utc().timestamp_micros());
-        }
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp_micros())
 }
 
 /// `scroll` with `order_by`, as Qdrant serves it: every (point, value) pair of the key's values in
