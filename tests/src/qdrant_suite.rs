@@ -52,6 +52,7 @@ pub const CLAIMED: &[&str] = &[
     "test_sparse_dense_batch_update.py",
     "test_sparse_update.py",
     "test_sparse_vector_large.py",
+    "test_sparse_vector_validations.py",
     "test_timeout.py",
     "test_uuid_ops.py",
     "test_validate_schema.py",
@@ -177,10 +178,6 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
     (
         "test_sparse_vector_persistence.py",
         "not yet: Qdrant's wording for dense/sparse name clashes",
-    ),
-    (
-        "test_sparse_vector_validations.py",
-        "not yet: sparse datatype validation",
     ),
     (
         "test_stopwords.py",

@@ -117,7 +117,9 @@ impl Collection {
                     if self.config.dense.contains_key(name) {
                         dense_or_multi(&mut vectors, name, v)?;
                     } else if self.config.sparse.contains_key(name) {
-                        vectors.sparse.insert(name.clone(), SparseVector::parse(v)?);
+                        vectors
+                            .sparse
+                            .insert(name.clone(), SparseVector::parse(v, Some(place))?);
                     } else {
                         return Err(VecError::wrong_input(format!(
                             "Not existing vector name error: {name}"

@@ -115,6 +115,17 @@ impl Config {
                             )));
                         }
                     };
+                    // Sparse values are kept as f32: a request for another datatype is refused,
+                    // not quietly stored at a different precision.
+                    match &params["index"]["datatype"] {
+                        Value::Null => {}
+                        d if d == "float32" => {}
+                        d => {
+                            return Err(VecError::bad_request(format!(
+                                "Bad request: sparse vectors do not support the datatype {d} in this store (float32 only)"
+                            )));
+                        }
+                    }
                     if dense.contains_key(name) {
                         return Err(VecError::wrong_input(format!(
                             "vector name `{name}` is used by a dense and a sparse vector"

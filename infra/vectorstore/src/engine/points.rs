@@ -13,7 +13,15 @@ pub struct SparseVector {
 }
 
 impl SparseVector {
-    pub(super) fn parse(value: &Value) -> Result<Self> {
+    /// Parses `{indices, values}`; `place` names the point a write gives it for (`points[3]`), in
+    /// the shape errors are reported in as Qdrant's request validation does (422).
+    pub(super) fn parse(value: &Value, place: Option<&str>) -> Result<Self> {
+        let invalid = |field: &str, rule: &str, fallback: &str| match place {
+            Some(place) => VecError::validation(format!(
+                "[{place}.vector.?.{field}: Validation error: {rule} [{{}}]]"
+            )),
+            None => VecError::wrong_input(fallback),
+        };
         let bad = |m: &str| VecError::bad_request(format!("Format error in JSON body: {m}"));
         let indices = value["indices"]
             .as_array()
@@ -22,7 +30,9 @@ impl SparseVector {
             .as_array()
             .ok_or_else(|| bad("a sparse vector needs `values`"))?;
         if indices.len() != values.len() {
-            return Err(VecError::wrong_input(
+            return Err(invalid(
+                "values",
+                "must be the same length as indices",
                 "sparse vector indices and values differ in length",
             ));
         }
@@ -37,7 +47,9 @@ impl SparseVector {
         }
         pairs.sort_by_key(|p| p.0);
         if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
-            return Err(VecError::wrong_input(
+            return Err(invalid(
+                "indices",
+                "must be unique",
                 "sparse vector indices must be unique",
             ));
         }

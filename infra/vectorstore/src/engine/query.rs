@@ -24,7 +24,7 @@ impl QueryVector {
             }
             Value::Array(_) => Ok(QueryVector::Dense(dense_values(value)?)),
             Value::Object(o) if o.contains_key("indices") => {
-                Ok(QueryVector::Sparse(SparseVector::parse(value)?))
+                Ok(QueryVector::Sparse(SparseVector::parse(value, None)?))
             }
             _ => Err(VecError::bad_request(
                 "Format error in JSON body: a query vector is a list of numbers or a sparse {indices, values}",
