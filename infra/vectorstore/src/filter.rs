@@ -50,6 +50,8 @@ pub enum FieldCheck {
     /// `match: {phrase}`: the field's words hold the query's words in order, next to each other (an
     /// empty phrase matches nothing).
     Phrase(Vec<String>),
+    /// `match: {prefix}`: a string value starts with it (the empty prefix: any string value).
+    Prefix(String),
     /// `values_count`: how many values the field holds (an array's length, 1 for a scalar) is within
     /// the bounds.
     Count {
@@ -246,9 +248,14 @@ fn parse_condition(value: &Value) -> Result<Condition, VecError> {
                 .as_str()
                 .ok_or_else(|| bad("match.phrase must be a string"))?;
             FieldCheck::Phrase(words(phrase))
+        } else if let Some(prefix) = matching.get("prefix") {
+            let prefix = prefix
+                .as_str()
+                .ok_or_else(|| bad("match.prefix must be a string"))?;
+            FieldCheck::Prefix(prefix.to_string())
         } else {
             return Err(bad(
-                "match needs one of `value`, `any`, `except`, `text` or `phrase`",
+                "match needs one of `value`, `any`, `except`, `text`, `phrase` or `prefix`",
             ));
         };
         return Ok(Condition::Field { key, check });
@@ -445,6 +452,10 @@ impl Condition {
                             query.iter().all(|w| have.contains(w))
                         })
                     }),
+                    FieldCheck::Prefix(prefix) => values.iter().any(|v| {
+                        v.as_str()
+                            .is_some_and(|text| text.starts_with(prefix.as_str()))
+                    }),
                     FieldCheck::Phrase(query) => {
                         !query.is_empty()
                             && values.iter().any(|v| {
@@ -510,6 +521,18 @@ mod tests {
         assert!(!check(phrase("quick fox"), payload.clone()));
         assert!(!check(phrase(""), payload.clone()));
         assert!(check(text("fox quick"), payload.clone()));
+    }
+
+    #[test]
+    fn match_prefix_wants_a_string_value_that_starts_with_it() {
+        let prefix = |p: &str| json!({"must": [{"key": "url", "match": {"prefix": p}}]});
+        let urls = json!({"url": ["http://example.com", "https://qdrant.tech/blog"]});
+        assert!(check(prefix("https://q"), urls.clone()));
+        assert!(check(prefix(""), urls.clone()));
+        assert!(!check(prefix("ftp://"), urls));
+        assert!(!check(prefix(""), json!({"url": 5})));
+        assert!(!check(prefix("h"), json!({})));
+        assert!(parse(&json!({"must": [{"key": "url", "match": {"prefix": 1}}]})).is_err());
     }
 
     #[test]
