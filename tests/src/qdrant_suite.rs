@@ -32,6 +32,7 @@ pub const CLAIMED: &[&str] = &[
     "test_filter_has_vector.py",
     "test_filter_is_empty.py",
     "test_filter_min_should.py",
+    "test_filter_slice.py",
     "test_filter_values_count.py",
     "test_filter_values_count_missing_field.py",
     "test_filtered_delete.py",
@@ -89,7 +90,6 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
     ),
     ("test_discover.py", "unclaimed: discovery search"),
     ("test_distance_matrix.py", "unclaimed: search matrix"),
-    ("test_filter_slice.py", "not yet: filter slicing"),
     (
         "test_fts.py",
         "not yet: full-text index options (tokenizers, match.any on text)",

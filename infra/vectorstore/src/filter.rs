@@ -24,6 +24,12 @@ pub enum Condition {
         check: FieldCheck,
     },
     HasId(HashSet<PointId>),
+    /// `{"slice": {"total": n, "index": i}}`: the point is in part `i` of the collection cut into
+    /// `n` parts by a stable hash of its id.
+    Slice {
+        total: u64,
+        index: u64,
+    },
     /// `{"has_vector": name}`: the point holds a vector of that name.
     HasVector(String),
     IsEmpty(String),
@@ -74,6 +80,15 @@ pub enum FieldCheck {
         lt: Option<f64>,
         lte: Option<f64>,
     },
+}
+
+/// Which of `total` slices a point is in: the first 8 bytes of the SHA-256 of its id as JSON.
+fn slice_of(id: &PointId, total: u64) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.to_json().to_string().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first) % total
 }
 
 /// A datetime as Qdrant reads one, in microseconds since the epoch: RFC 3339
@@ -168,6 +183,20 @@ fn parse_condition(value: &Value) -> Result<Condition, VecError> {
             .map(PointId::parse)
             .collect::<Result<HashSet<_>, _>>()?;
         return Ok(Condition::HasId(ids));
+    }
+    if let Some(slice) = object.get("slice") {
+        let number = |name: &str| slice[name].as_u64();
+        let total = number("total")
+            .filter(|t| *t >= 1)
+            .ok_or_else(|| bad("slice.total must be a positive integer"))?;
+        let index =
+            number("index").ok_or_else(|| bad("slice.index must be a non-negative integer"))?;
+        if index >= total {
+            return Err(VecError::validation(format!(
+                "[slice.index: must be less than total ({total})]"
+            )));
+        }
+        return Ok(Condition::Slice { total, index });
     }
     if let Some(name) = object.get("has_vector") {
         let name = name
@@ -427,6 +456,7 @@ impl Condition {
     ) -> bool {
         match self {
             Condition::HasId(ids) => ids.contains(id),
+            Condition::Slice { total, index } => slice_of(id, *total) == *index,
             Condition::HasVector(name) => has_vector(name),
             Condition::Nested(filter) => filter.matches_point(id, payload, has_vector),
             Condition::NestedItems { key, filter } => values_at(payload, key)
@@ -521,6 +551,39 @@ mod tests {
         assert!(!check(phrase("quick fox"), payload.clone()));
         assert!(!check(phrase(""), payload.clone()));
         assert!(check(text("fox quick"), payload.clone()));
+    }
+
+    #[test]
+    fn slices_partition_the_points_and_are_checked() {
+        let slice = |total: u64, index: u64| {
+            parse(&json!({"must": [{"slice": {"total": total, "index": index}}]}))
+                .unwrap()
+                .unwrap()
+        };
+        let ids: Vec<PointId> = (0..200u64)
+            .map(PointId::Num)
+            .chain((0..50).map(|i| PointId::Uuid(format!("00000000-0000-0000-0000-{i:012}"))))
+            .collect();
+        let empty = Map::new();
+        let mut sizes = Vec::new();
+        for id in &ids {
+            let parts: Vec<u64> = (0..4)
+                .filter(|i| slice(4, *i).matches(id, &empty))
+                .collect();
+            assert_eq!(parts.len(), 1, "{id:?} is in exactly one slice");
+            sizes.push(parts[0]);
+        }
+        for part in 0..4 {
+            let n = sizes.iter().filter(|p| **p == part).count();
+            assert!((30..=95).contains(&n), "slice {part} holds {n} of 250");
+        }
+        for (body, status) in [
+            (json!({"total": 4, "index": 4}), 422),
+            (json!({"total": 0, "index": 0}), 400),
+        ] {
+            let error = parse(&json!({"must": [{"slice": body}]})).unwrap_err();
+            assert_eq!(error.status, status, "{body}");
+        }
     }
 
     #[test]
