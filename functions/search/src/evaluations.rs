@@ -171,7 +171,14 @@ pub async fn run(
     record["attempts"] = json!(0);
     record["totals"] = json!(vec![Totals::default(); request.modes.len()]);
     record["token"] = json!(new_id(24));
-    record["_rev"] = json!(stores.couch.put(&record).await?);
+    match stores.couch.put(&record).await {
+        Ok(rev) => record["_rev"] = json!(rev),
+        Err(error) => {
+            // No job without its record: the request kept above goes too (best effort).
+            let _ = delete_spec(stores, project, &id).await;
+            return Err(error);
+        }
+    }
     kick(project, &record);
     Ok((202, public(&record)))
 }
@@ -222,16 +229,20 @@ pub async fn step(
     record["_rev"] = json!(stores.couch.put(&record).await?);
     if record["status"] == "running" {
         kick(project, &record);
-    } else if let Some(spec) = stores.couch.get(&spec_id(project, id)).await? {
+    } else {
         // Finished either way: the queries are not kept beyond their evaluation.
-        stores
-            .couch
-            .bulk(vec![
-                json!({"_id": spec["_id"], "_rev": spec["_rev"], "_deleted": true}),
-            ])
-            .await?;
+        delete_spec(stores, project, id).await?;
     }
     Ok(public(&record))
+}
+
+/// Deletes a job's kept request, if it is still there.
+async fn delete_spec(stores: &Stores, project: &str, id: &str) -> Result<(), ApiError> {
+    if let Some(spec) = stores.couch.get(&spec_id(project, id)).await? {
+        let gone = json!({"_id": spec["_id"], "_rev": spec["_rev"], "_deleted": true});
+        stores.couch.bulk(vec![gone]).await?;
+    }
+    Ok(())
 }
 
 async fn advance(stores: &Stores, project: &str, record: &mut Value) -> Result<(), ApiError> {

@@ -86,15 +86,11 @@ pub fn score_query(ranking: &[String], judged: &Judgements, k: usize) -> QuerySc
 
 /// The mean of per-query scores.
 pub fn mean(scores: &[QueryScores]) -> Scores {
-    let n = scores.len().max(1) as f64;
-    let sum = |f: fn(&QueryScores) -> f64| scores.iter().map(f).sum::<f64>() / n;
-    Scores {
-        ndcg: sum(|s| s.ndcg),
-        recall: sum(|s| s.recall),
-        recall_100: sum(|s| s.recall_100),
-        mrr: sum(|s| s.rr),
-        queries: scores.len(),
+    let mut totals = Totals::default();
+    for s in scores {
+        totals.add(s);
     }
+    totals.mean()
 }
 
 /// Running sums of per-query scores, kept between the steps of an evaluation job.
