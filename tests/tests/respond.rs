@@ -846,15 +846,16 @@ async fn tokens_pass_through_as_decoded_and_a_client_that_leaves_stops_the_model
     );
     assert_eq!(active().await, 0);
 
-    // Leave after the first token: the model stops generating.
+    // Leave after the first token: the model stops generating, and what was answered is kept.
     let response = tests::send_request(addr, request(essay)).await.unwrap();
     let mut body = response.into_body();
+    let mut read = String::new();
     loop {
         let frame = body.frame().await.expect("a frame").unwrap();
-        if frame
-            .data_ref()
-            .is_some_and(|d| String::from_utf8_lossy(d).contains("event: delta"))
-        {
+        if let Some(data) = frame.data_ref() {
+            read.push_str(&String::from_utf8_lossy(data));
+        }
+        if read.contains("event: delta") {
             break;
         }
     }
@@ -869,4 +870,53 @@ async fn tokens_pass_through_as_decoded_and_a_client_that_leaves_stops_the_model
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(stopped, "the model kept generating for a client that left");
+    let opening = read
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .expect("the conversation event first");
+    let opening: Value = serde_json::from_str(opening).unwrap();
+    let conversation = opening["conversation"].as_str().unwrap();
+    let mut kept = Value::Null;
+    for _ in 0..30 {
+        let read = call(
+            addr,
+            "GET",
+            &format!("/v1/projects/{p}/conversations/{conversation}"),
+            Some(&tests::accounts::bearer(&owner.token)),
+            None,
+        )
+        .await;
+        if read.status == 200 {
+            kept = read.json();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let messages = kept["messages"]
+        .as_array()
+        .expect("the conversation was kept");
+    assert_eq!(messages.len(), 2, "{kept}");
+    assert_eq!(messages[0]["content"], essay);
+    assert_eq!(messages[1]["interrupted"], true, "{kept}");
+    let answered = messages[1]["content"].as_str().unwrap();
+    assert!(
+        !answered.is_empty(),
+        "the tokens read before leaving are kept"
+    );
+    let mut streamed = String::new();
+    let mut event = "";
+    for line in read.lines() {
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name;
+        } else if let Some(data) = line.strip_prefix("data: ")
+            && event == "delta"
+        {
+            let delta: Value = serde_json::from_str(data).unwrap();
+            streamed.push_str(delta["text"].as_str().unwrap());
+        }
+    }
+    assert!(
+        answered.starts_with(&streamed),
+        "the kept answer begins as the streamed one: {answered:?} / {streamed:?}"
+    );
 }

@@ -359,6 +359,7 @@ struct Run {
     usage: Usage,
     first_token_ms: Option<f64>,
     sent_ready: bool,
+    /// Whether the answer has ended: saved, or failed.
     over: bool,
 }
 
@@ -434,11 +435,41 @@ impl Run {
             },
         }
         self.over = true;
-        Some(self.finish().await)
+        Some(self.finish(false).await)
+    }
+
+    /// The client left: stops reading the model (dropping its response ends the generation) and
+    /// keeps the question and what was answered so far, marked interrupted (an answer that was
+    /// whole before it was sent, a fallback or a stored answer, is kept whole). An answer that had
+    /// already ended (saved, or failed) is left as it is.
+    async fn leave(mut self) {
+        if self.over {
+            return;
+        }
+        self.over = true;
+        let streamed = match &self.started.answer {
+            Answer::Streaming { passages, .. } => Some(passages.clone()),
+            Answer::Ready { text, usage, .. } => {
+                self.text = text.clone();
+                self.usage = *usage;
+                None
+            }
+        };
+        if let Some(passages) = &streamed {
+            self.started.answer = Answer::Ready {
+                text: self.text.clone(),
+                passages: passages.clone(),
+                source: Source::Model,
+                usage: self.usage,
+            };
+        }
+        if let Event::Failed(error) = self.finish(streamed.is_some()).await {
+            eprintln!("respond: the interrupted answer could not be kept: {error}");
+        }
     }
 
     /// Cites, saves the turn and reports the end.
-    async fn finish(&mut self) -> Event {
+    async fn finish(&mut self, interrupted: bool) -> Event {
         let started = &mut self.started;
         let (passages, source) = match &started.answer {
             Answer::Ready {
@@ -471,6 +502,7 @@ impl Run {
             usage: Some(self.usage),
             timings: Some(timings),
             feedback: None,
+            interrupted,
         };
         let id = started
             .conversation
@@ -499,20 +531,52 @@ impl Run {
     }
 }
 
+impl Run {
+    fn new(started: Started) -> Self {
+        Self {
+            started,
+            reader: CompletionStream::default(),
+            text: String::new(),
+            usage: Usage::default(),
+            first_token_ms: None,
+            sent_ready: false,
+            over: false,
+        }
+    }
+}
+
+/// The answer being read out, as a stream's state. A client that leaves mid-answer drops the stream,
+/// and with it this: the model's response goes (which stops its generation) and the turn is kept
+/// with what was answered by then, marked `interrupted`, by a task that outlives the stream (the
+/// host keeps the instance running until that task ends).
+struct Reading(Option<Run>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take()
+            && !run.over
+        {
+            spin_sdk::wasip3::spawn(run.leave());
+        }
+    }
+}
+
 /// The answer's events: text as it arrives, then the end (after the turn is saved), or a failure.
 pub fn events(started: Started) -> impl Stream<Item = Event> {
-    let run = Run {
-        started,
-        reader: CompletionStream::default(),
-        text: String::new(),
-        usage: Usage::default(),
-        first_token_ms: None,
-        sent_ready: false,
-        over: false,
-    };
-    futures::stream::unfold(run, |mut run| async move {
-        run.next().await.map(|event| (event, run))
+    futures::stream::unfold(Reading(Some(Run::new(started))), |mut reading| async move {
+        let event = reading.0.as_mut()?.next().await;
+        event.map(|event| (event, reading))
     })
+}
+
+/// Encodes events as bytes for the wire.
+pub fn encode<S, F>(events: S, mut encode: F) -> impl Stream<Item = Bytes>
+where
+    S: Stream<Item = Event>,
+    F: FnMut(Event) -> String,
+{
+    use futures::StreamExt;
+    events.map(move |event| Bytes::from(encode(event)))
 }
 
 /// The whole answer, for `stream: false`.
@@ -531,14 +595,4 @@ pub async fn whole(started: Started) -> Result<Outcome, ApiError> {
         "the answer ended without its end ({} bytes)",
         text.len()
     )))
-}
-
-/// Encodes events as bytes for the wire.
-pub fn encode<S, F>(events: S, mut encode: F) -> impl Stream<Item = Bytes>
-where
-    S: Stream<Item = Event>,
-    F: FnMut(Event) -> String,
-{
-    use futures::StreamExt;
-    events.map(move |event| Bytes::from(encode(event)))
 }

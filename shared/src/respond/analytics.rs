@@ -249,6 +249,7 @@ mod tests {
                 total_ms: total,
             }),
             feedback: None,
+            interrupted: false,
         }
     }
 

@@ -81,6 +81,9 @@ pub struct Message {
     pub timings: Option<Timings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<Feedback>,
+    /// The client left before the answer was whole: `content` is what had been answered by then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// Which door a conversation came in by.
@@ -162,6 +165,7 @@ impl Conversation {
             usage: None,
             timings: None,
             feedback: None,
+            interrupted: false,
         });
         answer.id = message_id(&self.id, self.messages.len());
         answer.created = now;
@@ -224,6 +228,9 @@ impl Conversation {
                 "**{who}** ({when}):\n\n{}\n\n",
                 message.content.trim()
             ));
+            if message.interrupted {
+                out.push_str("(The reader left before this answer was finished.)\n\n");
+            }
             if !message.citations.is_empty() {
                 out.push_str("Sources:\n\n");
                 for c in &message.citations {
@@ -353,6 +360,7 @@ mod tests {
             usage: None,
             timings: None,
             feedback: None,
+            interrupted: false,
         }
     }
 
@@ -420,6 +428,24 @@ mod tests {
 
         "#]]
         .assert_eq(&c.markdown());
+    }
+
+    #[test]
+    fn an_interrupted_answer_says_so_in_json_and_markdown() {
+        let mut c = Conversation::new("a", "p", None, Channel::Chat, 0);
+        let mut a = answer("Refunds are paid within");
+        a.interrupted = true;
+        c.add_turn("Refunds?", a, 0);
+        c.add_turn("And returns?", answer("Thirty days."), 0);
+        let view = c.view();
+        assert_eq!(view["messages"][1]["interrupted"], true);
+        assert!(view["messages"][3].get("interrupted").is_none());
+        let markdown = c.markdown();
+        assert_eq!(
+            markdown.matches("before this answer was finished").count(),
+            1
+        );
+        assert!(markdown.contains("Refunds are paid within\n\n(The reader left"));
     }
 
     #[test]
