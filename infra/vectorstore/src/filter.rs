@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::error::VecError;
 use crate::point_id::PointId;
+use crate::text::TextOptions;
 
 /// A filter: every `must` holds, at least one `should` (when there are any) holds, no `must_not`
 /// holds, and `min_should.min_count` of its conditions hold.
@@ -51,11 +52,13 @@ pub enum FieldCheck {
     Any(Vec<Value>),
     /// `match: {except}`: equal to none of the values.
     Except(Vec<Value>),
-    /// `match: {text}`: the field's text contains every word of the query.
-    Text(Vec<String>),
-    /// `match: {phrase}`: the field's words hold the query's words in order, next to each other (an
-    /// empty phrase matches nothing).
-    Phrase(Vec<String>),
+    /// `match: {text}`: the field's text holds every token of the query, both read as the field's
+    /// text index reads text (see [`TextOptions`]); a query of no tokens matches nothing.
+    Text(String),
+    /// `match: {text_any}`: the field's text holds one of the query's tokens.
+    TextAny(String),
+    /// `match: {phrase}`: the field's tokens hold the query's tokens in order, next to each other.
+    Phrase(String),
     /// `match: {prefix}`: a string value starts with it (the empty prefix: any string value).
     Prefix(String),
     /// `values_count`: how many values the field holds (an array's length, 1 for a scalar) is within
@@ -271,12 +274,17 @@ fn parse_condition(value: &Value) -> Result<Condition, VecError> {
             let text = text
                 .as_str()
                 .ok_or_else(|| bad("match.text must be a string"))?;
-            FieldCheck::Text(words(text))
+            FieldCheck::Text(text.to_string())
+        } else if let Some(text) = matching.get("text_any") {
+            let text = text
+                .as_str()
+                .ok_or_else(|| bad("match.text_any must be a string"))?;
+            FieldCheck::TextAny(text.to_string())
         } else if let Some(phrase) = matching.get("phrase") {
             let phrase = phrase
                 .as_str()
                 .ok_or_else(|| bad("match.phrase must be a string"))?;
-            FieldCheck::Phrase(words(phrase))
+            FieldCheck::Phrase(phrase.to_string())
         } else if let Some(prefix) = matching.get("prefix") {
             let prefix = prefix
                 .as_str()
@@ -284,7 +292,7 @@ fn parse_condition(value: &Value) -> Result<Condition, VecError> {
             FieldCheck::Prefix(prefix.to_string())
         } else {
             return Err(bad(
-                "match needs one of `value`, `any`, `except`, `text`, `phrase` or `prefix`",
+                "match needs one of `value`, `any`, `except`, `text`, `text_any`, `phrase` or `prefix`",
             ));
         };
         return Ok(Condition::Field { key, check });
@@ -357,14 +365,6 @@ fn scalars(value: &Value) -> Result<Vec<Value>, VecError> {
     Ok(items.clone())
 }
 
-/// Lower-cased words, for full-text matching.
-pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
-}
-
 /// The values at `key` in `payload`: a dotted path, where `name[]` (or any array on the way)
 /// fans out over the array's elements; arrays at the end yield their elements.
 pub fn values_at<'a>(payload: &'a Map<String, Value>, key: &str) -> Vec<&'a Value> {
@@ -418,19 +418,27 @@ impl Filter {
         })
     }
 
-    /// Whether a point with no vectors matches (tests of the payload logic).
+    /// Whether a point with no vectors, in a collection without text indexes, matches (tests of
+    /// the payload logic).
     pub fn matches(&self, id: &PointId, payload: &Map<String, Value>) -> bool {
-        self.matches_point(id, payload, &|_| false)
+        self.matches_point(
+            id,
+            payload,
+            &Context {
+                has_vector: &|_| false,
+                text: &|_| None,
+            },
+        )
     }
 
-    /// Whether the point matches; `has_vector` tells whether it holds a vector of a name.
+    /// Whether the point matches.
     pub fn matches_point(
         &self,
         id: &PointId,
         payload: &Map<String, Value>,
-        has_vector: &dyn Fn(&str) -> bool,
+        context: &Context<'_>,
     ) -> bool {
-        let test = |c: &Condition| c.matches(id, payload, has_vector);
+        let test = |c: &Condition| c.matches(id, payload, context);
         self.must.iter().all(test)
             && (self.should.is_empty() || self.should.iter().any(test))
             && !self.must_not.iter().any(test)
@@ -447,22 +455,42 @@ fn within(x: f64, gt: Option<f64>, gte: Option<f64>, lt: Option<f64>, lte: Optio
         && lte.is_none_or(|b| x <= b)
 }
 
+/// What checking a point needs besides its id and payload.
+pub struct Context<'a> {
+    /// Whether the point holds a vector of a name.
+    pub has_vector: &'a dyn Fn(&str) -> bool,
+    /// The text index options of a payload key, when it has a text index.
+    pub text: &'a dyn Fn(&str) -> Option<&'a TextOptions>,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+static DEFAULT_TEXT: std::sync::LazyLock<TextOptions> =
+    std::sync::LazyLock::new(TextOptions::default);
+
 impl Condition {
-    fn matches(
-        &self,
-        id: &PointId,
-        payload: &Map<String, Value>,
-        has_vector: &dyn Fn(&str) -> bool,
-    ) -> bool {
+    fn matches(&self, id: &PointId, payload: &Map<String, Value>, context: &Context<'_>) -> bool {
         match self {
             Condition::HasId(ids) => ids.contains(id),
             Condition::Slice { total, index } => slice_of(id, *total) == *index,
-            Condition::HasVector(name) => has_vector(name),
-            Condition::Nested(filter) => filter.matches_point(id, payload, has_vector),
-            Condition::NestedItems { key, filter } => values_at(payload, key)
-                .into_iter()
-                .filter_map(Value::as_object)
-                .any(|item| filter.matches_point(id, item, has_vector)),
+            Condition::HasVector(name) => (context.has_vector)(name),
+            Condition::Nested(filter) => filter.matches_point(id, payload, context),
+            Condition::NestedItems { key, filter } => {
+                // Keys inside read from each item; their text indexes are named `key[].inner`.
+                let text = |inner: &str| (context.text)(&format!("{key}[].{inner}"));
+                let inside = Context {
+                    has_vector: context.has_vector,
+                    text: &text,
+                };
+                values_at(payload, key)
+                    .into_iter()
+                    .filter_map(Value::as_object)
+                    .any(|item| filter.matches_point(id, item, &inside))
+            }
             Condition::IsEmpty(key) => values_at(payload, key).iter().all(|v| v.is_null()),
             Condition::IsNull(key) => {
                 let values = values_at(payload, key);
@@ -476,23 +504,37 @@ impl Condition {
                     FieldCheck::Except(options) => {
                         !values.is_empty() && values.iter().all(|v| !options.contains(v))
                     }
-                    FieldCheck::Text(query) => values.iter().any(|v| {
-                        v.as_str().is_some_and(|text| {
-                            let have = words(text);
-                            query.iter().all(|w| have.contains(w))
-                        })
-                    }),
+                    FieldCheck::Text(query) | FieldCheck::TextAny(query) => {
+                        let options = (context.text)(key).unwrap_or(&DEFAULT_TEXT);
+                        let wanted = options.tokens(query);
+                        let any = matches!(check, FieldCheck::TextAny(_));
+                        !wanted.is_empty()
+                            && values.iter().any(|v| {
+                                v.as_str().is_some_and(|text| {
+                                    let have = options.tokens(text);
+                                    let holds = |w: &String| options.has(&have, w);
+                                    if any {
+                                        wanted.iter().any(holds)
+                                    } else {
+                                        wanted.iter().all(holds)
+                                    }
+                                })
+                            })
+                    }
                     FieldCheck::Prefix(prefix) => values.iter().any(|v| {
                         v.as_str()
                             .is_some_and(|text| text.starts_with(prefix.as_str()))
                     }),
                     FieldCheck::Phrase(query) => {
-                        !query.is_empty()
+                        let options = (context.text)(key).unwrap_or(&DEFAULT_TEXT);
+                        let wanted = options.tokens(query);
+                        !wanted.is_empty()
                             && values.iter().any(|v| {
                                 v.as_str().is_some_and(|text| {
-                                    words(text)
-                                        .windows(query.len())
-                                        .any(|w| w == query.as_slice())
+                                    options
+                                        .tokens(text)
+                                        .windows(wanted.len())
+                                        .any(|w| w == wanted.as_slice())
                                 })
                             })
                     }

@@ -16,6 +16,7 @@ mod error;
 pub mod filter;
 mod number;
 mod point_id;
+pub mod text;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -150,6 +151,9 @@ async fn handle(
         );
     }
 
+    if let Err(e) = check_request_line(&segments, request.uri().query()) {
+        return error(&e, started);
+    }
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
@@ -173,6 +177,37 @@ async fn handle(
         Ok(result) => ok(result, started),
         Err(e) => error(&e, started),
     }
+}
+
+/// Qdrant's checks of the path and query parameters, before the body is read: a collection name
+/// of at most 255 bytes, and a `timeout` of at least one second.
+fn check_request_line(segments: &[String], query: Option<&str>) -> Result<(), VecError> {
+    if let [first, name, ..] = segments
+        && first == "collections"
+        && name.len() > 255
+    {
+        return Err(VecError {
+            status: 422,
+            message: format!(
+                "Validation error in path parameters: [collection_name: value is {} bytes long, \
+                 must be at most 255]",
+                name.len()
+            ),
+        });
+    }
+    for pair in query.unwrap_or_default().split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "timeout" && !value.parse::<u64>().is_ok_and(|t| t >= 1) {
+            return Err(VecError {
+                status: 422,
+                message: format!(
+                    "Validation error in query parameters: [timeout: value {value} invalid, \
+                     must be 1 or larger]"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn ok_raw(body: Value) -> Response<Full<Bytes>> {
@@ -246,6 +281,12 @@ fn route(
         }
         (Method::DELETE, ["collections", name, "index", field]) => {
             Ok(completed(store.delete_index(name, field)?))
+        }
+        (Method::PUT, ["collections", name, "vectors", vector]) => Ok(completed(
+            store.create_vector(name, vector, &parse_body(body)?)?,
+        )),
+        (Method::DELETE, ["collections", name, "vectors", vector]) => {
+            Ok(completed(store.delete_vector(name, vector)?))
         }
         (Method::PUT, ["collections", name, "points"]) => upsert(store, name, &parse_body(body)?),
         (Method::POST, ["collections", name, "points"]) => {

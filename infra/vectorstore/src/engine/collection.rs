@@ -10,7 +10,7 @@ use super::points::{NewPoint, PointVectors, SparseVector, dense_values, multi_va
 use super::query::{QueryVector, Search, With, WithVectors};
 use super::sparse::{SparseIndex, intersect_sorted};
 use crate::error::{Result, VecError};
-use crate::filter::Filter;
+use crate::filter::{self, Filter};
 use crate::point_id::PointId;
 
 /// A scan ranked by 8-bit codes rescores `want * RESCORE_FACTOR + RESCORE_EXTRA` points exactly.
@@ -114,6 +114,11 @@ impl Collection {
             }
             Value::Object(named) => {
                 for (name, v) in named {
+                    if v.is_object() && !self.config.sparse.contains_key(name) {
+                        // A sparse vector's shape is checked before its name, as Qdrant's request
+                        // validation does (422 before 400).
+                        SparseVector::parse(v, Some(place))?;
+                    }
                     if self.config.dense.contains_key(name) {
                         dense_or_multi(&mut vectors, name, v)?;
                     } else if self.config.sparse.contains_key(name) {
@@ -135,11 +140,15 @@ impl Collection {
             }
         }
         for (name, v) in &mut vectors.dense {
-            fit(&self.config.dense[name], v)?;
+            let params = &self.config.dense[name];
+            params.datatype.store(v);
+            fit(params, v)?;
         }
         for (name, list) in &mut vectors.multi {
+            let params = &self.config.dense[name];
             for v in list {
-                fit(&self.config.dense[name], v)?;
+                params.datatype.store(v);
+                fit(params, v)?;
             }
         }
         Ok(vectors)
@@ -207,6 +216,61 @@ impl Collection {
         Some(old.id)
     }
 
+    /// Takes `config`, which adds the vector `name` to this collection's: an empty index for it.
+    pub(super) fn add_vector(&mut self, config: Config, name: &str) -> Result<()> {
+        if let Some(params) = config.dense.get(name).filter(|p| !p.multivector) {
+            self.dense.insert(
+                name.to_string(),
+                DenseIndex::new(params.clone(), config.hnsw)?,
+            );
+        }
+        if let Some(idf) = config.sparse.get(name) {
+            self.sparse.insert(
+                name.to_string(),
+                SparseIndex {
+                    idf: *idf,
+                    ..SparseIndex::default()
+                },
+            );
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    /// The slots of points that hold a value for vector `name`.
+    pub(super) fn slots_holding(&self, name: &str) -> Vec<u32> {
+        (0..self.slots.len() as u32)
+            .filter(|&slot| {
+                self.slot(slot).is_some_and(|s| {
+                    s.sparse.contains_key(name)
+                        || s.multi.contains_key(name)
+                        || self
+                            .dense
+                            .get(name)
+                            .is_some_and(|index| index.vector(slot).is_some())
+                })
+            })
+            .collect()
+    }
+
+    /// Takes `config`, which no longer has the vector `name`: its index and every point's value go.
+    pub(super) fn remove_vector(&mut self, config: Config, name: &str) {
+        self.dense.remove(name);
+        self.sparse.remove(name);
+        for slot in self.slots.iter_mut().flatten() {
+            slot.sparse.remove(name);
+            slot.multi.remove(name);
+        }
+        for index in self.indexes.values_mut() {
+            if let Some(tenants) = &mut index.tenants {
+                for groups in tenants.values_mut() {
+                    groups.remove(name);
+                }
+            }
+        }
+        self.config = config;
+    }
+
     /// A new payload for a point that stays where it is: its payload indexes follow.
     pub(super) fn replace_payload(&mut self, slot: u32, version: u64, payload: Map<String, Value>) {
         let Some(Some(current)) = self.slots.get_mut(slot as usize) else {
@@ -227,14 +291,22 @@ impl Collection {
     /// Whether the point in `slot` exists and matches `filter` (every point when there is none).
     pub fn matches(&self, slot: u32, filter: Option<&Filter>) -> bool {
         match (self.slot(slot), filter) {
-            (Some(s), Some(f)) => f.matches_point(&s.id, &s.payload, &|name| {
-                s.sparse.contains_key(name)
-                    || s.multi.contains_key(name)
-                    || self
-                        .dense
-                        .get(name)
-                        .is_some_and(|index| index.vector(slot).is_some())
-            }),
+            (Some(s), Some(f)) => {
+                let has_vector = |name: &str| {
+                    s.sparse.contains_key(name)
+                        || s.multi.contains_key(name)
+                        || self
+                            .dense
+                            .get(name)
+                            .is_some_and(|index| index.vector(slot).is_some())
+                };
+                let text = |key: &str| self.indexes.get(key).and_then(|i| i.text.as_deref());
+                let context = filter::Context {
+                    has_vector: &has_vector,
+                    text: &text,
+                };
+                f.matches_point(&s.id, &s.payload, &context)
+            }
             (Some(_), None) => true,
             (None, _) => false,
         }
@@ -556,9 +628,16 @@ impl Collection {
         } else if !exact {
             let ef = search.ef.unwrap_or(self.config.hnsw.ef_construct).max(want);
             index.graph.change_expansion_search(ef);
+            // The graph orders by Euclidean distance for Manhattan vectors: all `ef` candidates it
+            // met are rescored, so the nearest by Manhattan distance among them come out.
+            let asked = if distance == Distance::Manhattan {
+                ef
+            } else {
+                want
+            };
             let found = index
                 .graph
-                .filtered_search(&query, want, |key| self.matches(key as u32, filter))
+                .filtered_search(&query, asked, |key| self.matches(key as u32, filter))
                 .map_err(|e| {
                     tracing::error!("vector store: search failed: {e}");
                     VecError::bad_request("Service internal error: search failed")

@@ -31,6 +31,55 @@ pub(super) struct DenseParams {
     /// Several vectors of `size` per point, compared by `max_sim` (late interaction): the sum,
     /// over the query's vectors, of each one's best score against the point's vectors.
     pub(super) multivector: bool,
+    pub(super) datatype: Datatype,
+}
+
+/// How a dense vector's values are stored, as Qdrant's `datatype` names it. This store keeps every
+/// value in an f32, but one of a narrower type holds what that type can hold: a `uint8` value is
+/// the number's integer part within 0..=255, a `float16` one the nearest half-precision number, so
+/// reads and scores are what Qdrant's would be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Datatype {
+    Float32,
+    Float16,
+    Uint8,
+}
+
+impl Datatype {
+    fn parse(value: Option<&Value>) -> Result<Self> {
+        match value {
+            None | Some(Value::Null) => Ok(Datatype::Float32),
+            Some(v) => match v.as_str() {
+                Some("float32") => Ok(Datatype::Float32),
+                Some("float16") => Ok(Datatype::Float16),
+                Some("uint8") => Ok(Datatype::Uint8),
+                _ => Err(VecError::bad_request(format!(
+                    "Format error in JSON body: unknown datatype {v}: expected float32, float16 or uint8"
+                ))),
+            },
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Datatype::Float32 => "float32",
+            Datatype::Float16 => "float16",
+            Datatype::Uint8 => "uint8",
+        }
+    }
+
+    /// A stored vector's values as this type holds them.
+    pub(super) fn store(self, vector: &mut [f32]) {
+        match self {
+            Datatype::Float32 => {}
+            Datatype::Float16 => vector
+                .iter_mut()
+                .for_each(|x| *x = half::f16::from_f32(*x).to_f32()),
+            Datatype::Uint8 => vector
+                .iter_mut()
+                .for_each(|x| *x = x.clamp(0.0, 255.0).trunc()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,15 +119,27 @@ impl Config {
             hnsw.ef_construct = ef_construct.min(2048);
             hnsw.full_scan_threshold_kb = get("full_scan_threshold", hnsw.full_scan_threshold_kb)?;
         }
-        // One node serves every collection, so the shard count is accepted and reported as 1; it must
-        // still be a count.
-        match body.get("shard_number") {
-            None | Some(Value::Null) => {}
-            Some(n) if n.as_u64().is_some_and(|n| n >= 1) => {}
-            Some(n) => {
-                return Err(VecError::validation(format!(
-                    "shard_number: value {n} invalid, must be 1 or larger"
-                )));
+        // One node serves every collection, so the shard count and the replication factors are
+        // accepted and reported as 1; each must still be a count (a negative one is not even a
+        // number of the right type: 400, as Qdrant's deserialiser answers).
+        for field in [
+            "shard_number",
+            "replication_factor",
+            "write_consistency_factor",
+        ] {
+            match body.get(field) {
+                None | Some(Value::Null) => {}
+                Some(n) if n.as_u64().is_some_and(|n| n >= 1) => {}
+                Some(n) if n.as_i64().is_some_and(|n| n < 0) || !n.is_number() => {
+                    return Err(VecError::bad_request(format!(
+                        "Format error in JSON body: {field}: invalid value {n}, expected u32"
+                    )));
+                }
+                Some(n) => {
+                    return Err(VecError::validation(format!(
+                        "{field}: value {n} invalid, must be 1 or larger"
+                    )));
+                }
             }
         }
         let mut dense = BTreeMap::new();
@@ -155,6 +216,9 @@ impl Config {
             if p.multivector {
                 params["multivector_config"] = json!({"comparator": "max_sim"});
             }
+            if p.datatype != Datatype::Float32 {
+                params["datatype"] = json!(p.datatype.name());
+            }
             params
         };
         let vectors = if self.unnamed {
@@ -216,5 +280,6 @@ pub(super) fn parse_dense(value: &Value) -> Result<DenseParams> {
         size: size as usize,
         distance,
         multivector,
+        datatype: Datatype::parse(value.get("datatype"))?,
     })
 }

@@ -27,26 +27,25 @@ impl DenseIndex {
     pub(super) fn new(params: DenseParams, hnsw: Hnsw) -> Result<Self> {
         let options = usearch::IndexOptions {
             dimensions: params.size,
+            // usearch has no Manhattan metric: its graph is built by Euclidean distance, and a
+            // Manhattan search rescores the walk's whole candidate list (see `search_dense`).
             metric: match params.distance {
                 Distance::Cosine | Distance::Dot => usearch::MetricKind::IP,
-                Distance::Euclid => usearch::MetricKind::L2sq,
+                Distance::Euclid | Distance::Manhattan => usearch::MetricKind::L2sq,
             },
             // The graph keeps its own copy of every vector; it only steers the walk (results are
             // rescored from `data`), so for unit-length vectors half precision is enough and
             // halves that copy. Dot and Euclid vectors may be too large for it.
             quantization: match params.distance {
                 Distance::Cosine => usearch::ScalarKind::F16,
-                Distance::Dot | Distance::Euclid => usearch::ScalarKind::F32,
+                Distance::Dot | Distance::Euclid | Distance::Manhattan => usearch::ScalarKind::F32,
             },
             connectivity: hnsw.m,
             expansion_add: hnsw.ef_construct,
             expansion_search: hnsw.ef_construct,
             multi: false,
         };
-        let graph = usearch::Index::new(&options).map_err(|e| {
-            tracing::error!("vector store: cannot create an index: {e}");
-            VecError::bad_request("Service internal error: cannot create the vector index")
-        })?;
+        let graph = usearch::Index::new(&options).map_err(not_created)?;
         Ok(Self {
             params,
             data: Vec::new(),
@@ -96,7 +95,7 @@ impl DenseIndex {
     /// Whether vectors are also kept as codes: for the dot-product distances, whose score the codes
     /// approximate directly.
     pub(super) fn coded(&self) -> bool {
-        self.params.distance != Distance::Euclid
+        matches!(self.params.distance, Distance::Cosine | Distance::Dot)
     }
 
     /// `slot`'s row of codes and scale, when this index is coded and the slot has a vector.
@@ -159,6 +158,11 @@ impl DenseIndex {
         }
         Ok(())
     }
+}
+
+fn not_created(error: impl std::fmt::Display) -> VecError {
+    tracing::error!("vector store: cannot create an index: {error}");
+    VecError::bad_request("Service internal error: cannot create the vector index")
 }
 
 /// The best candidates by code score, before they are rescored exactly.

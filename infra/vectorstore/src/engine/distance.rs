@@ -7,6 +7,7 @@ pub enum Distance {
     Cosine,
     Dot,
     Euclid,
+    Manhattan,
 }
 
 impl Distance {
@@ -15,11 +16,9 @@ impl Distance {
             Some("Cosine") => Ok(Distance::Cosine),
             Some("Dot") => Ok(Distance::Dot),
             Some("Euclid") => Ok(Distance::Euclid),
-            Some("Manhattan") => Err(VecError::wrong_input(
-                "the Manhattan distance is not supported by this store",
-            )),
+            Some("Manhattan") => Ok(Distance::Manhattan),
             _ => Err(VecError::bad_request(
-                "Format error in JSON body: distance must be one of Cosine, Dot, Euclid",
+                "Format error in JSON body: distance must be one of Cosine, Dot, Euclid, Manhattan",
             )),
         }
     }
@@ -29,18 +28,20 @@ impl Distance {
             Distance::Cosine => "Cosine",
             Distance::Dot => "Dot",
             Distance::Euclid => "Euclid",
+            Distance::Manhattan => "Manhattan",
         }
     }
 
-    /// Whether a larger score is a better match.
+    /// Whether a larger score is a better match (the similarities); the distances are better small.
     pub fn higher_is_better(self) -> bool {
-        !matches!(self, Distance::Euclid)
+        matches!(self, Distance::Cosine | Distance::Dot)
     }
 
     pub(super) fn score(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
             Distance::Cosine | Distance::Dot => dot(a, b),
             Distance::Euclid => squared_l2(a, b).sqrt(),
+            Distance::Manhattan => l1(a, b),
         }
     }
 }
@@ -52,6 +53,11 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 pub(super) fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
     simd::<SquaredL2Kernel>(a, b)
+}
+
+/// The Manhattan distance, the sum of the coordinates' absolute differences.
+pub(super) fn l1(a: &[f32], b: &[f32]) -> f32 {
+    simd::<L1Kernel>(a, b)
 }
 
 /// `query . codes`, for a vector stored as 8-bit codes (see [`Rough::rank`]).
@@ -68,6 +74,7 @@ pub(super) trait Kernel {
 
 pub(super) struct DotKernel;
 pub(super) struct SquaredL2Kernel;
+pub(super) struct L1Kernel;
 pub(super) struct CodesKernel;
 
 impl Kernel for DotKernel {
@@ -83,6 +90,14 @@ impl Kernel for SquaredL2Kernel {
     #[inline(always)]
     fn run(a: &[f32], b: &[f32]) -> f32 {
         squared_l2_portable(a, b)
+    }
+}
+
+impl Kernel for L1Kernel {
+    type Item = f32;
+    #[inline(always)]
+    fn run(a: &[f32], b: &[f32]) -> f32 {
+        sum_terms(a, b, |x, y| (x - y).abs())
     }
 }
 

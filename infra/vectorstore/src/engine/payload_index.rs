@@ -4,6 +4,7 @@ use serde_json::{Map, Value, json};
 
 use super::dense::DenseIndex;
 use crate::filter::{self};
+use crate::text::TextOptions;
 
 /// What the payload indexes narrowed a filter to.
 pub(super) struct Candidates {
@@ -24,6 +25,8 @@ pub(super) struct PayloadIndex {
     /// For a tenant index (`is_tenant: true`): each value's code rows for each coded dense vector,
     /// kept together so that a search within one tenant reads one stretch of memory.
     pub(super) tenants: Option<HashMap<String, HashMap<String, Group>>>,
+    /// For a text index: how it reads text (`match: {text}`, `{text_any}`, `{phrase}`).
+    pub(super) text: Option<Box<TextOptions>>,
 }
 
 /// One tenant's code rows (as in [`DenseIndex::codes`]) for one dense vector, in no particular
@@ -77,14 +80,19 @@ impl Group {
 }
 
 impl PayloadIndex {
+    /// An empty index; a text index's options must have been checked by [`TextOptions::parse`]
+    /// (ones that fail it here read text with the defaults).
     pub(super) fn new(schema: &str, params: Value) -> Self {
         let tenant = params["is_tenant"].as_bool() == Some(true);
+        let text =
+            (schema == "text").then(|| Box::new(TextOptions::parse(&params).unwrap_or_default()));
         Self {
             schema: schema.to_string(),
             params,
             values: HashMap::new(),
             points: HashSet::new(),
             tenants: tenant.then(HashMap::new),
+            text,
         }
     }
 

@@ -402,6 +402,9 @@ impl Store {
                 "Format error in JSON body: field_name must not be empty",
             ));
         }
+        if schema == "text" {
+            crate::text::TextOptions::parse(&params)?;
+        }
         if schema == "integer"
             && params.get("lookup") == Some(&Value::Bool(false))
             && params.get("range") == Some(&Value::Bool(false))
@@ -439,6 +442,111 @@ impl Store {
             params![name, field],
         )?;
         collection.indexes.remove(field);
+        Ok(self.next_operation())
+    }
+
+    /// Adds the vector `vector` to collection `name` (`PUT collections/:name/vectors/:vector`, body
+    /// `{"dense": {size, distance, multivector_config?}}` or `{"sparse": {modifier?}}`); existing
+    /// points have no value for it until they are written with one.
+    pub fn create_vector(&self, name: &str, vector: &str, body: &Value) -> Result<u64> {
+        let (dense, sparse) = (&body["dense"], &body["sparse"]);
+        if dense.is_null() == sparse.is_null() {
+            return Err(VecError::validation(
+                "a new vector is either `dense` or `sparse`",
+            ));
+        }
+        if vector.is_empty() {
+            return Err(VecError::validation("vector_name: must not be empty"));
+        }
+        if let Some(size) = dense.get("size")
+            && !size.as_u64().is_some_and(|n| (1..=65_536).contains(&n))
+        {
+            return Err(VecError::validation(format!(
+                "size: value {size} invalid, must be from 1 to 65536"
+            )));
+        }
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        if collection.config.unnamed {
+            return Err(VecError::wrong_input(
+                "this collection has one unnamed vector; named vectors cannot be added to it",
+            ));
+        }
+        if collection.config.dense.contains_key(vector)
+            || collection.config.sparse.contains_key(vector)
+        {
+            return Err(VecError::wrong_input(format!(
+                "vector `{vector}` already exists in collection `{name}`"
+            )));
+        }
+        let mut config = collection.config.clone();
+        if dense.is_null() {
+            // The same reading of sparse parameters as at creation.
+            let parsed = Config::parse(&serde_json::json!({"sparse_vectors": {vector: sparse}}))?;
+            config.sparse.extend(parsed.sparse);
+        } else {
+            config
+                .dense
+                .insert(vector.to_string(), super::config::parse_dense(dense)?);
+        }
+        self.db().execute(
+            "UPDATE collections SET config = ?2 WHERE name = ?1",
+            params![name, config.to_json().to_string()],
+        )?;
+        collection.add_vector(config, vector)?;
+        Ok(self.next_operation())
+    }
+
+    /// Removes the vector `vector` from collection `name` and from every point (a point left with
+    /// no vector keeps its payload, as in Qdrant).
+    pub fn delete_vector(&self, name: &str, vector: &str) -> Result<u64> {
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        if !collection.config.dense.contains_key(vector)
+            && !collection.config.sparse.contains_key(vector)
+        {
+            return Err(VecError {
+                status: 404,
+                message: format!("Not found: vector `{vector}` of collection `{name}`"),
+            });
+        }
+        if collection.config.unnamed {
+            return Err(VecError::wrong_input(
+                "the unnamed vector of a collection cannot be deleted",
+            ));
+        }
+        let mut config = collection.config.clone();
+        config.dense.remove(vector);
+        config.sparse.remove(vector);
+        let rewritten: Vec<(PointId, Vec<u8>)> = collection
+            .slots_holding(vector)
+            .into_iter()
+            .filter_map(|slot| {
+                let mut vectors = collection.point_vectors(slot)?;
+                vectors.dense.remove(vector);
+                vectors.sparse.remove(vector);
+                vectors.multi.remove(vector);
+                Some((collection.id_of(slot)?.clone(), vectors.encode()))
+            })
+            .collect();
+        {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            {
+                let mut update = tx.prepare_cached(
+                    "UPDATE points SET vectors = ?3 WHERE collection = ?1 AND id = ?2",
+                )?;
+                for (id, vectors) in &rewritten {
+                    update.execute(params![name, id.storage_key(), vectors])?;
+                }
+            }
+            tx.execute(
+                "UPDATE collections SET config = ?2 WHERE name = ?1",
+                params![name, config.to_json().to_string()],
+            )?;
+            tx.commit()?;
+        }
+        collection.remove_vector(config, vector);
         Ok(self.next_operation())
     }
 

@@ -170,6 +170,124 @@ fn exact_and_graph_search_agree_and_survive_reopen() {
 }
 
 #[test]
+fn manhattan_distances_rank_smallest_first_in_the_graph_as_exactly() {
+    let store = Store::open(&temp_db("manhattan")).unwrap();
+    store
+        .create_collection(
+            "m",
+            &json!({"vectors": {"size": 8, "distance": "Manhattan"},
+                    "hnsw_config": {"full_scan_threshold": 0}}),
+        )
+        .unwrap();
+    let mut random = numbers(3);
+    let points: Vec<NewPoint> = (0..2000)
+        .map(|i| point(i, (0..8).map(|_| random()).collect(), "a"))
+        .collect();
+    store.upsert("m", points).unwrap();
+    let query: Vec<f32> = (0..8).map(|_| random()).collect();
+    let search = |exact: bool| Search {
+        using: String::new(),
+        query: QueryVector::Dense(query.clone()),
+        filter: None,
+        limit: 10,
+        offset: 0,
+        score_threshold: None,
+        ef: Some(200),
+        exact,
+    };
+    let shared = store.collection("m").unwrap();
+    let collection = shared.read().unwrap();
+    let exact = collection.search(&search(true)).unwrap();
+    let graph = collection.search(&search(false)).unwrap();
+    assert!(exact.windows(2).all(|w| w[0].1 <= w[1].1), "{exact:?}");
+    let (slot, score) = exact[0];
+    let nearest = collection.point_vectors(slot).unwrap().dense[""].clone();
+    let expected: f32 = query.iter().zip(&nearest).map(|(a, b)| (a - b).abs()).sum();
+    assert!(
+        (score - expected).abs() < 1e-4,
+        "{score} against {expected}"
+    );
+    let overlap = graph
+        .iter()
+        .filter(|g| exact.iter().any(|e| e.0 == g.0))
+        .count();
+    assert!(
+        overlap >= 9,
+        "the graph found {overlap}/10 of the exact top 10"
+    );
+    assert_eq!(l1(&[0.0, 1.0], &[1.0, 1.0]), 1.0);
+    assert_eq!(l1(&[-1.0, -1.0], &[1.0, 1.0]), 4.0);
+}
+
+#[test]
+fn text_conditions_read_text_as_the_fields_text_index_does() {
+    let store = Store::open(&temp_db("text")).unwrap();
+    store
+        .create_collection("t", &json!({"vectors": {"size": 2, "distance": "Dot"}}))
+        .unwrap();
+    let titled = |id: u64, title: &str| NewPoint {
+        id: PointId::Num(id),
+        payload: json!({"title": title}).as_object().unwrap().clone(),
+        vectors: PointVectors {
+            dense: BTreeMap::from([(String::new(), vec![1.0, 0.0])]),
+            sparse: BTreeMap::new(),
+            multi: BTreeMap::new(),
+        },
+    };
+    store
+        .upsert(
+            "t",
+            vec![
+                titled(1, "Little Lost Robot"),
+                titled(2, "The Portable Star"),
+                titled(3, "Robot Dreams"),
+            ],
+        )
+        .unwrap();
+    let ids = |condition: Value| -> Vec<u64> {
+        let filter = filter::parse(&json!({"must": [condition]})).unwrap();
+        let shared = store.collection("t").unwrap();
+        let collection = shared.read().unwrap();
+        let mut ids: Vec<u64> = (0..3)
+            .filter(|slot| collection.matches(*slot, filter.as_ref()))
+            .map(|slot| match collection.id_of(slot).unwrap() {
+                PointId::Num(n) => *n,
+                PointId::Uuid(_) => panic!(),
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let text = |t: &str| json!({"key": "title", "match": {"text": t}});
+    let any = |t: &str| json!({"key": "title", "match": {"text_any": t}});
+    // Without a text index: whole words, lower-cased.
+    assert_eq!(ids(text("ROBOT")), [1, 3]);
+    assert!(ids(text("ROBO")).is_empty());
+    assert_eq!(ids(any("robot star")), [1, 2, 3]);
+    store
+        .create_index(
+            "t",
+            "title",
+            &json!({"type": "text", "tokenizer": "prefix", "stopwords": "english"}),
+        )
+        .unwrap();
+    assert_eq!(ids(text("ROBO")), [1, 3]);
+    assert_eq!(ids(text("robo dre")), [3]);
+    // Stop words leave the query: "the" alone asks for nothing, and matches nothing.
+    assert!(ids(text("the")).is_empty());
+    assert_eq!(ids(any("the port")), [2]);
+    assert!(
+        store
+            .create_index(
+                "t",
+                "title",
+                &json!({"type": "text", "tokenizer": "letters"})
+            )
+            .is_err()
+    );
+}
+
+#[test]
 fn the_code_scan_is_exact_among_near_equal_vectors() {
     let store = Store::open(&temp_db("ties")).unwrap();
     store
@@ -420,9 +538,24 @@ fn invalid_collection_and_index_settings_get_qdrants_422() {
     // Issue 16's invalid inputs, answered as Qdrant answers them.
     let store = Store::open(&temp_db("invalid")).unwrap();
     let vectors = json!({"size": 4, "distance": "Dot"});
+    for field in [
+        "shard_number",
+        "replication_factor",
+        "write_consistency_factor",
+    ] {
+        // Below 1 is Qdrant's validation error; a negative number is not even a count (400).
+        let error = store
+            .create_collection("c", &json!({"vectors": vectors, field: -1}))
+            .unwrap_err();
+        assert_eq!(error.status, 400, "{field}: {}", error.message);
+        let error = store
+            .create_collection("c", &json!({"vectors": vectors, field: 0}))
+            .unwrap_err();
+        assert!(error.message.contains(field), "{}", error.message);
+        assert_eq!(error.status, 422);
+    }
     for body in [
         json!({"vectors": vectors, "shard_number": 0}),
-        json!({"vectors": vectors, "shard_number": -1}),
         json!({"vectors": vectors, "hnsw_config": {"ef_construct": 0}}),
     ] {
         let error = store.create_collection("c", &body).unwrap_err();
