@@ -55,6 +55,7 @@ pub const CLAIMED: &[&str] = &[
     "test_query_indexes.py",
     "test_score_threshold.py",
     "test_sparse_dense_batch_update.py",
+    "test_sparse_idf.py",
     "test_sparse_update.py",
     "test_sparse_vector_large.py",
     "test_sparse_vector_validations.py",
@@ -83,11 +84,11 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
     ),
     (
         "test_collection_update.py",
-        "not yet: PATCH of a collection's parameters",
+        "not yet: PATCH of quantisation, storage and optimizer settings (sparse modifiers and hnsw_config are served)",
     ),
     (
         "test_collection_update_multivec.py",
-        "not yet: PATCH of a collection's parameters",
+        "not yet: PATCH of quantisation, storage and optimizer settings (sparse modifiers and hnsw_config are served)",
     ),
     (
         "test_deferred_points.py",
@@ -156,16 +157,12 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
     ("test_shard_snapshot.py", "unclaimed: snapshots"),
     ("test_snapshot.py", "unclaimed: snapshots"),
     (
-        "test_sparse_idf.py",
-        "not yet: PATCH of a sparse vector's modifier (its idf query passes)",
-    ),
-    (
         "test_sparse_idf_corpus.py",
         "not yet: idf over a corpus filter",
     ),
     (
         "test_sparse_vector_config_update.py",
-        "not yet: PATCH of sparse vector parameters",
+        "not yet: PATCH of a sparse vector's index storage (`on_disk`)",
     ),
     (
         "test_sparse_vector_persistence.py",

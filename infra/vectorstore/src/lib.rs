@@ -267,6 +267,10 @@ fn route(
             store.create_collection(name, &parse_body(body)?)?;
             Ok(json!(true))
         }
+        (Method::PATCH, ["collections", name]) => {
+            store.update_collection(name, &parse_body(body)?)?;
+            Ok(json!(true))
+        }
         (Method::DELETE, ["collections", name]) => Ok(json!(store.delete_collection(name)?)),
         (Method::PUT, ["collections", name, "index"]) => {
             let body = parse_body(body)?;

@@ -216,6 +216,38 @@ impl Collection {
         Some(old.id)
     }
 
+    /// Takes `config`, the same vectors with other parameters: the sparse indexes' modifiers follow
+    /// it, and with `rebuild` every dense graph is built again with its HNSW settings.
+    pub(super) fn reconfigure(&mut self, config: Config, rebuild: bool) -> Result<()> {
+        for (name, index) in &mut self.sparse {
+            if let Some(idf) = config.sparse.get(name) {
+                index.idf = *idf;
+            }
+        }
+        if rebuild {
+            for (name, index) in &mut self.dense {
+                let mut fresh = DenseIndex::new(index.params.clone(), config.hnsw)?;
+                let slots: Vec<u32> = (0..self.slots.len() as u32)
+                    .filter(|&slot| index.vector(slot).is_some())
+                    .collect();
+                for &slot in &slots {
+                    if let Some(v) = index.vector(slot) {
+                        let v = v.to_vec();
+                        fresh.store(slot, &v);
+                    }
+                }
+                fresh.index(&slots)?;
+                tracing::info!(
+                    "vector store: rebuilt the graph of `{name}` ({} vectors)",
+                    slots.len()
+                );
+                *index = fresh;
+            }
+        }
+        self.config = config;
+        Ok(())
+    }
+
     /// Takes `config`, which adds the vector `name` to this collection's: an empty index for it.
     pub(super) fn add_vector(&mut self, config: Config, name: &str) -> Result<()> {
         if let Some(params) = config.dense.get(name).filter(|p| !p.multivector) {

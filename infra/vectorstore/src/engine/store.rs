@@ -445,6 +445,82 @@ impl Store {
         Ok(self.next_operation())
     }
 
+    /// Changes a collection's parameters (`PATCH collections/:name`): a sparse vector's `modifier`
+    /// (`idf` or `none`, applied from the next query on) and the collection's `hnsw_config` (`m` and
+    /// `ef_construct` rebuild the graphs; `full_scan_threshold` applies at once). Parameters this
+    /// store cannot change (quantisation, storage placement, optimizers, per-vector HNSW settings)
+    /// are refused by name rather than accepted and ignored; nothing changes when any is refused.
+    pub fn update_collection(&self, name: &str, body: &Value) -> Result<()> {
+        let body = body.as_object().ok_or_else(|| {
+            VecError::bad_request("Format error in JSON body: expected an object")
+        })?;
+        if let Some(field) = body
+            .iter()
+            .find(|(k, v)| !v.is_null() && !matches!(k.as_str(), "sparse_vectors" | "hnsw_config"))
+            .map(|(k, _)| k)
+        {
+            return Err(VecError::bad_request(format!(
+                "Bad request: this store does not change `{field}` of a collection (it can change \
+                 `sparse_vectors.*.modifier` and `hnsw_config`)"
+            )));
+        }
+        let shared = self.collection(name)?;
+        let mut collection = shared.write().unwrap_or_else(|p| p.into_inner());
+        let mut config = collection.config.clone();
+        if let Some(sparse) = body.get("sparse_vectors").filter(|v| !v.is_null()) {
+            let sparse = sparse.as_object().ok_or_else(|| {
+                VecError::bad_request("Format error in JSON body: sparse_vectors must be an object")
+            })?;
+            for (vector, params) in sparse {
+                if !config.sparse.contains_key(vector) {
+                    return Err(VecError::wrong_input(format!(
+                        "Not existing vector name error: {vector}"
+                    )));
+                }
+                let params = params.as_object().cloned().unwrap_or_default();
+                if let Some(field) = params
+                    .iter()
+                    .find(|(k, v)| !v.is_null() && k.as_str() != "modifier")
+                    .map(|(k, _)| k)
+                {
+                    return Err(VecError::bad_request(format!(
+                        "Bad request: this store does not change `sparse_vectors.{vector}.{field}`"
+                    )));
+                }
+                if let Some(modifier) = params.get("modifier").filter(|m| !m.is_null()) {
+                    let parsed = Config::parse(&serde_json::json!({
+                        "sparse_vectors": {vector: {"modifier": modifier}}
+                    }))?;
+                    config.sparse.extend(parsed.sparse);
+                }
+            }
+        }
+        let mut rebuild = false;
+        if let Some(hnsw) = body.get("hnsw_config").filter(|v| !v.is_null()) {
+            let mut merged = config.to_json();
+            let current = merged["hnsw_config"]
+                .as_object_mut()
+                .expect("hnsw_config is an object");
+            for (key, value) in hnsw.as_object().into_iter().flatten() {
+                if !matches!(key.as_str(), "m" | "ef_construct" | "full_scan_threshold") {
+                    return Err(VecError::bad_request(format!(
+                        "Bad request: this store does not change `hnsw_config.{key}`"
+                    )));
+                }
+                current.insert(key.clone(), value.clone());
+            }
+            let parsed = Config::parse(&merged)?;
+            rebuild = parsed.hnsw.m != config.hnsw.m
+                || parsed.hnsw.ef_construct != config.hnsw.ef_construct;
+            config.hnsw = parsed.hnsw;
+        }
+        self.db().execute(
+            "UPDATE collections SET config = ?2 WHERE name = ?1",
+            params![name, config.to_json().to_string()],
+        )?;
+        collection.reconfigure(config, rebuild)
+    }
+
     /// Adds the vector `vector` to collection `name` (`PUT collections/:name/vectors/:vector`, body
     /// `{"dense": {size, distance, multivector_config?}}` or `{"sparse": {modifier?}}`); existing
     /// points have no value for it until they are written with one.

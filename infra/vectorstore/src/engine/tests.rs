@@ -288,6 +288,87 @@ fn text_conditions_read_text_as_the_fields_text_index_does() {
 }
 
 #[test]
+fn a_patch_changes_what_it_can_and_refuses_the_rest_by_name() {
+    let store = Store::open(&temp_db("patch")).unwrap();
+    store
+        .create_collection(
+            "p",
+            &json!({"vectors": {"d": {"size": 8, "distance": "Cosine"}},
+                    "sparse_vectors": {"s": {"modifier": "idf"}},
+                    "hnsw_config": {"full_scan_threshold": 0}}),
+        )
+        .unwrap();
+    let mut random = numbers(5);
+    let points: Vec<NewPoint> = (0..500)
+        .map(|i| NewPoint {
+            id: PointId::Num(i),
+            payload: serde_json::Map::new(),
+            vectors: PointVectors {
+                dense: BTreeMap::from([("d".to_string(), (0..8).map(|_| random()).collect())]),
+                sparse: BTreeMap::new(),
+                multi: BTreeMap::new(),
+            },
+        })
+        .collect();
+    store.upsert("p", points).unwrap();
+    let query: Vec<f32> = (0..8).map(|_| random()).collect();
+    let search = |exact: bool| Search {
+        using: "d".into(),
+        query: QueryVector::Dense(query.clone()),
+        filter: None,
+        limit: 10,
+        offset: 0,
+        score_threshold: None,
+        ef: Some(200),
+        exact,
+    };
+    let top = |exact: bool| {
+        let shared = store.collection("p").unwrap();
+        let collection = shared.read().unwrap();
+        collection.search(&search(exact)).unwrap()
+    };
+    let exact = top(true);
+    store
+        .update_collection(
+            "p",
+            &json!({"sparse_vectors": {"s": {"modifier": "none"}}, "hnsw_config": {"m": 8}}),
+        )
+        .unwrap();
+    {
+        let shared = store.collection("p").unwrap();
+        let collection = shared.read().unwrap();
+        assert!(!collection.sparse["s"].idf);
+        assert_eq!(collection.config.hnsw.m, 8);
+        assert_eq!(
+            collection.dense["d"].graph.size(),
+            500,
+            "the graph was rebuilt whole"
+        );
+    }
+    let graph = top(false);
+    let overlap = graph
+        .iter()
+        .filter(|g| exact.iter().any(|e| e.0 == g.0))
+        .count();
+    assert!(overlap >= 9, "the rebuilt graph found {overlap}/10");
+    for refused in [
+        json!({"optimizers_config": {"indexing_threshold": 10}}),
+        json!({"sparse_vectors": {"s": {"index": {"on_disk": true}}}}),
+        json!({"hnsw_config": {"on_disk": true}}),
+        json!({"sparse_vectors": {"nope": {"modifier": "idf"}}}),
+    ] {
+        let error = store.update_collection("p", &refused).unwrap_err();
+        assert_eq!(error.status, 400, "{refused}: {}", error.message);
+    }
+    // Kept across a restart.
+    let path = store.db().path().map(std::path::PathBuf::from).unwrap();
+    drop(store);
+    let reopened = Store::open(&path).unwrap();
+    let shared = reopened.collection("p").unwrap();
+    assert!(!shared.read().unwrap().sparse["s"].idf);
+}
+
+#[test]
 fn the_code_scan_is_exact_among_near_equal_vectors() {
     let store = Store::open(&temp_db("ties")).unwrap();
     store
