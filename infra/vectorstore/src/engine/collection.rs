@@ -269,18 +269,22 @@ impl Collection {
         Ok(())
     }
 
+    /// Whether the point in `slot`, `point`, holds a value for vector `name`.
+    fn holds_vector(&self, slot: u32, point: &Slot, name: &str) -> bool {
+        point.sparse.contains_key(name)
+            || point.multi.contains_key(name)
+            || self
+                .dense
+                .get(name)
+                .is_some_and(|index| index.vector(slot).is_some())
+    }
+
     /// The slots of points that hold a value for vector `name`.
     pub(super) fn slots_holding(&self, name: &str) -> Vec<u32> {
         (0..self.slots.len() as u32)
             .filter(|&slot| {
-                self.slot(slot).is_some_and(|s| {
-                    s.sparse.contains_key(name)
-                        || s.multi.contains_key(name)
-                        || self
-                            .dense
-                            .get(name)
-                            .is_some_and(|index| index.vector(slot).is_some())
-                })
+                self.slot(slot)
+                    .is_some_and(|s| self.holds_vector(slot, s, name))
             })
             .collect()
     }
@@ -324,14 +328,7 @@ impl Collection {
     pub fn matches(&self, slot: u32, filter: Option<&Filter>) -> bool {
         match (self.slot(slot), filter) {
             (Some(s), Some(f)) => {
-                let has_vector = |name: &str| {
-                    s.sparse.contains_key(name)
-                        || s.multi.contains_key(name)
-                        || self
-                            .dense
-                            .get(name)
-                            .is_some_and(|index| index.vector(slot).is_some())
-                };
+                let has_vector = |name: &str| self.holds_vector(slot, s, name);
                 let text = |key: &str| self.indexes.get(key).and_then(|i| i.text.as_deref());
                 let context = filter::Context {
                     has_vector: &has_vector,
