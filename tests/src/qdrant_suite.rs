@@ -23,6 +23,7 @@ pub const CLAIMED: &[&str] = &[
     "test_batch_update.py",
     "test_batch_update_multivec.py",
     "test_collection_exists.py",
+    "test_collection_metadata.py",
     "test_conditional_update.py",
     "test_count.py",
     "test_delete_points.py",
@@ -77,10 +78,6 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
     (
         "test_cluster.py",
         "unclaimed: cluster management (one node)",
-    ),
-    (
-        "test_collection_metadata.py",
-        "not yet: collection metadata",
     ),
     (
         "test_collection_update.py",

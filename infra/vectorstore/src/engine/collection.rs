@@ -1040,6 +1040,7 @@ impl Collection {
         let hnsw = params["hnsw_config"].take();
         if let Some(object) = params.as_object_mut() {
             object.remove("hnsw_config");
+            object.remove("metadata");
             object.insert("shard_number".into(), json!(1));
             object.insert("replication_factor".into(), json!(1));
             object.insert("write_consistency_factor".into(), json!(1));
@@ -1062,6 +1063,7 @@ impl Collection {
                     "flush_interval_sec": 5,
                 },
                 "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
+                "metadata": self.config.metadata,
             },
             "payload_schema": payload_schema,
         })

@@ -90,6 +90,9 @@ pub(super) struct Config {
     /// Sparse vector names and whether the `idf` modifier applies.
     pub(super) sparse: BTreeMap<String, bool>,
     pub(super) hnsw: Hnsw,
+    /// The collection's `metadata`: whatever JSON object its owner keeps with it (an embedding
+    /// model's name, a schema version), shown in collection info.
+    pub(super) metadata: Map<String, Value>,
 }
 
 impl Config {
@@ -201,11 +204,21 @@ impl Config {
                 ));
             }
         }
+        let metadata = match body.get("metadata") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(metadata)) => metadata.clone(),
+            Some(_) => {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: metadata must be an object",
+                ));
+            }
+        };
         Ok(Self {
             dense,
             unnamed,
             sparse,
             hnsw,
+            metadata,
         })
     }
 
@@ -243,7 +256,7 @@ impl Config {
                 (name.clone(), params)
             })
             .collect();
-        json!({
+        let mut config = json!({
             "vectors": vectors,
             "sparse_vectors": sparse,
             "hnsw_config": {
@@ -251,7 +264,11 @@ impl Config {
                 "ef_construct": self.hnsw.ef_construct,
                 "full_scan_threshold": self.hnsw.full_scan_threshold_kb,
             },
-        })
+        });
+        if !self.metadata.is_empty() {
+            config["metadata"] = Value::Object(self.metadata.clone());
+        }
+        config
     }
 }
 

@@ -446,22 +446,25 @@ impl Store {
     }
 
     /// Changes a collection's parameters (`PATCH collections/:name`): a sparse vector's `modifier`
-    /// (`idf` or `none`, applied from the next query on) and the collection's `hnsw_config` (`m` and
-    /// `ef_construct` rebuild the graphs; `full_scan_threshold` applies at once). Parameters this
-    /// store cannot change (quantisation, storage placement, optimizers, per-vector HNSW settings)
-    /// are refused by name rather than accepted and ignored; nothing changes when any is refused.
+    /// (`idf` or `none`, applied from the next query on), the collection's `hnsw_config` (`m` and
+    /// `ef_construct` rebuild the graphs; `full_scan_threshold` applies at once) and its `metadata`
+    /// (merged key by key, a null removing its key). Parameters this store cannot change
+    /// (quantisation, storage placement, optimizers, per-vector HNSW settings) are refused by name
+    /// rather than accepted and ignored; nothing changes when any is refused.
     pub fn update_collection(&self, name: &str, body: &Value) -> Result<()> {
         let body = body.as_object().ok_or_else(|| {
             VecError::bad_request("Format error in JSON body: expected an object")
         })?;
         if let Some(field) = body
             .iter()
-            .find(|(k, v)| !v.is_null() && !matches!(k.as_str(), "sparse_vectors" | "hnsw_config"))
+            .find(|(k, v)| {
+                !v.is_null() && !matches!(k.as_str(), "sparse_vectors" | "hnsw_config" | "metadata")
+            })
             .map(|(k, _)| k)
         {
             return Err(VecError::bad_request(format!(
                 "Bad request: this store does not change `{field}` of a collection (it can change \
-                 `sparse_vectors.*.modifier` and `hnsw_config`)"
+                 `sparse_vectors.*.modifier`, `hnsw_config` and `metadata`)"
             )));
         }
         let shared = self.collection(name)?;
@@ -493,6 +496,24 @@ impl Store {
                     }))?;
                     config.sparse.extend(parsed.sparse);
                 }
+            }
+        }
+        match body.get("metadata") {
+            None | Some(Value::Null) => {}
+            // Merged key by key, a null removing its key, as Qdrant does.
+            Some(Value::Object(changes)) => {
+                for (key, value) in changes {
+                    if value.is_null() {
+                        config.metadata.remove(key);
+                    } else {
+                        config.metadata.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            Some(_) => {
+                return Err(VecError::bad_request(
+                    "Format error in JSON body: metadata must be an object",
+                ));
             }
         }
         let mut rebuild = false;

@@ -360,12 +360,24 @@ fn a_patch_changes_what_it_can_and_refuses_the_rest_by_name() {
         let error = store.update_collection("p", &refused).unwrap_err();
         assert_eq!(error.status, 400, "{refused}: {}", error.message);
     }
+    // Metadata is merged key by key; a null removes a key.
+    store
+        .update_collection("p", &json!({"metadata": {"model": "minilm", "v": 1}}))
+        .unwrap();
+    store
+        .update_collection("p", &json!({"metadata": {"v": null, "lang": "en"}}))
+        .unwrap();
     // Kept across a restart.
     let path = store.db().path().map(std::path::PathBuf::from).unwrap();
     drop(store);
     let reopened = Store::open(&path).unwrap();
     let shared = reopened.collection("p").unwrap();
-    assert!(!shared.read().unwrap().sparse["s"].idf);
+    let collection = shared.read().unwrap();
+    assert!(!collection.sparse["s"].idf);
+    assert_eq!(
+        collection.info()["config"]["metadata"],
+        json!({"model": "minilm", "lang": "en"})
+    );
 }
 
 #[test]
