@@ -49,31 +49,38 @@ impl std::fmt::Debug for Collection {
 
 impl Collection {
     pub(super) fn new(config: Config) -> Result<Self> {
-        let mut dense = BTreeMap::new();
-        for (name, params) in config.dense.iter().filter(|(_, p)| !p.multivector) {
-            dense.insert(name.clone(), DenseIndex::new(params.clone(), config.hnsw)?);
-        }
-        let sparse = config
-            .sparse
-            .iter()
-            .map(|(name, idf)| {
-                (
-                    name.clone(),
-                    SparseIndex {
-                        idf: *idf,
-                        ..SparseIndex::default()
-                    },
-                )
-            })
-            .collect();
-        Ok(Self {
-            config,
+        let mut collection = Self {
+            config: config.clone(),
             slots: Vec::new(),
             ids: BTreeMap::new(),
-            dense,
-            sparse,
+            dense: BTreeMap::new(),
+            sparse: BTreeMap::new(),
             indexes: BTreeMap::new(),
-        })
+        };
+        for name in config.dense.keys().chain(config.sparse.keys()) {
+            collection.open_vector(&config, name)?;
+        }
+        Ok(collection)
+    }
+
+    /// An empty index for the vector `name` of `config` (none for a multivector, which is scanned).
+    fn open_vector(&mut self, config: &Config, name: &str) -> Result<()> {
+        if let Some(params) = config.dense.get(name).filter(|p| !p.multivector) {
+            self.dense.insert(
+                name.to_string(),
+                DenseIndex::new(params.clone(), config.hnsw)?,
+            );
+        }
+        if let Some(idf) = config.sparse.get(name) {
+            self.sparse.insert(
+                name.to_string(),
+                SparseIndex {
+                    idf: *idf,
+                    ..SparseIndex::default()
+                },
+            );
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -232,8 +239,7 @@ impl Collection {
                     .collect();
                 for &slot in &slots {
                     if let Some(v) = index.vector(slot) {
-                        let v = v.to_vec();
-                        fresh.store(slot, &v);
+                        fresh.store(slot, v);
                     }
                 }
                 fresh.index(&slots)?;
@@ -250,21 +256,7 @@ impl Collection {
 
     /// Takes `config`, which adds the vector `name` to this collection's: an empty index for it.
     pub(super) fn add_vector(&mut self, config: Config, name: &str) -> Result<()> {
-        if let Some(params) = config.dense.get(name).filter(|p| !p.multivector) {
-            self.dense.insert(
-                name.to_string(),
-                DenseIndex::new(params.clone(), config.hnsw)?,
-            );
-        }
-        if let Some(idf) = config.sparse.get(name) {
-            self.sparse.insert(
-                name.to_string(),
-                SparseIndex {
-                    idf: *idf,
-                    ..SparseIndex::default()
-                },
-            );
-        }
+        self.open_vector(&config, name)?;
         self.config = config;
         Ok(())
     }

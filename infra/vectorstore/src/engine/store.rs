@@ -535,10 +535,7 @@ impl Store {
                 || parsed.hnsw.ef_construct != config.hnsw.ef_construct;
             config.hnsw = parsed.hnsw;
         }
-        self.db().execute(
-            "UPDATE collections SET config = ?2 WHERE name = ?1",
-            params![name, config.to_json().to_string()],
-        )?;
+        write_config(&self.db(), name, &config)?;
         collection.reconfigure(config, rebuild)
     }
 
@@ -586,10 +583,7 @@ impl Store {
                 .dense
                 .insert(vector.to_string(), super::config::parse_dense(dense)?);
         }
-        self.db().execute(
-            "UPDATE collections SET config = ?2 WHERE name = ?1",
-            params![name, config.to_json().to_string()],
-        )?;
+        write_config(&self.db(), name, &config)?;
         collection.add_vector(config, vector)?;
         Ok(self.next_operation())
     }
@@ -637,10 +631,7 @@ impl Store {
                     update.execute(params![name, id.storage_key(), vectors])?;
                 }
             }
-            tx.execute(
-                "UPDATE collections SET config = ?2 WHERE name = ?1",
-                params![name, config.to_json().to_string()],
-            )?;
+            write_config(&tx, name, &config)?;
             tx.commit()?;
         }
         collection.remove_vector(config, vector);
@@ -656,6 +647,15 @@ impl Store {
         )?;
         Ok(count as usize)
     }
+}
+
+/// Writes collection `name`'s changed configuration (in `db`, or in a transaction of it).
+fn write_config(db: &Connection, name: &str, config: &Config) -> Result<()> {
+    db.execute(
+        "UPDATE collections SET config = ?2 WHERE name = ?1",
+        params![name, config.to_json().to_string()],
+    )?;
+    Ok(())
 }
 
 /// Which points a delete applies to.
