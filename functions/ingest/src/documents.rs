@@ -59,6 +59,52 @@ pub struct Prepared {
 
 pub use crate::input::Meta;
 
+/// Where a write's time went, phase by phase, for the answer's `timings` (milliseconds).
+pub struct Laps {
+    last: Instant,
+    spent: Vec<(&'static str, f64)>,
+}
+
+impl Laps {
+    pub fn start() -> Self {
+        Self {
+            last: Instant::now(),
+            spent: Vec::new(),
+        }
+    }
+
+    /// Charges the time since the previous lap to `phase` (added up when a phase repeats).
+    pub fn lap(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        let ms = (now - self.last).as_secs_f64() * 1000.0;
+        self.last = now;
+        match self.spent.iter_mut().find(|(name, _)| *name == phase) {
+            Some((_, total)) => *total += ms,
+            None => self.spent.push((phase, ms)),
+        }
+    }
+
+    pub fn ms(&self, phase: &str) -> f64 {
+        self.spent
+            .iter()
+            .filter(|(name, _)| *name == phase)
+            .map(|(_, ms)| ms)
+            .sum()
+    }
+
+    pub fn total_ms(&self) -> f64 {
+        self.spent.iter().map(|(_, ms)| ms).sum()
+    }
+
+    pub fn json(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for (name, ms) in &self.spent {
+            out.insert(format!("{name}_ms"), json!(ms));
+        }
+        Value::Object(out)
+    }
+}
+
 /// One document's chunks to stage.
 #[derive(Debug)]
 pub struct Staging<'a> {
@@ -441,30 +487,36 @@ impl Documents<'_> {
         meta: &Meta,
         chunks: &[Chunk],
     ) -> Result<(f64, f64), ApiError> {
-        self.stage_many(&[Staging {
-            id,
-            version,
-            title,
-            meta,
-            chunks,
-        }])
-        .await
+        let mut laps = Laps::start();
+        self.stage_many(
+            &[Staging {
+                id,
+                version,
+                title,
+                meta,
+                chunks,
+            }],
+            &mut laps,
+        )
+        .await?;
+        let embed_ms = laps.ms("embed");
+        Ok((embed_ms, laps.total_ms() - embed_ms))
     }
 
     /// [`Documents::stage`] for several documents at once: one embedding run, one collection check,
     /// and chunk records and points written in large batches.
-    pub async fn stage_many(&self, items: &[Staging<'_>]) -> Result<(f64, f64), ApiError> {
+    pub async fn stage_many(&self, items: &[Staging<'_>], laps: &mut Laps) -> Result<(), ApiError> {
         let stores = self.stores;
-        let started = Instant::now();
         let texts: Vec<String> = items
             .iter()
             .flat_map(|item| item.chunks.iter().map(Chunk::embed_text))
             .collect();
+        laps.lap("prepare");
         let mut dense = stores.embedder.embed(&texts).await?.into_iter();
-        let embed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let started = Instant::now();
+        laps.lap("embed");
         let dimension = dense.as_slice().first().map_or(0, Vec::len);
         stores.vectors.ensure_collection(dimension).await?;
+        laps.lap("collection");
         let mut records = Vec::with_capacity(texts.len());
         let mut points = Vec::with_capacity(texts.len());
         let indexed_at = now_ms();
@@ -520,25 +572,33 @@ impl Documents<'_> {
                 }));
             }
         }
+        laps.lap("prepare");
         for batch in records.chunks(500) {
             stores.couch.bulk(batch.to_vec()).await?;
         }
+        laps.lap("chunk_records");
         for batch in points.chunks(UPSERT_BATCH) {
             stores.vectors.upsert(batch.to_vec()).await?;
         }
-        Ok((embed_ms, started.elapsed().as_secs_f64() * 1000.0))
+        laps.lap("points");
+        Ok(())
     }
 
     /// Writes several documents (new ones, or new versions of existing ones) in one go: every input
     /// is checked first, then each phase (records, files, embeddings, chunk records and points, the
     /// promotion, the final records) is one round of batched store requests for all of them.
-    pub async fn write_batch(&self, news: Vec<NewDocument>) -> Result<(u16, Value), ApiError> {
-        let started = Instant::now();
+    /// `laps` holds what the request spent before (its credential check, reading the body).
+    pub async fn write_batch(
+        &self,
+        news: Vec<NewDocument>,
+        mut laps: Laps,
+    ) -> Result<(u16, Value), ApiError> {
         let mut prepared = Vec::with_capacity(news.len());
         for (i, new) in news.iter().enumerate() {
             prepared.push(self.prepare(new).map_err(|e| within(i, new, e))?);
         }
-        self.write_prepared(news, prepared, started).await
+        laps.lap("cut");
+        self.write_prepared(news, prepared, laps).await
     }
 
     /// [`Self::write_batch`] for documents already read and cut (a crawl prepares each page on its
@@ -547,7 +607,7 @@ impl Documents<'_> {
         &self,
         news: Vec<NewDocument>,
         prepared: Vec<Prepared>,
-        started: Instant,
+        mut laps: Laps,
     ) -> Result<(u16, Value), ApiError> {
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = prepared.iter().find(|p| !seen.insert(p.id.clone())) {
@@ -568,6 +628,7 @@ impl Documents<'_> {
             .map(|p| record_id(self.project, &p.id))
             .collect();
         let existing = self.stores.couch.get_many(&ids).await?;
+        laps.lap("records");
         let mut outcomes = vec![Value::Null; news.len()];
         let mut work: Vec<(usize, DocumentRecord, u32)> = Vec::new();
         let now = now_ms();
@@ -599,6 +660,7 @@ impl Documents<'_> {
         if !work.is_empty() {
             self.save_many(work.iter_mut().map(|(_, record, _)| record))
                 .await?;
+            laps.lap("records");
             let keys: Vec<String> = work
                 .iter()
                 .map(|(i, _, version)| object_key(self.project, &prepared[*i].id, *version))
@@ -609,10 +671,12 @@ impl Documents<'_> {
                     .put(key, Bytes::from(news[*i].bytes.clone()))
             });
             let metas: Vec<Meta> = news.iter().map(NewDocument::meta).collect();
+            let laps = &mut laps;
             let staged = async {
                 for put in futures::future::join_all(puts).await {
                     put?;
                 }
+                laps.lap("files");
                 let items: Vec<Staging<'_>> = work
                     .iter()
                     .map(|(i, _, version)| Staging {
@@ -623,7 +687,7 @@ impl Documents<'_> {
                         chunks: &prepared[*i].chunks,
                     })
                     .collect();
-                self.stage_many(&items).await?;
+                self.stage_many(&items, laps).await?;
                 let operations: Vec<Value> = work
                     .iter()
                     .flat_map(|(i, _, version)| {
@@ -633,10 +697,13 @@ impl Documents<'_> {
                             .unwrap_or_default()
                     })
                     .collect();
-                self.stores
+                let promoted = self
+                    .stores
                     .vectors
                     .batch(&json!({"operations": operations}))
-                    .await
+                    .await;
+                laps.lap("promote");
+                promoted
             };
             if let Err(error) = staged.await {
                 for (_, record, version) in &mut work {
@@ -666,15 +733,18 @@ impl Documents<'_> {
                 )
                 .await?;
             }
+            laps.lap("retire");
             self.save_many(work.iter_mut().map(|(_, record, _)| record))
                 .await?;
+            laps.lap("records");
         }
         Ok((
             200,
             json!({
                 "documents": outcomes,
                 "chunks": work.iter().map(|(i, _, _)| prepared[*i].chunks.len()).sum::<usize>(),
-                "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+                "took_ms": laps.total_ms(),
+                "timings": laps.json(),
             }),
         ))
     }

@@ -238,7 +238,9 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
     if let E::SyncDue = endpoint {
         return sync_due(request).await;
     }
+    let mut laps = documents::Laps::start();
     let principal = guest::authorize(request.headers(), &project, action(endpoint)).await?;
+    laps.lap("auth");
     if let E::Access = endpoint {
         return Ok(Reply::json(200, &principal));
     }
@@ -271,12 +273,14 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
     match endpoint {
         E::Create if input::is_multipart(content_type.as_deref()) => {
             let files = input::multipart(content_type.as_deref().unwrap_or_default(), body).await?;
-            let (status, body) = documents.write_batch(files).await?;
+            laps.lap("read");
+            let (status, body) = documents.write_batch(files, laps).await?;
             Ok(Reply::json(status, &body))
         }
         E::Create if input::is_batch(content_type.as_deref(), &body) => {
             let batch = input::documents(content_type.as_deref(), &body)?;
-            let (status, body) = documents.write_batch(batch).await?;
+            laps.lap("read");
+            let (status, body) = documents.write_batch(batch, laps).await?;
             Ok(Reply::json(status, &body))
         }
         E::Create => {

@@ -1080,7 +1080,7 @@ async fn crawl_step(
         if pending.peek().is_none() || group_chunks + next > documents.stores.batch_chunks {
             let (news, prepared) = std::mem::take(&mut group).into_iter().unzip();
             let (_, answer) = documents
-                .write_prepared(news, prepared, std::time::Instant::now())
+                .write_prepared(news, prepared, crate::documents::Laps::start())
                 .await?;
             written.extend(answer["documents"].as_array().cloned().unwrap_or_default());
             group_chunks = 0;

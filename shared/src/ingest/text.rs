@@ -77,7 +77,16 @@ pub fn clean(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut newlines = 0usize;
     let mut pending_space = false;
-    let mut chars = text.nfc().peekable();
+    // Most text is already NFC (all ASCII text is): then composing it again would only cost time.
+    let composed: std::borrow::Cow<str> = if text.is_ascii()
+        || unicode_normalization::is_nfc_quick(text.chars())
+            == unicode_normalization::IsNormalized::Yes
+    {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(text.nfc().collect())
+    };
+    let mut chars = composed.chars().peekable();
     while let Some(c) = chars.next() {
         let c = match c {
             '\r' => {

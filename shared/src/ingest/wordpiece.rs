@@ -101,30 +101,49 @@ impl WordPiece {
 
 /// BERT's normaliser with `lowercase` on: control characters dropped, whitespace to spaces, CJK
 /// ideographs spaced out, accents stripped (NFD without combining marks) and lowercased.
-fn normalise(text: &str) -> impl Iterator<Item = char> + '_ {
-    text.chars()
-        .filter(|&c| !(c == '\0' || c == '\u{FFFD}' || is_control(c)))
-        .flat_map(|c| {
-            let c = if is_whitespace(c) { ' ' } else { c };
-            if is_cjk(c) {
-                [Some(' '), Some(c), Some(' ')]
-            } else {
-                [Some(c), None, None]
-            }
-        })
-        .flatten()
-        .nfd()
-        .filter(|&c| c.general_category() != GeneralCategory::NonspacingMark)
-        .flat_map(char::to_lowercase)
+///
+/// ASCII text (most of it) skips the Unicode tables: none of its characters decompose, combine or
+/// is CJK, and its categories are known.
+fn normalise(text: &str) -> Box<dyn Iterator<Item = char> + '_> {
+    if text.is_ascii() {
+        return Box::new(
+            text.bytes()
+                .filter(|&b| !(b == 0 || is_control(char::from(b))))
+                .map(|b| match b {
+                    b'\t' | b'\n' | b'\r' => ' ',
+                    b => char::from(b.to_ascii_lowercase()),
+                }),
+        );
+    }
+    Box::new(
+        text.chars()
+            .filter(|&c| !(c == '\0' || c == '\u{FFFD}' || is_control(c)))
+            .flat_map(|c| {
+                let c = if is_whitespace(c) { ' ' } else { c };
+                if is_cjk(c) {
+                    [Some(' '), Some(c), Some(' ')]
+                } else {
+                    [Some(c), None, None]
+                }
+            })
+            .flatten()
+            .nfd()
+            .filter(|&c| c.is_ascii() || c.general_category() != GeneralCategory::NonspacingMark)
+            .flat_map(char::to_lowercase),
+    )
 }
 
 fn is_whitespace(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r') || c.general_category() == GeneralCategory::SpaceSeparator
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+        || (!c.is_ascii() && c.general_category() == GeneralCategory::SpaceSeparator)
 }
 
 fn is_control(c: char) -> bool {
     if matches!(c, '\t' | '\n' | '\r') {
         return false;
+    }
+    if c.is_ascii() {
+        return c.is_ascii_control();
     }
     matches!(
         c.general_category(),
@@ -138,7 +157,10 @@ fn is_control(c: char) -> bool {
 
 /// BERT splits every ASCII symbol off as punctuation, and anything Unicode calls punctuation.
 fn is_punctuation(c: char) -> bool {
-    c.is_ascii_punctuation() || c.general_category_group() == GeneralCategoryGroup::Punctuation
+    if c.is_ascii() {
+        return c.is_ascii_punctuation();
+    }
+    c.general_category_group() == GeneralCategoryGroup::Punctuation
 }
 
 fn is_cjk(c: char) -> bool {

@@ -9,6 +9,8 @@
 //! 3. the pipeline alone: the same corpus into a second host whose embedding model is this
 //!    benchmark's own instant OpenAI-API server (fixed vectors, benchmark only): chunks/s.
 //!
+//! With `--cut` it times extraction and chunking of the whole corpus natively.
+//! With `--pipeline-only` it runs only 3 (quick, for profiling the pipeline).
 //! With `--pdf FILE...` it times PDF extraction and chunking natively instead.
 
 #![forbid(unsafe_code)]
@@ -80,8 +82,14 @@ async fn host(extra: &[(&str, String)]) -> anyhow::Result<(host::RunningHost, Pa
     ))
 }
 
-/// Runs `edgerag ingest`'s client over the corpus into a fresh project of `host`.
-async fn ingest(host: &host::RunningHost, corpus: &Path) -> anyhow::Result<host::bulk::Summary> {
+/// Runs `edgerag ingest`'s client over the corpus into a fresh project of `host`; with `sample`,
+/// then sends batches of those documents again (under new ids) one at a time and reports where
+/// their time went.
+async fn ingest(
+    host: &host::RunningHost,
+    corpus: &Path,
+    sample: Option<&[Value]>,
+) -> anyhow::Result<(host::bulk::Summary, String)> {
     let owner = Owner::new(host.addr, "bench@example.com").await;
     let key = owner.key(host.addr, &["ingest", "search"]).await;
     let summary = host::bulk::run(host::bulk::Options {
@@ -99,7 +107,61 @@ async fn ingest(host: &host::RunningHost, corpus: &Path) -> anyhow::Result<host:
         "failures: {:?}",
         &summary.failed[..summary.failed.len().min(3)]
     );
-    Ok(summary)
+    let phases = match sample {
+        Some(docs) => phases(host.addr, &owner.project, &key, docs).await?,
+        None => String::new(),
+    };
+    Ok((summary, phases))
+}
+
+/// Sends BATCH-document batches one after the other and prints the mean of each phase of ingest's
+/// answer (`timings`), beside the client's own time per request.
+async fn phases(
+    addr: SocketAddr,
+    project: &str,
+    key: &str,
+    docs: &[Value],
+) -> anyhow::Result<String> {
+    let rounds = (docs.len() / BATCH).min(8);
+    let mut sums: Vec<(String, f64)> = Vec::new();
+    let mut client_ms = 0.0;
+    let mut chunks = 0u64;
+    for round in 0..rounds {
+        let batch: Vec<Value> = docs[round * BATCH..(round + 1) * BATCH]
+            .iter()
+            .map(|d| json!({"id": format!("again-{}", d["_id"].as_str().unwrap_or_default()), "title": d["title"], "text": d["text"]}))
+            .collect();
+        let started = Instant::now();
+        let reply = tests::accounts::call(
+            addr,
+            "POST",
+            &format!("/v1/projects/{project}/documents"),
+            Some(key),
+            Some(Value::Array(batch)),
+        )
+        .await;
+        client_ms += started.elapsed().as_secs_f64() * 1000.0;
+        anyhow::ensure!(reply.status == 200, "batch {round}: {}", reply.text());
+        let body = reply.json();
+        chunks += body["chunks"].as_u64().unwrap_or(0);
+        for (name, ms) in body["timings"].as_object().into_iter().flatten() {
+            let ms = ms.as_f64().unwrap_or(0.0);
+            match sums.iter_mut().find(|(n, _)| n == name) {
+                Some((_, total)) => *total += ms,
+                None => sums.push((name.clone(), ms)),
+            }
+        }
+    }
+    let n = rounds.max(1) as f64;
+    let mut out = format!(
+        "{rounds} batches of {BATCH} documents ({:.0} chunks each) one at a time, mean ms per batch:\nclient {:.1}",
+        chunks as f64 / n,
+        client_ms / n
+    );
+    for (name, total) in sums {
+        out.push_str(&format!(", {name} {:.1}", total / n));
+    }
+    Ok(out)
 }
 
 /// The texts ingest embeds for each document, cut exactly as ingest cuts them.
@@ -194,6 +256,31 @@ fn rate(summary: &host::bulk::Summary) -> (f64, f64) {
     )
 }
 
+/// `--cut`: SciFact's extraction and chunking natively (what ingest does to each document before
+/// anything is embedded or stored), chunks/s over the whole corpus.
+fn cut(docs: &[Value]) -> anyhow::Result<()> {
+    let config = shared::ingest::chunk::ChunkConfig::default();
+    let started = Instant::now();
+    let mut chunks = 0;
+    for doc in docs {
+        let text = doc["text"].as_str().unwrap_or_default();
+        let title = doc["title"].as_str().unwrap_or_default();
+        let extracted = shared::ingest::document::extract(
+            shared::ingest::document::ContentType::Text,
+            text.as_bytes(),
+            None,
+        )?;
+        chunks += shared::ingest::chunk::chunk(&extracted, title, &config)?.len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "extraction and chunking natively: {} documents, {chunks} chunks in {secs:.2} s: {:.0} chunks/s",
+        docs.len(),
+        chunks as f64 / secs
+    );
+    Ok(())
+}
+
 /// `--pdf FILE...`: extraction and chunking of real PDFs natively (what ingest runs, without the
 /// WebAssembly and the stores): pages, text, chunks and the time each step takes.
 fn pdfs(files: &[String]) -> anyhow::Result<()> {
@@ -230,8 +317,12 @@ async fn run() -> anyhow::Result<()> {
     if args.first().is_some_and(|a| a == "--pdf") {
         return pdfs(&args[1..]);
     }
-    let arg = std::env::args().nth(1);
-    let n = match arg.as_deref() {
+    if args.first().is_some_and(|a| a == "--cut") {
+        return cut(&corpus(None)?.1);
+    }
+    let pipeline_only = args.iter().any(|a| a == "--pipeline-only");
+    let arg = args.iter().find(|a| !a.starts_with("--"));
+    let n = match arg.map(String::as_str) {
         Some("all") => None,
         Some(n) => Some(n.parse().context("N is a number or `all`")?),
         None => Some(1000),
@@ -258,9 +349,20 @@ async fn run() -> anyhow::Result<()> {
         ("SPIN_VARIABLE_EMBEDDINGS_API_KEY", "unused".to_string()),
     ])
     .await?;
-    let pipeline = ingest(&instant_host, &path).await?;
+    let (pipeline, phases) =
+        ingest(&instant_host, &path, pipeline_only.then_some(&docs[..])).await?;
     instant_host.stop().await;
     let (pipeline_docs, pipeline_chunks) = rate(&pipeline);
+    if pipeline_only {
+        println!(
+            "| pipeline alone (instant embedder) | {pipeline_docs:.1} documents/s, {pipeline_chunks:.1} chunks/s ({} chunks in {:.2} s) |",
+            pipeline.chunks,
+            pipeline.elapsed.as_secs_f64()
+        );
+        println!();
+        println!("{phases}");
+        return Ok(());
+    }
 
     let (real_host, data_dir) = host(&[]).await?;
     let models = real_host
@@ -275,7 +377,7 @@ async fn run() -> anyhow::Result<()> {
     // Warm the model (its first request loads it) so neither measurement pays for the load.
     embed_alone(models, &models_key, &[vec!["warm up".to_string()]]).await?;
     let alone = embed_alone(models, &models_key, &texts).await?;
-    let end_to_end = ingest(&real_host, &path).await?;
+    let (end_to_end, _) = ingest(&real_host, &path, None).await?;
     let (e2e_docs, e2e_chunks) = rate(&end_to_end);
     let alone_again = embed_alone(models, &models_key, &texts).await?;
     real_host.stop().await;

@@ -445,19 +445,69 @@ impl Collection {
         best.map(|slots| Candidates { slots, complete })
     }
 
+    /// The slots of the smallest set one of `filter`'s indexed `must` equality conditions allows
+    /// (a superset of the filter's matches), in slot order; `None` when no index narrows it.
+    fn narrowest(&self, filter: &Filter) -> Option<Vec<u32>> {
+        let sets = filter
+            .must
+            .iter()
+            .filter_map(|condition| {
+                let (key, values) = condition.indexable()?;
+                let index = self.indexes.get(key)?;
+                // Only where the index holds exactly the values an equality compares with.
+                if !matches!(
+                    index.schema.as_str(),
+                    "keyword" | "integer" | "bool" | "uuid"
+                ) {
+                    return None;
+                }
+                Some(
+                    values
+                        .iter()
+                        .filter_map(|value| index.values.get(&value.to_string()))
+                        .collect::<Vec<&BTreeSet<u32>>>(),
+                )
+            })
+            .min_by_key(|sets| sets.iter().map(|s| s.len()).sum::<usize>())?;
+        let mut slots: Vec<u32> = sets.iter().flat_map(|s| s.iter().copied()).collect();
+        if sets.len() > 1 {
+            slots.sort_unstable();
+            slots.dedup();
+        }
+        Some(slots)
+    }
+
     /// Points matching `filter`, in id order, starting at `from`.
-    pub fn scan(
-        &self,
-        filter: Option<&Filter>,
+    ///
+    /// When an index narrows the filter to a small part of the collection (a document's points
+    /// among every project's), only that part is checked; otherwise every point is, lazily in id
+    /// order, so that a page of a broad scroll stops early.
+    pub fn scan<'a>(
+        &'a self,
+        filter: Option<&'a Filter>,
         from: Option<&PointId>,
-    ) -> impl Iterator<Item = u32> {
+    ) -> Box<dyn Iterator<Item = u32> + 'a> {
+        if let Some(narrowed) = filter.and_then(|f| self.narrowest(f))
+            && narrowed.len() * 4 <= self.len()
+        {
+            let mut found: Vec<(&PointId, u32)> = narrowed
+                .into_iter()
+                .filter(|slot| self.matches(*slot, filter))
+                .filter_map(|slot| Some((self.id_of(slot)?, slot)))
+                .filter(|(id, _)| from.is_none_or(|from| *id >= from))
+                .collect();
+            found.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            return Box::new(found.into_iter().map(|(_, slot)| slot));
+        }
         let range = match from {
             Some(id) => self.ids.range(id.clone()..),
             None => self.ids.range(..),
         };
-        range
-            .map(|(_, slot)| *slot)
-            .filter(move |slot| self.matches(*slot, filter))
+        Box::new(
+            range
+                .map(|(_, slot)| *slot)
+                .filter(move |slot| self.matches(*slot, filter)),
+        )
     }
 
     /// The best `want` points for a query vector, best first.

@@ -831,3 +831,64 @@ fn payload_changes_apply_persist_and_keep_indexes_right() {
     assert_eq!(payload_of(&store, 3), json!({}));
     assert_eq!((in_project(&store, "b"), in_project(&store, "c")), (1, 1));
 }
+
+#[test]
+fn a_scan_an_index_narrows_finds_what_a_full_scan_finds_in_id_order() {
+    // A write by filter (ingest's promotion of one document's points) must not read every point of
+    // the collection; what it finds, and the order of a scroll, must be what checking every point
+    // finds.
+    let store = Store::open(&temp_db("narrow")).unwrap();
+    store
+        .create_collection("c", &json!({"vectors": {"size": 2, "distance": "Dot"}}))
+        .unwrap();
+    let points = (1..=400u64)
+        .rev()
+        .map(|i| {
+            let mut p = point(i, vec![1.0, 0.0], if i % 2 == 0 { "a" } else { "b" });
+            p.payload
+                .insert("document".into(), json!(format!("d{}", i % 40)));
+            p.payload.insert("version".into(), json!(i % 3));
+            p
+        })
+        .collect();
+    store.upsert("c", points).unwrap();
+    let filters = [
+        json!({"must": [{"key": "document", "match": {"value": "d7"}}]}),
+        json!({"must": [
+            {"key": "project", "match": {"value": "b"}},
+            {"key": "document", "match": {"any": ["d7", "d9", "d12"]}},
+            {"key": "version", "match": {"value": 1}},
+        ]}),
+        json!({"must": [{"key": "document", "match": {"value": "d9"}}],
+               "must_not": [{"key": "version", "match": {"value": 0}}]}),
+        json!({"must": [{"key": "document", "match": {"value": "absent"}}]}),
+    ];
+    let full = |store: &Store, filter: &Filter, from: Option<&PointId>| -> Vec<PointId> {
+        let shared = store.collection("c").unwrap();
+        let c = shared.read().unwrap();
+        c.scan(Some(filter), from)
+            .map(|slot| c.id_of(slot).unwrap().clone())
+            .collect()
+    };
+    let from = PointId::Num(200);
+    let mut before = Vec::new();
+    for f in &filters {
+        let f = filter::parse(f).unwrap().unwrap();
+        before.push((full(&store, &f, None), full(&store, &f, Some(&from))));
+    }
+    for field in ["project", "document", "version"] {
+        let schema = if field == "version" {
+            "integer"
+        } else {
+            "keyword"
+        };
+        store.create_index("c", field, &json!(schema)).unwrap();
+    }
+    for (f, (all, paged)) in filters.iter().zip(before) {
+        let f = filter::parse(f).unwrap().unwrap();
+        let narrowed = full(&store, &f, None);
+        assert_eq!(narrowed, all, "{f:?}");
+        assert!(narrowed.windows(2).all(|w| w[0] < w[1]), "id order");
+        assert_eq!(full(&store, &f, Some(&from)), paged, "{f:?} from 200");
+    }
+}
