@@ -250,6 +250,9 @@ pub async fn start(manifest: &Path, options: Options) -> anyhow::Result<host::Ru
     config.runtime.request_timeout = options.request_timeout;
     config.max_body_bytes = options.max_body_bytes;
     config.tls = options.tls;
+    // Every test host compiles the same components: one compilation cache for all of them (as
+    // `edgerag up` keeps one in its data directory) saves each start the compile.
+    config.runtime.cache_dir = Some(workspace_root().join("target/wasmtime-cache"));
     if options.embedded {
         config.data_dir = Some(
             options

@@ -79,7 +79,9 @@ PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS dbs (
     name TEXT PRIMARY KEY,
-    update_seq INTEGER NOT NULL DEFAULT 0
+    update_seq INTEGER NOT NULL DEFAULT 0,
+    doc_count INTEGER NOT NULL DEFAULT 0,
+    del_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS docs (
     db TEXT NOT NULL,
@@ -207,9 +209,29 @@ impl Engine {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
+        Self::add_counts(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// A store made before databases kept their document counts gets them, counted once.
+    fn add_counts(conn: &Connection) -> anyhow::Result<()> {
+        let has_counts = conn
+            .prepare("SELECT 1 FROM pragma_table_info('dbs') WHERE name = 'doc_count'")?
+            .exists([])?;
+        if !has_counts {
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE dbs ADD COLUMN doc_count INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE dbs ADD COLUMN del_count INTEGER NOT NULL DEFAULT 0;
+                 UPDATE dbs SET
+                     doc_count = (SELECT COUNT(*) FROM docs WHERE docs.db = dbs.name AND deleted = 0),
+                     del_count = (SELECT COUNT(*) FROM docs WHERE docs.db = dbs.name AND deleted = 1);
+                 COMMIT;",
+            )?;
+        }
+        Ok(())
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -255,21 +277,23 @@ impl Engine {
     }
 
     pub(crate) fn update_seq(conn: &Connection, db: &str) -> Result<i64> {
-        conn.query_row("SELECT update_seq FROM dbs WHERE name = ?1", [db], |row| {
-            row.get(0)
-        })
-        .optional()?
-        .ok_or_else(DocError::no_db)
+        conn.prepare_cached("SELECT update_seq FROM dbs WHERE name = ?1")?
+            .query_row([db], |row| row.get(0))
+            .optional()?
+            .ok_or_else(DocError::no_db)
+    }
+
+    /// A database's live and deleted documents, as kept by every write.
+    pub(crate) fn counts(conn: &Connection, db: &str) -> Result<(i64, i64)> {
+        Ok(conn
+            .prepare_cached("SELECT doc_count, del_count FROM dbs WHERE name = ?1")?
+            .query_row([db], |row| Ok((row.get(0)?, row.get(1)?)))?)
     }
 
     pub fn db_info(&self, db: &str) -> Result<Value> {
         let conn = self.lock();
         let update_seq = Self::update_seq(&conn, db)?;
-        let (live, deleted): (i64, i64) = conn.query_row(
-            "SELECT COALESCE(SUM(deleted = 0), 0), COALESCE(SUM(deleted = 1), 0) FROM docs WHERE db = ?1",
-            [db],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
+        let (live, deleted) = Self::counts(&conn, db)?;
         Ok(json!({
             "db_name": db,
             "doc_count": live,
@@ -321,11 +345,8 @@ impl Engine {
         validate_doc_id(&id)?;
         let rev = body_rev.or(query_rev);
         let current: Option<(String, bool)> = conn
-            .query_row(
-                "SELECT rev, deleted FROM docs WHERE db = ?1 AND id = ?2",
-                params![db, id],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
+            .prepare_cached("SELECT rev, deleted FROM docs WHERE db = ?1 AND id = ?2")?
+            .query_row(params![db, id], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
         let previous = match (&current, &rev) {
             (None, None) => None,
@@ -336,15 +357,23 @@ impl Engine {
         };
         let body = Value::Object(if deleted { Map::new() } else { body });
         let new = new_rev(previous.as_deref(), &body);
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO docs (db, id, rev, seq, deleted, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (db, id) DO UPDATE SET rev = ?3, seq = ?4, deleted = ?5, body = ?6",
-            params![db, id, new, seq, deleted, body.to_string()],
-        )?;
-        conn.execute(
-            "UPDATE dbs SET update_seq = ?2 WHERE name = ?1",
-            params![db, seq],
-        )?;
+        )?
+        .execute(params![db, id, new, seq, deleted, body.to_string()])?;
+        // The database's counts follow the document: live or deleted before, live or deleted now.
+        let was = |gone: bool| i64::from(current.as_ref().is_some_and(|(_, d)| *d == gone));
+        conn.prepare_cached(
+            "UPDATE dbs SET update_seq = ?2, doc_count = doc_count + ?3, del_count = del_count + ?4
+             WHERE name = ?1",
+        )?
+        .execute(params![
+            db,
+            seq,
+            i64::from(!deleted) - was(false),
+            i64::from(deleted) - was(true)
+        ])?;
         Ok((id, new))
     }
 
@@ -418,11 +447,7 @@ impl Engine {
     pub fn all_docs(&self, db: &str, query: &AllDocs) -> Result<Value> {
         let conn = self.lock();
         Self::update_seq(&conn, db)?;
-        let total: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM docs WHERE db = ?1 AND deleted = 0",
-            [db],
-            |row| row.get(0),
-        )?;
+        let (total, _) = Self::counts(&conn, db)?;
         let mut rows = Vec::new();
         if let Some(keys) = &query.keys {
             let mut statement = conn
@@ -564,6 +589,56 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("edgerag-docstore-unit-{}", new_id()));
         std::fs::create_dir_all(&dir).unwrap();
         Engine::open(&dir.join("docs.sqlite")).unwrap()
+    }
+
+    #[test]
+    fn document_counts_follow_every_write_and_older_stores_get_them() {
+        let counts = |engine: &Engine| {
+            let info = engine.db_info("d").unwrap();
+            let total = engine.all_docs("d", &AllDocs::default()).unwrap()["total_rows"].clone();
+            assert_eq!(info["doc_count"], total);
+            (
+                info["doc_count"].as_i64().unwrap(),
+                info["doc_del_count"].as_i64().unwrap(),
+            )
+        };
+        let dir = std::env::temp_dir().join(format!("edgerag-docstore-counts-{}", new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("docs.sqlite");
+        let engine = Engine::open(&path).unwrap();
+        engine.create_db("d").unwrap();
+        let (_, a1) = engine.put("d", Some("a"), json!({"n": 1}), None).unwrap();
+        engine.put("d", Some("b"), json!({"n": 1}), None).unwrap();
+        assert_eq!(counts(&engine), (2, 0));
+        let (_, a2) = engine
+            .put("d", Some("a"), json!({"n": 2}), Some(a1))
+            .unwrap();
+        assert_eq!(counts(&engine), (2, 0), "an update is not a new document");
+        assert!(engine.put("d", Some("a"), json!({"n": 3}), None).is_err());
+        assert_eq!(counts(&engine), (2, 0), "a conflict changes nothing");
+        engine.delete("d", "a", Some(a2)).unwrap();
+        assert_eq!(counts(&engine), (1, 1));
+        engine.put("d", Some("a"), json!({"n": 4}), None).unwrap();
+        assert_eq!(counts(&engine), (2, 0), "written again after its delete");
+        let results = engine
+            .bulk("d", vec![json!({"_id": "c"}), json!({"_id": "b"})])
+            .unwrap();
+        assert_eq!(results[1]["error"], "conflict");
+        assert_eq!(counts(&engine), (3, 0));
+        drop(engine);
+        // A store from before the counts were kept: they are counted once when it is opened.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE old (name TEXT PRIMARY KEY, update_seq INTEGER NOT NULL DEFAULT 0);
+             INSERT INTO old SELECT name, update_seq FROM dbs;
+             DROP TABLE dbs; ALTER TABLE old RENAME TO dbs;",
+        )
+        .unwrap();
+        drop(conn);
+        let engine = Engine::open(&path).unwrap();
+        assert_eq!(counts(&engine), (3, 0));
+        engine.put("d", Some("e"), json!({}), None).unwrap();
+        assert_eq!(counts(&engine), (4, 0));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod defaults;
 pub mod manifest;
 pub mod metrics;
 pub mod outbound;
+mod pool;
 mod public;
 pub mod router;
 pub mod runtime;

@@ -254,6 +254,12 @@ impl WasiHttpHooks for Outbound {
         if grant == Grant::Public {
             return Box::new(crate::public::send(request, options));
         }
+        if crate::pool::takes(&request, options.as_ref()) {
+            return Box::new(async move {
+                let response = crate::pool::send(request).await?;
+                Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+            });
+        }
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
@@ -322,6 +328,10 @@ pub fn engine(config: &RuntimeConfig) -> anyhow::Result<Engine> {
         .table_keep_resident(64 << 10)
         .async_stack_keep_resident(256 << 10);
     wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    // For profiling the guests with `perf`: names for the compiled code in /tmp/perf-PID.map.
+    if std::env::var_os("EDGERAG_PERF_MAP").is_some() {
+        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if let Some(dir) = &config.cache_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create cache directory {}", dir.display()))?;

@@ -205,38 +205,38 @@ async fn embed_alone(url: SocketAddr, api_key: &str, texts: &[Vec<String>]) -> a
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
-/// An OpenAI-API embeddings server that answers at once with fixed 384-dimension vectors.
+/// An OpenAI-API embeddings server that answers at once: each text's 384-dimension vector is
+/// pseudo-random, seeded by the text, so that the vector store's graph is built over distinct
+/// vectors as it would be over real embeddings.
 async fn instant_embedder() -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let vector: Vec<f32> = (0..384).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect();
-    let vector = std::sync::Arc::new(vector);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let vector = vector.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
-                    move |request: http::Request<hyper::body::Incoming>| {
-                        let vector = vector.clone();
-                        async move {
-                            let body = request.into_body().collect().await?.to_bytes();
-                            let input: Value = serde_json::from_slice(&body).unwrap_or_default();
-                            let n = input["input"].as_array().map_or(1, Vec::len);
-                            let data: Vec<Value> = (0..n)
-                            .map(|i| json!({"object": "embedding", "index": i, "embedding": *vector}))
+                    |request: http::Request<hyper::body::Incoming>| async move {
+                        let body = request.into_body().collect().await?.to_bytes();
+                        let input: Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let texts: Vec<&str> = input["input"]
+                            .as_array()
+                            .map(|a| a.iter().map(|t| t.as_str().unwrap_or_default()).collect())
+                            .unwrap_or_default();
+                        let data: Vec<Value> = texts
+                            .iter()
+                            .enumerate()
+                            .map(|(i, text)| json!({"object": "embedding", "index": i, "embedding": seeded_vector(text)}))
                             .collect();
-                            let answer =
-                                json!({"object": "list", "data": data, "model": "instant"});
-                            Ok::<_, hyper::Error>(
-                                http::Response::builder()
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(answer.to_string())))
-                                    .expect("a response"),
-                            )
-                        }
+                        let answer = json!({"object": "list", "data": data, "model": "instant"});
+                        Ok::<_, hyper::Error>(
+                            http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(answer.to_string())))
+                                .expect("a response"),
+                        )
                     },
                 );
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -246,6 +246,30 @@ async fn instant_embedder() -> anyhow::Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// A unit vector of 384 numbers from a xorshift generator seeded by the text's hash.
+fn seeded_vector(text: &str) -> Vec<f32> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    let mut state = hasher.finish() | 1;
+    let mut vector: Vec<f32> = (0..384)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    let norm = vector
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
+    vector.iter_mut().for_each(|x| *x /= norm);
+    vector
 }
 
 fn rate(summary: &host::bulk::Summary) -> (f64, f64) {

@@ -25,8 +25,8 @@ CREATE TABLE IF NOT EXISTS points (
     version INTEGER NOT NULL,
     payload TEXT NOT NULL,
     vectors BLOB NOT NULL,
-    PRIMARY KEY (collection, id)
-) WITHOUT ROWID;
+    UNIQUE (collection, id)
+);
 CREATE TABLE IF NOT EXISTS payload_indexes (
     collection TEXT NOT NULL,
     field TEXT NOT NULL,
