@@ -43,13 +43,37 @@ fn stemmer() -> &'static Stemmer {
     STEMMER.get_or_init(|| Stemmer::create(Algorithm::English))
 }
 
+/// Words stemmed so far, in this thread: a batch's chunks repeat most of their words (the title in
+/// every chunk, the overlaps), and stemming is the dearer half of the analysis. Bounded.
+const STEM_CACHE: usize = 50_000;
+
+thread_local! {
+    static STEMS: std::cell::RefCell<std::collections::HashMap<String, String>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// The terms of `text`, in order: lowercased, stemmed words.
 pub fn terms(text: &str) -> Vec<String> {
     let stemmer = stemmer();
-    text.unicode_words()
-        .map(|word| stemmer.stem(&word.to_lowercase()).into_owned())
-        .filter(|term| !term.is_empty())
-        .collect()
+    STEMS.with_borrow_mut(|stems| {
+        if stems.len() > STEM_CACHE {
+            stems.clear();
+        }
+        text.unicode_words()
+            .filter_map(|word| {
+                let word = word.to_lowercase();
+                let term = match stems.get(&word) {
+                    Some(term) => term.clone(),
+                    None => {
+                        let term = stemmer.stem(&word).into_owned();
+                        stems.insert(word, term.clone());
+                        term
+                    }
+                };
+                (!term.is_empty()).then_some(term)
+            })
+            .collect()
+    })
 }
 
 /// A term's dimension: FNV-1a of its UTF-8 bytes. Two terms may share one (about one pair in a
