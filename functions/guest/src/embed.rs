@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use shared::ApiError;
 
 use crate::outbound::send_json;
@@ -88,7 +88,7 @@ impl Embedder {
             )
             .await;
             let wait = match &answer {
-                Ok(a) if a.ok() => return parse(&a.json(), texts.len()),
+                Ok(a) if a.ok() => return parse(&a.body, texts.len()),
                 Ok(a) if a.status == 429 || a.status == 503 => a
                     .header("retry-after")
                     .and_then(|v| v.trim().parse::<f64>().ok())
@@ -110,34 +110,30 @@ impl Embedder {
     }
 }
 
-/// The vectors of an embeddings answer, in input order (the API gives each its `index`).
-fn parse(body: &Value, expected: usize) -> Result<Vec<Vec<f32>>, ApiError> {
-    let data = body
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| unavailable("no `data` in the answer"))?;
+/// The vectors of an embeddings answer, in input order (the API gives each its `index`). Read
+/// straight into f32s: the answer is mostly numbers, and a `Value` per number was a fifth of the
+/// time spent on it.
+fn parse(body: &[u8], expected: usize) -> Result<Vec<Vec<f32>>, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        data: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        index: Option<usize>,
+        embedding: Vec<f32>,
+    }
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|e| unavailable(format!("an answer that is not a list of embeddings: {e}")))?;
     let mut vectors = vec![Vec::new(); expected];
-    for (position, item) in data.iter().enumerate() {
-        let index = item
-            .get("index")
-            .and_then(Value::as_u64)
-            .map_or(position, |i| i as usize);
-        let vector: Vec<f32> = item
-            .get("embedding")
-            .and_then(Value::as_array)
-            .ok_or_else(|| unavailable("an item has no `embedding`"))?
-            .iter()
-            .map(|x| x.as_f64().unwrap_or(0.0) as f32)
-            .collect();
+    let count = answer.data.len();
+    for (position, item) in answer.data.into_iter().enumerate() {
         *vectors
-            .get_mut(index)
-            .ok_or_else(|| unavailable("an `index` out of range"))? = vector;
+            .get_mut(item.index.unwrap_or(position))
+            .ok_or_else(|| unavailable("an `index` out of range"))? = item.embedding;
     }
     if vectors.iter().any(Vec::is_empty) {
-        return Err(unavailable(format!(
-            "{} vectors for {expected} texts",
-            data.len()
-        )));
+        return Err(unavailable(format!("{count} vectors for {expected} texts")));
     }
     Ok(vectors)
 }

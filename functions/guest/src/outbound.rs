@@ -64,11 +64,11 @@ pub async fn send(
 }
 
 /// Sends JSON (or nothing) and reads the answer.
-pub async fn send_json(
+pub async fn send_json<B: serde::Serialize + ?Sized>(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
-    body: Option<&Value>,
+    body: Option<&B>,
 ) -> Result<Answer, String> {
     let mut all: Vec<(&str, &str)> = vec![("accept", "application/json")];
     all.extend_from_slice(headers);

@@ -25,6 +25,23 @@ const INDEXES: &[(&str, &str)] = &[
     ("indexed_at", "integer"),
 ];
 
+/// A chunk's point as ingest writes it. Typed rather than a `Value` so that the dense vector is
+/// written as the f32s it is (`0.1`, not the widened `0.10000000149011612`): half the bytes to
+/// write, send and parse.
+#[derive(Debug, serde::Serialize)]
+pub struct Point<'a> {
+    pub id: String,
+    pub vector: PointVectors<'a>,
+    pub payload: Value,
+}
+
+/// A point's two vectors, under the names the collection has ([`DENSE`], [`KEYWORD`]).
+#[derive(Debug, serde::Serialize)]
+pub struct PointVectors<'a> {
+    pub dense: &'a [f32],
+    pub keyword: &'a shared::ingest::sparse::SparseVector,
+}
+
 /// A Qdrant server reached with its API key.
 pub struct Qdrant {
     base: String,
@@ -58,11 +75,11 @@ impl Qdrant {
         ))
     }
 
-    async fn call(
+    async fn call<B: serde::Serialize + ?Sized>(
         &self,
         method: &str,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&B>,
     ) -> Result<Answer, ApiError> {
         let answer = send_json(
             method,
@@ -85,7 +102,12 @@ impl Qdrant {
         }
     }
 
-    async fn expect(&self, method: &str, path: &str, body: &Value) -> Result<Value, ApiError> {
+    async fn expect<B: serde::Serialize + ?Sized>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<Value, ApiError> {
         let answer = self.call(method, path, Some(body)).await?;
         if answer.ok() {
             Ok(answer.json())
@@ -100,7 +122,7 @@ impl Qdrant {
     /// Creates the collection and its indexes unless it exists; safe to race (a second creator's
     /// conflict is success).
     pub async fn ensure_collection(&self, dimension: usize) -> Result<(), ApiError> {
-        if self.call("GET", "", None).await?.status == 200 {
+        if self.call::<Value>("GET", "", None).await?.status == 200 {
             return Ok(());
         }
         let config = json!({
@@ -123,12 +145,16 @@ impl Qdrant {
         Ok(())
     }
 
-    /// Writes points (`{id, vector, payload}`), waiting until they are applied.
-    pub async fn upsert(&self, points: Vec<Value>) -> Result<(), ApiError> {
+    /// Writes points, waiting until they are applied.
+    pub async fn upsert(&self, points: &[Point<'_>]) -> Result<(), ApiError> {
         if points.is_empty() {
             return Ok(());
         }
-        self.expect("PUT", "/points?wait=true", &json!({"points": points}))
+        #[derive(serde::Serialize)]
+        struct Upsert<'p, 'a> {
+            points: &'p [Point<'a>],
+        }
+        self.expect("PUT", "/points?wait=true", &Upsert { points })
             .await
             .map(|_| ())
     }

@@ -512,13 +512,14 @@ impl Documents<'_> {
             .flat_map(|item| item.chunks.iter().map(Chunk::embed_text))
             .collect();
         laps.lap("prepare");
-        let mut dense = stores.embedder.embed(&texts).await?.into_iter();
+        let dense = stores.embedder.embed(&texts).await?;
         laps.lap("embed");
-        let dimension = dense.as_slice().first().map_or(0, Vec::len);
+        let dimension = dense.first().map_or(0, Vec::len);
         stores.vectors.ensure_collection(dimension).await?;
         laps.lap("collection");
         let mut records = Vec::with_capacity(texts.len());
         let mut points = Vec::with_capacity(texts.len());
+        let mut keywords = Vec::with_capacity(texts.len());
         let indexed_at = now_ms();
         for item in items {
             let (project, id, version, meta) = (self.project, item.id, item.version, item.meta);
@@ -539,46 +540,51 @@ impl Documents<'_> {
                     "tokens": c.tokens,
                     "sha256": c.sha256,
                 }));
-                let vector = dense.next().unwrap_or_default();
-                let keyword = sparse::document_vector(&c.embed_text());
-                points.push(json!({
-                    "id": point_id(project, id, version, c.ordinal),
-                    "vector": {
-                        guest::vectors::DENSE: vector,
-                        guest::vectors::KEYWORD: keyword,
-                    },
-                    "payload": {
-                        "project": project,
-                        "document": id,
-                        "version": version,
-                        visibility::LIVE: false,
-                        "kind": meta.kind,
-                        "ordinal": c.ordinal,
-                        "chunk_id": chunk_id,
-                        "text": c.text,
-                        "title": item.title,
-                        "source_uri": meta.source_uri,
-                        "tags": meta.tags,
-                        "metadata": meta.metadata,
-                        "heading_path": c.heading_path,
-                        "start": c.start,
-                        "end": c.end,
-                        "page": c.page,
-                        "sha256": c.sha256,
-                        "answer": meta.answer,
-                        "content_type": meta.content_type,
-                        "indexed_at": indexed_at,
-                    },
-                }));
+                keywords.push(sparse::document_vector(&texts[points.len()]));
+                points.push((
+                    point_id(project, id, version, c.ordinal),
+                    json!({
+                            "project": project,
+                            "document": id,
+                            "version": version,
+                            visibility::LIVE: false,
+                            "kind": meta.kind,
+                            "ordinal": c.ordinal,
+                            "chunk_id": chunk_id,
+                            "text": c.text,
+                            "title": item.title,
+                            "source_uri": meta.source_uri,
+                            "tags": meta.tags,
+                            "metadata": meta.metadata,
+                            "heading_path": c.heading_path,
+                            "start": c.start,
+                            "end": c.end,
+                            "page": c.page,
+                            "sha256": c.sha256,
+                            "answer": meta.answer,
+                            "content_type": meta.content_type,
+                            "indexed_at": indexed_at,
+                    }),
+                ));
             }
         }
+        let points: Vec<guest::vectors::Point<'_>> = points
+            .into_iter()
+            .zip(&dense)
+            .zip(&keywords)
+            .map(|(((id, payload), dense), keyword)| guest::vectors::Point {
+                id,
+                vector: guest::vectors::PointVectors { dense, keyword },
+                payload,
+            })
+            .collect();
         laps.lap("prepare");
         for batch in records.chunks(500) {
             stores.couch.bulk(batch.to_vec()).await?;
         }
         laps.lap("chunk_records");
         for batch in points.chunks(UPSERT_BATCH) {
-            stores.vectors.upsert(batch.to_vec()).await?;
+            stores.vectors.upsert(batch).await?;
         }
         laps.lap("points");
         Ok(())

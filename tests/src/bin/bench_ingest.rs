@@ -250,23 +250,36 @@ async fn instant_embedder() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// The bag-of-words vector of `text` (see [`instant_embedder`]).
+/// The bag-of-words vector of `text` (see [`instant_embedder`]); each word's vector is made once.
 fn seeded_vector(text: &str) -> Vec<f32> {
     use std::hash::{Hash, Hasher};
+    static WORDS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Vec<f32>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut words = WORDS.lock().unwrap_or_else(|p| p.into_inner());
     let mut vector = vec![0f32; 384];
     for word in text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
     {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        word.to_lowercase().hash(&mut hasher);
-        let mut state = hasher.finish() | 1;
-        for x in &mut vector {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            *x += (state % 2001) as f32 / 1000.0 - 1.0;
-        }
+        let word = word.to_lowercase();
+        let seeded = words.entry(word).or_insert_with_key(|word| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            word.hash(&mut hasher);
+            let mut state = hasher.finish() | 1;
+            (0..384)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 2001) as f32 / 1000.0 - 1.0
+                })
+                .collect()
+        });
+        vector
+            .iter_mut()
+            .zip(seeded.iter())
+            .for_each(|(x, y)| *x += y);
     }
     let norm = vector
         .iter()
