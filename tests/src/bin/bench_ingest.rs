@@ -227,16 +227,26 @@ async fn instant_embedder() -> anyhow::Result<SocketAddr> {
                             .as_array()
                             .map(|a| a.iter().map(|t| t.as_str().unwrap_or_default()).collect())
                             .unwrap_or_default();
-                        let data: Vec<Value> = texts
-                            .iter()
-                            .enumerate()
-                            .map(|(i, text)| json!({"object": "embedding", "index": i, "embedding": seeded_vector(text)}))
-                            .collect();
-                        let answer = json!({"object": "list", "data": data, "model": "instant"});
+                        // The numbers written as the f32s they are (Display is the shortest
+                        // form that reads back the same), as embedding servers write them.
+                        let mut answer =
+                            String::from(r#"{"object":"list","model":"instant","data":["#);
+                        for (index, text) in texts.iter().enumerate() {
+                            if index > 0 {
+                                answer.push(',');
+                            }
+                            let numbers: Vec<String> =
+                                seeded_vector(text).iter().map(f32::to_string).collect();
+                            answer.push_str(&format!(
+                                r#"{{"object":"embedding","index":{index},"embedding":[{}]}}"#,
+                                numbers.join(",")
+                            ));
+                        }
+                        answer.push_str("]}");
                         Ok::<_, hyper::Error>(
                             http::Response::builder()
                                 .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(answer.to_string())))
+                                .body(Full::new(Bytes::from(answer)))
                                 .expect("a response"),
                         )
                     },
