@@ -519,6 +519,26 @@ async fn metrics_count_requests_per_component() {
         metrics.contains("edgerag_instantiation_seconds_count{component=\"probe\"} 3"),
         "{metrics}"
     );
+    // An instance's memory is counted when it is dropped, just after its response.
+    let peak = |metrics: &str| -> Option<u64> {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("edgerag_instance_memory_peak_bytes{component=\"probe\"} ")
+            })
+            .and_then(|n| n.parse().ok())
+    };
+    let started = std::time::Instant::now();
+    let mut metrics = metrics;
+    while peak(&metrics).is_none() && started.elapsed() < std::time::Duration::from_secs(5) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        metrics = get(host.addr, "/metrics").await.unwrap().text();
+    }
+    let bytes = peak(&metrics).unwrap_or(0);
+    assert!(
+        (64 << 10..512 << 20).contains(&bytes),
+        "an instance's linear memory is at least one page and within the limit: {metrics}"
+    );
     host.stop().await;
 }
 

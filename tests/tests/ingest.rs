@@ -757,6 +757,8 @@ async fn a_large_document_becomes_a_job_whose_steps_chain_until_it_is_live() {
     let (host, data_dir) = host_with(&[
         ("SPIN_VARIABLE_INLINE_CHUNKS", "2"),
         ("SPIN_VARIABLE_JOB_STEP_CHUNKS", "2"),
+        // One round a step, so that the chain outlasts the loop guard's depth.
+        ("SPIN_VARIABLE_JOB_STEP_MS", "0"),
     ])
     .await;
     let addr = host.addr;

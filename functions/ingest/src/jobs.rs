@@ -255,9 +255,15 @@ impl Jobs<'_, '_> {
             })?;
         let new = NewDocument::from_meta(meta.clone(), bytes.to_vec());
         let prepared = documents.prepare(&new)?;
-        let done = job["chunks_done"].as_u64().unwrap_or(0) as usize;
         let total = prepared.chunks.len();
-        if done < total {
+        let step = std::time::Instant::now();
+        let mut advanced = false;
+        loop {
+            let done = job["chunks_done"].as_u64().unwrap_or(0) as usize;
+            let budget_left = step.elapsed().as_millis() < stores.step_ms as u128;
+            if done >= total || (advanced && !budget_left) {
+                break;
+            }
             let end = (done + stores.step_chunks).min(total);
             let (embed_ms, store_ms) = documents
                 .stage(
@@ -271,6 +277,9 @@ impl Jobs<'_, '_> {
             job["chunks_done"] = json!(end);
             job["embed_ms"] = json!(job["embed_ms"].as_f64().unwrap_or(0.0) + embed_ms);
             job["store_ms"] = json!(job["store_ms"].as_f64().unwrap_or(0.0) + store_ms);
+            advanced = true;
+        }
+        if advanced {
             return Ok(());
         }
         let mut record = self.record(job).await?.ok_or_else(|| {

@@ -22,8 +22,11 @@ pub struct Stores {
     pub keep_versions: usize,
     /// Documents of up to this many chunks are indexed within their request; larger ones by a job.
     pub inline_chunks: usize,
-    /// Chunks a job's step indexes.
+    /// Chunks a job's step indexes in one round.
     pub step_chunks: usize,
+    /// How long a step keeps taking rounds (at least one): each step reads and cuts the whole
+    /// document again, so a step of many rounds pays for that once.
+    pub step_ms: usize,
     /// Most chunks one batch request may make.
     pub batch_chunks: usize,
 }
@@ -66,6 +69,7 @@ impl Stores {
             keep_versions: number("keep_versions", 3).await?.max(1),
             inline_chunks: number("inline_chunks", 64).await?,
             step_chunks: number("job_step_chunks", 64).await?.max(1),
+            step_ms: number("job_step_ms", 5000).await?,
             batch_chunks: number("batch_chunks", 256).await?.max(1),
         })
     }

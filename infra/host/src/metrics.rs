@@ -138,6 +138,16 @@ impl Metrics {
                     .render(&mut out, "edgerag_instantiation_seconds", component);
             }
         }
+        out.push_str(
+            "# HELP edgerag_instance_memory_peak_bytes The most linear memory one instance has held.\n",
+        );
+        out.push_str("# TYPE edgerag_instance_memory_peak_bytes gauge\n");
+        for (component, bytes) in crate::runtime::memory_peaks() {
+            let _ = writeln!(
+                out,
+                "edgerag_instance_memory_peak_bytes{{component=\"{component}\"}} {bytes}"
+            );
+        }
         out
     }
 }

@@ -104,6 +104,54 @@ pub struct StoreState {
     outbound: Outbound,
     variables: Arc<BTreeMap<String, String>>,
     instantiate_micros: u64,
+    memory: MemoryUse,
+}
+
+/// An instance's linear memory, all of its memories together (a composed component has several):
+/// what it holds now and the most it held. Growth beyond a memory's maximum is refused, as it would
+/// be without this limiter.
+#[derive(Debug, Default)]
+struct MemoryUse {
+    now: usize,
+    peak: usize,
+}
+
+impl wasmtime::ResourceLimiter for MemoryUse {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        self.now = self.now.saturating_sub(current).saturating_add(desired);
+        self.peak = self.peak.max(self.now);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// The largest linear memory any instance of each component has held, since the process started
+/// (`edgerag_instance_memory_peak_bytes`).
+static MEMORY_PEAKS: std::sync::Mutex<BTreeMap<String, u64>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Each component's largest instance so far, in bytes of linear memory.
+pub fn memory_peaks() -> BTreeMap<String, u64> {
+    MEMORY_PEAKS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
 }
 
 /// Why a variable lookup failed, before it is put in whichever interface's error type asked.
@@ -539,8 +587,10 @@ impl HandlerState for ComponentRuntime {
             },
             variables: self.variables.clone(),
             instantiate_micros: 0,
+            memory: MemoryUse::default(),
         };
         let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         let proxy = self.pre.instantiate_async(&mut store).await?;
@@ -586,7 +636,15 @@ impl WorkerState for OneShot {
         Box::pin(std::future::pending())
     }
 
-    fn drop(&self, _store: Store<StoreState>, result: wasmtime::Result<()>) {
+    fn drop(&self, store: Store<StoreState>, result: wasmtime::Result<()>) {
+        let state = store.data();
+        let peak = state.memory.peak as u64;
+        let mut peaks = MEMORY_PEAKS.lock().unwrap_or_else(|p| p.into_inner());
+        let known = peaks
+            .entry(state.outbound.component.to_string())
+            .or_default();
+        *known = (*known).max(peak);
+        drop(peaks);
         if let Err(error) = result {
             tracing::debug!("instance ended with an error: {error:#}");
         }

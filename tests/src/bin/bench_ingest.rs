@@ -9,6 +9,7 @@
 //! 3. the pipeline alone: the same corpus into a second host whose embedding model is this
 //!    benchmark's own instant OpenAI-API server (fixed vectors, benchmark only): chunks/s.
 //!
+//! With `--large` it uploads one ~10 MiB Markdown file and reports time to ready and peak memory.
 //! With `--cut` it times extraction and chunking of the whole corpus natively.
 //! With `--pipeline-only` it runs only 3 (quick, for profiling the pipeline).
 //! With `--pdf FILE...` it times PDF extraction and chunking natively instead.
@@ -334,6 +335,96 @@ fn cut(docs: &[Value]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--large`: one Markdown file of just under the host's 10 MiB body limit (SciFact's abstracts as
+/// sections under their titles) uploaded raw, with the instant embedder: time until it is ready, and
+/// the most linear memory an ingest instance held meanwhile (the host's
+/// `edgerag_instance_memory_peak_bytes`).
+async fn large(docs: &[Value]) -> anyhow::Result<()> {
+    const SIZE: usize = (10 << 20) - (64 << 10);
+    let mut text = String::with_capacity(SIZE + 4096);
+    'fill: loop {
+        for doc in docs {
+            let section = format!(
+                "## {}\n\n{}\n\n",
+                doc["title"].as_str().unwrap_or_default(),
+                doc["text"].as_str().unwrap_or_default()
+            );
+            if text.len() + section.len() > SIZE {
+                break 'fill;
+            }
+            text.push_str(&section);
+        }
+    }
+    let embedder = instant_embedder().await?;
+    let (host, _) = host(&[
+        ("SPIN_VARIABLE_EMBEDDINGS_URL", format!("http://{embedder}")),
+        ("SPIN_VARIABLE_EMBEDDINGS_API_KEY", "unused".to_string()),
+    ])
+    .await?;
+    let owner = Owner::new(host.addr, "large@example.com").await;
+    let key = owner.key(host.addr, &["ingest", "search"]).await;
+    let before = host::runtime::memory_peaks()
+        .get("ingest")
+        .copied()
+        .unwrap_or(0);
+    let started = Instant::now();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "/v1/projects/{}/documents?id=large&title=Large",
+            owner.project
+        ))
+        .header("authorization", &key)
+        .header("content-type", "text/markdown")
+        .body(text.clone())?;
+    let reply = tests::exchange(host.addr, request).await?;
+    anyhow::ensure!(
+        reply.status == 202,
+        "upload: {} {}",
+        reply.status,
+        reply.text()
+    );
+    let accepted = started.elapsed();
+    let job = reply.json()["job"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let done = loop {
+        let reply = tests::accounts::call(
+            host.addr,
+            "GET",
+            &format!("/v1/projects/{}/jobs/{job}", owner.project),
+            Some(&key),
+            None,
+        )
+        .await;
+        let job = reply.json();
+        if job["status"] != "running" {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ready = started.elapsed();
+    anyhow::ensure!(done["status"] == "done", "job: {done}");
+    let peak = host::runtime::memory_peaks()
+        .get("ingest")
+        .copied()
+        .unwrap_or(0);
+    println!(
+        "Markdown, {} bytes: accepted (202) in {:.2} s, ready in {:.1} s, {} chunks ({:.0} chunks/s); \
+         the largest ingest instance held {:.1} MiB of linear memory (before this upload: {:.1} MiB)",
+        text.len(),
+        accepted.as_secs_f64(),
+        ready.as_secs_f64(),
+        done["chunks_done"],
+        done["chunks_done"].as_f64().unwrap_or(0.0) / ready.as_secs_f64(),
+        peak as f64 / (1 << 20) as f64,
+        before as f64 / (1 << 20) as f64,
+    );
+    host.stop().await;
+    Ok(())
+}
+
 /// `--pdf FILE...`: extraction and chunking of real PDFs natively (what ingest runs, without the
 /// WebAssembly and the stores): pages, text, chunks and the time each step takes.
 fn pdfs(files: &[String]) -> anyhow::Result<()> {
@@ -372,6 +463,9 @@ async fn run() -> anyhow::Result<()> {
     }
     if args.first().is_some_and(|a| a == "--cut") {
         return cut(&corpus(None)?.1);
+    }
+    if args.first().is_some_and(|a| a == "--large") {
+        return large(&corpus(None)?.1).await;
     }
     let pipeline_only = args.iter().any(|a| a == "--pipeline-only");
     let arg = args.iter().find(|a| !a.starts_with("--"));
