@@ -1154,6 +1154,18 @@ async fn purging_a_project_removes_its_knowledge_from_every_store() {
         .unwrap()
         .to_string();
     let owner_auth = tests::accounts::bearer(&owner.token);
+    // The conversation below only has to exist: a short answer keeps the embedded model's decoding
+    // (a few dozen tokens a second, fewer while the SciFact gate embeds beside the suites) well
+    // inside the request limit; a 512-token one outlasted it once.
+    let patched = call(
+        addr,
+        "PATCH",
+        &format!("/v1/projects/{p}"),
+        Some(&owner_auth),
+        Some(json!({"settings": {"max_tokens": 16}})),
+    )
+    .await;
+    ok(&patched, 200, "settings");
     let reply = call(
         addr,
         "POST",
