@@ -87,9 +87,8 @@ impl Laps {
     pub fn ms(&self, phase: &str) -> f64 {
         self.spent
             .iter()
-            .filter(|(name, _)| *name == phase)
-            .map(|(_, ms)| ms)
-            .sum()
+            .find(|(name, _)| *name == phase)
+            .map_or(0.0, |(_, ms)| *ms)
     }
 
     pub fn total_ms(&self) -> f64 {
@@ -544,26 +543,26 @@ impl Documents<'_> {
                 points.push((
                     point_id(project, id, version, c.ordinal),
                     json!({
-                            "project": project,
-                            "document": id,
-                            "version": version,
-                            visibility::LIVE: false,
-                            "kind": meta.kind,
-                            "ordinal": c.ordinal,
-                            "chunk_id": chunk_id,
-                            "text": c.text,
-                            "title": item.title,
-                            "source_uri": meta.source_uri,
-                            "tags": meta.tags,
-                            "metadata": meta.metadata,
-                            "heading_path": c.heading_path,
-                            "start": c.start,
-                            "end": c.end,
-                            "page": c.page,
-                            "sha256": c.sha256,
-                            "answer": meta.answer,
-                            "content_type": meta.content_type,
-                            "indexed_at": indexed_at,
+                        "project": project,
+                        "document": id,
+                        "version": version,
+                        visibility::LIVE: false,
+                        "kind": meta.kind,
+                        "ordinal": c.ordinal,
+                        "chunk_id": chunk_id,
+                        "text": c.text,
+                        "title": item.title,
+                        "source_uri": meta.source_uri,
+                        "tags": meta.tags,
+                        "metadata": meta.metadata,
+                        "heading_path": c.heading_path,
+                        "start": c.start,
+                        "end": c.end,
+                        "page": c.page,
+                        "sha256": c.sha256,
+                        "answer": meta.answer,
+                        "content_type": meta.content_type,
+                        "indexed_at": indexed_at,
                     }),
                 ));
             }

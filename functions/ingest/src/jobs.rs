@@ -257,11 +257,11 @@ impl Jobs<'_, '_> {
         let prepared = documents.prepare(&new)?;
         let total = prepared.chunks.len();
         let step = std::time::Instant::now();
+        let budget = std::time::Duration::from_millis(stores.step_ms as u64);
         let mut advanced = false;
         loop {
             let done = job["chunks_done"].as_u64().unwrap_or(0) as usize;
-            let budget_left = step.elapsed().as_millis() < stores.step_ms as u128;
-            if done >= total || (advanced && !budget_left) {
+            if done >= total || (advanced && step.elapsed() >= budget) {
                 break;
             }
             let end = (done + stores.step_chunks).min(total);
