@@ -1264,3 +1264,124 @@ async fn purging_a_project_removes_its_knowledge_from_every_store() {
     assert!(!knowledge(inspector.traces(&other).await).is_empty());
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_trash_and_a_deleted_account_take_their_projects_knowledge_along() {
+    // No day in the trash: a deleted project's time is up at once, so the next listing purges it.
+    let (host, data_dir) = host_with(&[("SPIN_VARIABLE_AUTH_TRASH_DAYS", "0")]).await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "leaving@example.com").await;
+    let owner_auth = tests::accounts::bearer(&owner.token);
+    let trashed = tests::accounts::created(
+        addr,
+        &format!("/v1/orgs/{}/projects", owner.org),
+        &owner.token,
+        json!({"name": "Old"}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for project in [&owner.project, &trashed] {
+        let reply = call(
+            addr,
+            "POST",
+            &format!("/v1/projects/{project}/documents"),
+            Some(&owner_auth),
+            Some(json!([{"id": "a", "text": "Alpha."}, {"id": "b", "text": "Beta."}])),
+        )
+        .await;
+        ok(&reply, 200, "batch");
+    }
+    // Someone else's project stays whatever happens to this account.
+    let bystander = Owner::new(addr, "staying@example.com").await;
+    let reply = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{}/documents", bystander.project),
+        Some(&tests::accounts::bearer(&bystander.token)),
+        Some(json!({"id": "keep", "text": "Kept."})),
+    )
+    .await;
+    ok(&reply, 201, "bystander");
+    let inspector = Inspector::new(&host, &data_dir);
+    let knowledge = |traces: Vec<String>| -> Vec<String> {
+        traces
+            .into_iter()
+            .filter(|t| !t.starts_with("docstore edgerag_auth/"))
+            .collect()
+    };
+    for project in [&owner.project, &trashed, &bystander.project] {
+        assert!(!knowledge(inspector.traces(project).await).is_empty());
+    }
+
+    ok(
+        &call(
+            addr,
+            "DELETE",
+            &format!("/v1/projects/{trashed}"),
+            Some(&owner_auth),
+            None,
+        )
+        .await,
+        200,
+        "trash",
+    );
+    // Trashing alone removes nothing: the project can still be restored.
+    assert!(!knowledge(inspector.traces(&trashed).await).is_empty());
+    let trash = call(
+        addr,
+        "GET",
+        &format!("/v1/orgs/{}/trash", owner.org),
+        Some(&owner_auth),
+        None,
+    )
+    .await;
+    ok(&trash, 200, "trash listing");
+    assert_eq!(trash.json()["items"], json!([]), "{}", trash.text());
+    assert_eq!(
+        knowledge(inspector.traces(&trashed).await),
+        Vec::<String>::new()
+    );
+    assert!(!knowledge(inspector.traces(&owner.project).await).is_empty());
+    let gone = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{trashed}/restore"),
+        Some(&owner_auth),
+        None,
+    )
+    .await;
+    // Gone: answered as any project the caller has no access to.
+    assert_eq!(gone.status, 403, "{}", gone.text());
+
+    // The account's only organisation goes with it, and its project's knowledge with that.
+    let wrong = call(
+        addr,
+        "DELETE",
+        "/v1/auth/me",
+        Some(&owner_auth),
+        Some(json!({"password": "not the password"})),
+    )
+    .await;
+    assert_eq!(wrong.status, 403, "{}", wrong.text());
+    assert!(!knowledge(inspector.traces(&owner.project).await).is_empty());
+    ok(
+        &call(
+            addr,
+            "DELETE",
+            "/v1/auth/me",
+            Some(&owner_auth),
+            Some(json!({"password": "a long enough password"})),
+        )
+        .await,
+        200,
+        "delete account",
+    );
+    assert_eq!(
+        knowledge(inspector.traces(&owner.project).await),
+        Vec::<String>::new()
+    );
+    assert!(!knowledge(inspector.traces(&bystander.project).await).is_empty());
+    host.stop().await;
+}

@@ -15,7 +15,7 @@ use shared::auth::projects::{NewProject, ProjectPatch};
 use shared::auth::records::{KeyKind, OrgRole, Role};
 use shared::auth::secret::Entropy;
 use shared::auth::service::{PageQuery, client_ip};
-use shared::auth::store::Clock;
+use shared::auth::store::{Clock, Knowledge, StoreError};
 use shared::auth::token::SigningKeys;
 use shared::auth::{Action, Auth, AuthConfig};
 use shared::request::{MAX_JSON_BYTES, json_body, query_pairs};
@@ -64,6 +64,7 @@ struct Context {
     config: AuthConfig,
     store: Couch,
     mailer: Option<HttpMailer>,
+    ingest: Ingest,
 }
 
 async fn variable(name: &str) -> Result<String, ApiError> {
@@ -99,6 +100,7 @@ impl Context {
         config.key_per_minute =
             limit("auth_key_per_minute", AuthConfig::DEFAULT_KEY_PER_MINUTE).await?;
         config.operator_key = optional("auth_operator_key").await;
+        config.trash_ttl = u64::from(limit("auth_trash_days", 30).await?) * 24 * 3600;
         let store = Couch::new(
             &variable("docstore_url").await?,
             &variable("docstore_user").await?,
@@ -109,10 +111,14 @@ impl Context {
             url: mail_url.trim().to_string(),
             api_key: String::new(),
         });
+        let ingest = Ingest {
+            signing: config.signing.clone(),
+        };
         let mut context = Self {
             config,
             store,
             mailer,
+            ingest,
         };
         if let Some(mailer) = &mut context.mailer {
             let path = optional("mail_path").await;
@@ -127,10 +133,11 @@ impl Context {
         Ok(context)
     }
 
-    fn auth(&self, client: String) -> Auth<'_, Couch, HttpMailer> {
+    fn auth(&self, client: String) -> Auth<'_, Couch, HttpMailer, Ingest> {
         Auth {
             store: &self.store,
             mailer: self.mailer.as_ref(),
+            knowledge: &self.ingest,
             clock: &System,
             entropy: &System,
             config: &self.config,
@@ -377,7 +384,10 @@ struct PasswordConfirmation {
 }
 
 /// Runs one endpoint and renders its result.
-async fn dispatch(input: &Input, auth: &Auth<'_, Couch, HttpMailer>) -> Result<Reply, ApiError> {
+async fn dispatch(
+    input: &Input,
+    auth: &Auth<'_, Couch, HttpMailer, Ingest>,
+) -> Result<Reply, ApiError> {
     match input.endpoint.endpoint {
         E::Register => Ok(Reply::json(
             202,
@@ -472,12 +482,7 @@ async fn dispatch(input: &Input, auth: &Auth<'_, Couch, HttpMailer>) -> Result<R
                     .await?),
                 E::TrashProject => ok(&auth.trash_project(claims, project).await?),
                 E::RestoreProject => ok(&auth.restore_project(claims, project).await?),
-                E::PurgeProject => {
-                    // The project's knowledge goes first, while the project still exists to retry.
-                    auth.check_purge(claims, project).await?;
-                    purge_knowledge(&auth.config.signing, project).await?;
-                    ok(&auth.purge_project(claims, project).await?)
-                }
+                E::PurgeProject => ok(&auth.purge_project(claims, project).await?),
                 E::ListProjectMembers => ok(&auth.list_project_members(claims, project).await?),
                 E::SetProjectMember => {
                     let change = input.json::<RoleChange<Role>>()?;
@@ -516,21 +521,28 @@ async fn dispatch(input: &Input, auth: &Auth<'_, Couch, HttpMailer>) -> Result<R
     }
 }
 
-/// Has ingest remove the project's documents, chunks, points and files: a chained request to
-/// `http://ingest.spin.internal`, proved by a one-minute purge token signed with auth's keys.
-async fn purge_knowledge(signing: &SigningKeys, project: &str) -> Result<(), ApiError> {
-    let token = signing.purge_token(project, System.now_ms() / 1000);
-    let url = format!("http://ingest.spin.internal/v1/ingest/projects/{project}/purge");
-    let (status, body) = couch::send_json("POST", &url, Some(&format!("Bearer {token}")), None)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("ingest purge: {e}")))?;
-    if status == 200 {
-        Ok(())
-    } else {
-        Err(ApiError::Unavailable(format!(
-            "ingest purge answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        )))
+/// Ingest, which holds a project's documents, chunks, points and files (and removes what search and
+/// respond keep of it): reached by a chained request to `http://ingest.spin.internal`, proved by a
+/// one-minute purge token signed with auth's keys.
+struct Ingest {
+    signing: SigningKeys,
+}
+
+impl Knowledge for Ingest {
+    async fn purge(&self, project: &str) -> Result<(), StoreError> {
+        let token = self.signing.purge_token(project, System.now_ms() / 1000);
+        let url = format!("http://ingest.spin.internal/v1/ingest/projects/{project}/purge");
+        let (status, body) = couch::send_json("POST", &url, Some(&format!("Bearer {token}")), None)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("ingest purge: {e}")))?;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "ingest purge answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )))
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use super::records::{
 };
 use super::secret::{SecretKind, digest, secret_id, secret_kind};
 use super::service::{Auth, COUNTER_TRIES, rate_limited};
-use super::store::{DocumentStore, Mailer, StoreError, Stored, save};
+use super::store::{DocumentStore, Knowledge, Mailer, StoreError, Stored, save};
 use super::{Action, Credential, parse_credential, validate_id};
 use crate::ApiError;
 
@@ -44,7 +44,7 @@ fn no_access(project: &str) -> ApiError {
     ))
 }
 
-impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
+impl<S: DocumentStore, M: Mailer, K: Knowledge> Auth<'_, S, M, K> {
     /// Authenticates `header` (`authorization`'s value) and checks that it may perform `action` on
     /// `project`. `origin` is the browser's `origin` header, required for widget keys. An empty
     /// `project` means the key's own (OpenAI-style clients need not name it); a signed-in user must

@@ -14,7 +14,9 @@ use super::records::{
 };
 use super::secret::{SecretKind, digest, new_code, new_id, new_secret, secret_id};
 use super::service::{ACCOUNT_FREE_FAILURES, Auth, CLIENT_FREE_FAILURES, CODE_ATTEMPTS, CODE_TTL};
-use super::store::{DocumentStore, Mail, Mailer, StoreError, Stored, load, remove, save, typed};
+use super::store::{
+    DocumentStore, Knowledge, Mail, Mailer, StoreError, Stored, load, remove, save, typed,
+};
 use super::token::{Claims, ISSUER, TokenError};
 use crate::ApiError;
 
@@ -93,7 +95,7 @@ fn wrong_credentials() -> ApiError {
 /// A stored hash to verify against when the account does not exist, so that the answer takes as long.
 const DECOY_HASH: &str = "argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
-impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
+impl<S: DocumentStore, M: Mailer, K: Knowledge> Auth<'_, S, M, K> {
     fn salt(&self) -> [u8; password::SALT_BYTES] {
         let mut salt = [0u8; password::SALT_BYTES];
         self.entropy.fill(&mut salt);
@@ -618,8 +620,8 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
     }
 
     /// Deletes the account after checking the password: its sign-ins, codes, memberships, and every
-    /// organisation it alone owns (with their projects and keys) are removed; its entries in other
-    /// organisations' audit logs are anonymised.
+    /// organisation it alone owns (with their projects, keys and the projects' knowledge in the other
+    /// stores) are removed; its entries in other organisations' audit logs are anonymised.
     pub async fn delete_account(
         &self,
         claims: &Claims,

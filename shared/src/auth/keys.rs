@@ -7,7 +7,7 @@ use super::orgs::check_name;
 use super::records::{Key, KeyKind, Role, USAGE_SHARDS, Usage, key_id, usage_ids};
 use super::secret::{SecretKind, digest, new_id, new_secret};
 use super::service::Auth;
-use super::store::{DocumentStore, Mailer, Stored, load, save, typed};
+use super::store::{DocumentStore, Knowledge, Mailer, Stored, load, save, typed};
 use super::token::Claims;
 use super::{Action, validate_id};
 use crate::ApiError;
@@ -81,7 +81,7 @@ fn key_view(key: &Stored<Key>, last_used: Option<u64>) -> Value {
         "last_used": last_used,
     })
 }
-impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
+impl<S: DocumentStore, M: Mailer, K: Knowledge> Auth<'_, S, M, K> {
     // --- keys ---
 
     /// Creates an API key (`kind` Api: scoped to `actions`) or a widget key (respond only, from

@@ -10,7 +10,9 @@ use super::records::{
 };
 use super::secret::new_id;
 use super::service::{Auth, Page, PageQuery, page_limit};
-use super::store::{DocumentStore, Mailer, StoreError, Stored, load, remove, save, typed};
+use super::store::{
+    DocumentStore, Knowledge, Mailer, StoreError, Stored, load, remove, save, typed,
+};
 use super::token::Claims;
 use super::validate_id;
 use crate::ApiError;
@@ -54,7 +56,7 @@ pub(super) fn not_member() -> ApiError {
     ApiError::NotFound("no such organisation, or you are not a member".into())
 }
 
-impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
+impl<S: DocumentStore, M: Mailer, K: Knowledge> Auth<'_, S, M, K> {
     pub(crate) async fn org_members(&self, org: &str) -> Result<Vec<Stored<OrgMember>>, ApiError> {
         Ok(typed(
             self.store

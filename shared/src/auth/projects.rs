@@ -10,8 +10,8 @@ use super::records::{
     project_id, project_member_id, usage_ids,
 };
 use super::secret::new_id;
-use super::service::{Auth, TRASH_TTL};
-use super::store::{DocumentStore, Mailer, Stored, load, remove, save, typed};
+use super::service::Auth;
+use super::store::{DocumentStore, Knowledge, Mailer, Stored, load, remove, save, typed};
 use super::token::Claims;
 use super::validate_id;
 use crate::ApiError;
@@ -161,7 +161,8 @@ pub fn apply_settings(
     Ok(())
 }
 
-pub(super) fn project_view(project: &Stored<Project>, role: Option<Role>) -> Value {
+/// A project as clients see it; `trash_ttl` tells when a trashed one is purged.
+pub(super) fn project_view(project: &Stored<Project>, role: Option<Role>, trash_ttl: u64) -> Value {
     let p = &project.record;
     json!({
         "id": project.key(),
@@ -171,12 +172,12 @@ pub(super) fn project_view(project: &Stored<Project>, role: Option<Role>) -> Val
         "created": p.created,
         "updated": p.updated,
         "deleted": p.deleted,
-        "purge_after": p.deleted.map(|d| d + TRASH_TTL),
+        "purge_after": p.deleted.map(|d| d + trash_ttl),
         "role": role,
     })
 }
 
-impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
+impl<S: DocumentStore, M: Mailer, K: Knowledge> Auth<'_, S, M, K> {
     // --- projects ---
 
     /// The caller's effective role in a project: their project role, or owner for organisation owners
@@ -279,17 +280,17 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         save(self.store, &mut stored).await?;
         self.org_event(org, &claims.sub, "project_created", Some(&pid))
             .await?;
-        Ok(project_view(&stored, Some(Role::Owner)))
+        Ok(project_view(
+            &stored,
+            Some(Role::Owner),
+            self.config.trash_ttl,
+        ))
     }
 
     /// Projects of an organisation the caller can see (all of them for owners and admins), trash excluded.
     pub async fn list_projects(&self, claims: &Claims, org: &str) -> Result<Value, ApiError> {
         let member = self.org_role(claims, org, OrgRole::Member).await?;
-        let projects = typed::<Project>(
-            self.store
-                .find(json!({"type": "project", "org": org}), 10_000)
-                .await?,
-        );
+        let projects = self.projects_after_expiry(org).await?;
         let roles: Vec<Stored<ProjectMember>> = if member.record.role >= OrgRole::Admin {
             Vec::new()
         } else {
@@ -315,7 +316,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
                         .find(|r| r.record.project == pid)
                         .map(|r| r.record.role)
                 };
-                role.map(|role| project_view(p, Some(role)))
+                role.map(|role| project_view(p, Some(role), self.config.trash_ttl))
             })
             .collect();
         Ok(json!({"items": items}))
@@ -325,7 +326,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         let (stored, role) = self
             .project_for(claims, project, Role::Viewer, false)
             .await?;
-        Ok(project_view(&stored, Some(role)))
+        Ok(project_view(&stored, Some(role), self.config.trash_ttl))
     }
 
     pub async fn update_project(
@@ -345,7 +346,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         }
         stored.record.updated = self.now();
         save(self.store, &mut stored).await?;
-        Ok(project_view(&stored, Some(role)))
+        Ok(project_view(&stored, Some(role), self.config.trash_ttl))
     }
 
     /// Moves a project to the trash: its keys stop working at once; it can be restored for 30 days.
@@ -358,7 +359,7 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         let org = stored.record.org.clone();
         self.org_event(&org, &claims.sub, "project_deleted", Some(project))
             .await?;
-        Ok(project_view(&stored, Some(role)))
+        Ok(project_view(&stored, Some(role), self.config.trash_ttl))
     }
 
     pub async fn restore_project(&self, claims: &Claims, project: &str) -> Result<Value, ApiError> {
@@ -371,22 +372,11 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         let org = stored.record.org.clone();
         self.org_event(&org, &claims.sub, "project_restored", Some(project))
             .await?;
-        Ok(project_view(&stored, Some(role)))
+        Ok(project_view(&stored, Some(role), self.config.trash_ttl))
     }
 
-    /// Deletes a trashed project for good, now rather than after 30 days.
-    /// Whether `claims` may purge `project` now (an owner's, and the project in the trash): checked
-    /// before the project's knowledge is removed from the other stores, which cannot be undone.
-    pub async fn check_purge(&self, claims: &Claims, project: &str) -> Result<(), ApiError> {
-        let (stored, _) = self.project_for(claims, project, Role::Owner, true).await?;
-        if stored.record.deleted.is_none() {
-            return Err(ApiError::Conflict(
-                "move the project to the trash before purging it".into(),
-            ));
-        }
-        Ok(())
-    }
-
+    /// Deletes a trashed project for good, now rather than when its time in the trash is up: its
+    /// knowledge in the other stores first, then auth's records.
     pub async fn purge_project(&self, claims: &Claims, project: &str) -> Result<Value, ApiError> {
         let (stored, _) = self.project_for(claims, project, Role::Owner, true).await?;
         if stored.record.deleted.is_none() {
@@ -401,34 +391,50 @@ impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
         Ok(json!({"status": "purged"}))
     }
 
-    /// The organisation's trash; projects past their 30 days are purged on the way.
+    /// The organisation's trash; projects past their time there are purged on the way.
     pub async fn list_trash(&self, claims: &Claims, org: &str) -> Result<Value, ApiError> {
         self.org_role(claims, org, OrgRole::Admin).await?;
+        let items: Vec<Value> = self
+            .projects_after_expiry(org)
+            .await?
+            .iter()
+            .filter(|p| p.record.deleted.is_some())
+            .map(|p| project_view(p, None, self.config.trash_ttl))
+            .collect();
+        Ok(json!({"items": items}))
+    }
+
+    /// The organisation's projects, once those whose time in the trash is up have been purged (with
+    /// their knowledge in the other stores). Serverless, nothing runs on a timer: listing an
+    /// organisation's projects or its trash is what purges them.
+    async fn projects_after_expiry(&self, org: &str) -> Result<Vec<Stored<Project>>, ApiError> {
         let now = self.now();
-        let mut items = Vec::new();
+        let mut kept = Vec::new();
         for project in typed::<Project>(
             self.store
                 .find(json!({"type": "project", "org": org}), 10_000)
                 .await?,
         ) {
             match project.record.deleted {
-                Some(deleted) if deleted + TRASH_TTL <= now => {
+                Some(deleted) if deleted.saturating_add(self.config.trash_ttl) <= now => {
                     self.purge_project_records(&project).await?;
                     self.audit(org, Some(org), None, "project_purged", Some(project.key()))
                         .await?;
                 }
-                Some(_) => items.push(project_view(&project, None)),
-                None => {}
+                _ => kept.push(project),
             }
         }
-        Ok(json!({"items": items}))
+        Ok(kept)
     }
 
+    /// Removes the project's knowledge from the other stores, then auth's records of it: its
+    /// members, keys (with their usage counters) and the project itself.
     pub(super) async fn purge_project_records(
         &self,
         project: &Stored<Project>,
     ) -> Result<(), ApiError> {
         let pid = project.key().to_string();
+        self.knowledge.purge(&pid).await?;
         for doc in self
             .store
             .prefix(&format!("projmember:{pid}:"), None, 10_000)

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::records::{AuditEvent, OutboxMail, Throttle};
 use super::secret::{Entropy, random_string};
-use super::store::{Clock, DocumentStore, Mail, Mailer, StoreError, Stored, load, save};
+use super::store::{Clock, DocumentStore, Knowledge, Mail, Mailer, StoreError, Stored, load, save};
 use super::token::SigningKeys;
 use crate::ApiError;
 
@@ -24,6 +24,8 @@ pub struct AuthConfig {
     pub key_per_minute: u32,
     /// The operator's key for the admin routes; empty turns them off.
     pub operator_key: String,
+    /// How long a project stays in the trash before it is purged, seconds.
+    pub trash_ttl: u64,
 }
 
 impl AuthConfig {
@@ -40,6 +42,7 @@ impl AuthConfig {
             login_per_minute: Self::DEFAULT_LOGIN_PER_MINUTE,
             key_per_minute: Self::DEFAULT_KEY_PER_MINUTE,
             operator_key: String::new(),
+            trash_ttl: TRASH_TTL,
         }
     }
 }
@@ -47,7 +50,7 @@ impl AuthConfig {
 /// How long one-time codes live, seconds, and how many wrong tries void one.
 pub const CODE_TTL: u64 = 15 * 60;
 pub const CODE_ATTEMPTS: u32 = 5;
-/// How long a project stays in the trash before it is purged, seconds.
+/// How long a project stays in the trash before it is purged by default, seconds.
 pub const TRASH_TTL: u64 = 30 * 24 * 3600;
 /// Failed sign-ins allowed before back-off starts, per account and per client address.
 pub const ACCOUNT_FREE_FAILURES: u32 = 5;
@@ -61,10 +64,12 @@ pub const MAX_BACKOFF: u64 = 15 * 60;
 pub const COUNTER_TRIES: usize = 16;
 
 /// The auth logic bound to its ports for one request.
-pub struct Auth<'a, S, M> {
+pub struct Auth<'a, S, M, K> {
     pub store: &'a S,
     /// `None`: mail goes to the outbox that operators read.
     pub mailer: Option<&'a M>,
+    /// What the other stores hold of a project, removed when auth purges it.
+    pub knowledge: &'a K,
     pub clock: &'a dyn Clock,
     pub entropy: &'a dyn Entropy,
     pub config: &'a AuthConfig,
@@ -72,7 +77,7 @@ pub struct Auth<'a, S, M> {
     pub client: String,
 }
 
-impl<S, M> std::fmt::Debug for Auth<'_, S, M> {
+impl<S, M, K> std::fmt::Debug for Auth<'_, S, M, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
             .field("client", &self.client)
@@ -94,7 +99,7 @@ pub struct PageQuery {
     pub limit: Option<usize>,
 }
 
-impl<S: DocumentStore, M: Mailer> Auth<'_, S, M> {
+impl<S: DocumentStore, M: Mailer, K: Knowledge> Auth<'_, S, M, K> {
     pub(crate) fn now(&self) -> u64 {
         self.clock.now_ms() / 1000
     }

@@ -1,5 +1,5 @@
 //! The ports auth's logic runs against: a document store (CouchDB's model: ids, revisions, conflicts),
-//! a mail sender and a clock. The functions implement them over outbound HTTP; unit tests use fakes.
+//! a mail sender, the other stores' knowledge of a project and a clock. The functions implement them over outbound HTTP; unit tests use fakes.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -67,6 +67,14 @@ pub struct Mail {
 #[allow(async_fn_in_trait)]
 pub trait Mailer {
     async fn send(&self, mail: &Mail) -> Result<(), StoreError>;
+}
+
+/// A project's knowledge in the other stores (documents, chunks, vectors, files, conversations), which
+/// auth does not hold: removed before auth's own records of the project, so that a failure leaves the
+/// project there to purge again.
+#[allow(async_fn_in_trait)]
+pub trait Knowledge {
+    async fn purge(&self, project: &str) -> Result<(), StoreError>;
 }
 
 /// The time, in milliseconds since the Unix epoch.
