@@ -923,6 +923,120 @@ async fn a_batch_of_documents_is_written_together_and_a_bad_one_refuses_the_batc
     host.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_large_for_one_request_becomes_jobs_that_index_all_of_it() {
+    let (host, data_dir) = host_with(&[
+        ("SPIN_VARIABLE_INLINE_CHUNKS", "2"),
+        ("SPIN_VARIABLE_BATCH_CHUNKS", "3"),
+        ("SPIN_VARIABLE_JOB_STEP_MS", "0"),
+    ])
+    .await;
+    let addr = host.addr;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let p = &owner.project;
+    let docs = format!("/v1/projects/{p}/documents");
+    let reply = call(
+        addr,
+        "POST",
+        &docs,
+        Some(&key),
+        Some(json!({"id": "a0", "text": "The first text of a0."})),
+    )
+    .await;
+    ok(&reply, 201, "a0");
+    let long: String = (0..120)
+        .map(|i| format!("Paragraph {i}: the warehouse ships parcel number {i} on weekdays."))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let mut batch: Vec<Value> = (0..7)
+        .map(|i| json!({"id": format!("a{i}"), "text": format!("Short note number {i} about lemons.")}))
+        .collect();
+    batch.push(json!({"id": "big", "text": long}));
+    let reply = call(addr, "POST", &docs, Some(&key), Some(json!(batch))).await;
+    let body = ok(&reply, 202, "an oversized batch");
+    let outcomes = body["documents"].as_array().unwrap();
+    assert_eq!(outcomes[0]["status"], "updated", "{body}");
+    assert_eq!(outcomes[0]["version"], 2);
+    let jobs: Vec<String> = body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        jobs.len(),
+        2,
+        "one for the large document, one for the rest: {body}"
+    );
+    let big_job = outcomes[7]["job"].as_str().unwrap();
+    let batch_job = outcomes[0]["job"].as_str().unwrap();
+    assert_ne!(big_job, batch_job);
+    assert!(
+        outcomes[..7].iter().all(|o| o["job"] == batch_job),
+        "{body}"
+    );
+    for job in &body["jobs"].as_array().unwrap()[..] {
+        assert!(
+            job.get("token").is_none() && job.get("items").is_none(),
+            "{job}"
+        );
+    }
+    let mut finished = Vec::new();
+    for job in &jobs {
+        let started = std::time::Instant::now();
+        finished.push(loop {
+            let reply = call(
+                addr,
+                "GET",
+                &format!("/v1/projects/{p}/jobs/{job}"),
+                Some(&key),
+                None,
+            )
+            .await;
+            let job = ok(&reply, 200, "job");
+            if job["status"] != "running" {
+                break job;
+            }
+            assert!(started.elapsed().as_secs() < 120, "the job is stuck: {job}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        });
+    }
+    let grouped = finished.iter().find(|j| j["id"] == batch_job).unwrap();
+    assert_eq!(grouped["status"], "done", "{grouped}");
+    assert_eq!(grouped["kind"], "batch");
+    assert_eq!(grouped["items_done"], 7, "{grouped}");
+    assert_eq!(grouped["items_failed"], 0, "{grouped}");
+    assert_eq!(grouped["chunks_done"], 7, "{grouped}");
+    let mut total = 0;
+    for outcome in outcomes {
+        let id = outcome["id"].as_str().unwrap();
+        let doc = ok(
+            &call(addr, "GET", &format!("{docs}/{id}"), Some(&key), None).await,
+            200,
+            "doc",
+        );
+        assert_eq!(doc["status"], "ready", "{doc}");
+        assert_eq!(doc["chunks"], outcome["chunks"], "{doc}");
+        total += doc["chunks"].as_u64().unwrap();
+    }
+    assert!(total > 10, "{total}");
+    let inspector = Inspector::new(&host, &data_dir);
+    let live = inspector
+        .scroll("edgerag_chunks", visibility::live_filter(p))
+        .await;
+    assert_eq!(live.len() as u64, total, "every chunk live, once");
+    let a0 = inspector
+        .scroll(
+            "edgerag_chunks",
+            json!({"must": [{"key": "document", "match": {"value": "a0"}}]}),
+        )
+        .await;
+    assert_eq!(a0.len(), 1, "a0's first version is gone: {a0:?}");
+    assert_eq!(a0[0]["payload"]["version"], 2);
+    host.stop().await;
+}
+
 /// The proof that production CouchDB works: the same flow with pouchdb-server as the document store
 /// (auth's records and ingest's alike).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

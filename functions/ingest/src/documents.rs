@@ -124,6 +124,10 @@ fn being_written(record: &DocumentRecord, now: u64) -> Option<ApiError> {
     })
 }
 
+/// A document of a batch claimed for writing: its index in the batch, its record (`processing`),
+/// the version being written.
+pub type Claimed = (usize, DocumentRecord, u32);
+
 /// Whether `new` would write what the live version already is: same bytes, format and metadata.
 fn unchanged(record: &DocumentRecord, new: &NewDocument, prepared: &Prepared) -> bool {
     record.status == Status::Ready
@@ -621,13 +625,6 @@ impl Documents<'_> {
                 dup.id
             )));
         }
-        let total: usize = prepared.iter().map(|p| p.chunks.len()).sum();
-        if total > self.stores.batch_chunks {
-            return Err(ApiError::Unprocessable(format!(
-                "the batch makes {total} chunks, more than {} in one request; send fewer documents at once",
-                self.stores.batch_chunks
-            )));
-        }
         let ids: Vec<String> = prepared
             .iter()
             .map(|p| record_id(self.project, &p.id))
@@ -635,7 +632,7 @@ impl Documents<'_> {
         let existing = self.stores.couch.get_many(&ids).await?;
         laps.lap("records");
         let mut outcomes = vec![Value::Null; news.len()];
-        let mut work: Vec<(usize, DocumentRecord, u32)> = Vec::new();
+        let mut work: Vec<Claimed> = Vec::new();
         let now = now_ms();
         for (i, (found, (new, prep))) in existing
             .into_iter()
@@ -662,6 +659,7 @@ impl Documents<'_> {
             outcomes[i] = json!({"id": prep.id, "status": if created { "created" } else { "updated" }, "version": version, "chunks": prep.chunks.len()});
             work.push((i, record, version));
         }
+        let chunks: usize = work.iter().map(|(i, _, _)| prepared[*i].chunks.len()).sum();
         if !work.is_empty() {
             self.save_many(work.iter_mut().map(|(_, record, _)| record))
                 .await?;
@@ -675,82 +673,175 @@ impl Documents<'_> {
                     .objects
                     .put(key, Bytes::from(news[*i].bytes.clone()))
             });
-            let metas: Vec<Meta> = news.iter().map(NewDocument::meta).collect();
-            let laps = &mut laps;
-            let staged = async {
-                for put in futures::future::join_all(puts).await {
-                    put?;
-                }
-                laps.lap("files");
-                let items: Vec<Staging<'_>> = work
-                    .iter()
-                    .map(|(i, _, version)| Staging {
-                        id: &prepared[*i].id,
-                        version: *version,
-                        title: &prepared[*i].title,
-                        meta: &metas[*i],
-                        chunks: &prepared[*i].chunks,
-                    })
-                    .collect();
-                self.stage_many(&items, laps).await?;
-                let operations: Vec<Value> = work
-                    .iter()
-                    .flat_map(|(i, _, version)| {
-                        visibility::promotion(self.project, &prepared[*i].id, *version)["operations"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                let promoted = self
-                    .stores
-                    .vectors
-                    .batch(&json!({"operations": operations}))
-                    .await;
-                laps.lap("promote");
-                promoted
-            };
-            if let Err(error) = staged.await {
+            let stored: Result<Vec<()>, ApiError> =
+                futures::future::join_all(puts).await.into_iter().collect();
+            if let Err(error) = stored {
                 for (_, record, version) in &mut work {
                     self.abandon(record, *version, &error).await;
                 }
                 return Err(error);
             }
-            for (i, record, version) in &mut work {
-                if record.live_version.is_some() {
-                    self.stores
-                        .vectors
-                        .delete(&visibility::other_versions(
-                            self.project,
-                            &record.id,
-                            Some(*version),
-                        ))
-                        .await?;
-                }
-                let (meta, prep) = (&metas[*i], &prepared[*i]);
-                self.complete(
-                    record,
-                    *version,
-                    meta,
-                    &prep.title,
-                    &prep.hash,
-                    prep.chunks.len(),
-                )
-                .await?;
+            laps.lap("files");
+            if chunks > self.stores.batch_chunks {
+                return self.queue(work, &news, &prepared, outcomes).await;
             }
-            laps.lap("retire");
-            self.save_many(work.iter_mut().map(|(_, record, _)| record))
+            let metas: Vec<Meta> = news.iter().map(NewDocument::meta).collect();
+            self.index_claimed(&prepared, &metas, &mut work, &mut laps)
                 .await?;
-            laps.lap("records");
         }
         Ok((
             200,
             json!({
                 "documents": outcomes,
-                "chunks": work.iter().map(|(i, _, _)| prepared[*i].chunks.len()).sum::<usize>(),
+                "chunks": chunks,
                 "took_ms": laps.total_ms(),
                 "timings": laps.json(),
             }),
+        ))
+    }
+
+    /// Indexes documents already claimed (records `processing`, bytes stored): one round of batched
+    /// store requests for all of them per phase (embeddings, chunk records and points, the promotion,
+    /// the older versions' retirement, the final records). `prepared` and `metas` are indexed by the
+    /// claims' first field. On failure every claimed document keeps its previous version.
+    pub async fn index_claimed(
+        &self,
+        prepared: &[Prepared],
+        metas: &[Meta],
+        work: &mut [Claimed],
+        laps: &mut Laps,
+    ) -> Result<(), ApiError> {
+        let staged = async {
+            let items: Vec<Staging<'_>> = work
+                .iter()
+                .map(|(i, _, version)| Staging {
+                    id: &prepared[*i].id,
+                    version: *version,
+                    title: &prepared[*i].title,
+                    meta: &metas[*i],
+                    chunks: &prepared[*i].chunks,
+                })
+                .collect();
+            self.stage_many(&items, laps).await?;
+            let operations: Vec<Value> = work
+                .iter()
+                .flat_map(|(i, _, version)| {
+                    visibility::promotion(self.project, &prepared[*i].id, *version)["operations"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .collect();
+            let promoted = self
+                .stores
+                .vectors
+                .batch(&json!({"operations": operations}))
+                .await;
+            laps.lap("promote");
+            promoted
+        };
+        if let Err(error) = staged.await {
+            for (_, record, version) in work.iter_mut() {
+                self.abandon(record, *version, &error).await;
+            }
+            return Err(error);
+        }
+        for (i, record, version) in work.iter_mut() {
+            if record.live_version.is_some() {
+                self.stores
+                    .vectors
+                    .delete(&visibility::other_versions(
+                        self.project,
+                        &record.id,
+                        Some(*version),
+                    ))
+                    .await?;
+            }
+            let (meta, prep) = (&metas[*i], &prepared[*i]);
+            self.complete(
+                record,
+                *version,
+                meta,
+                &prep.title,
+                &prep.hash,
+                prep.chunks.len(),
+            )
+            .await?;
+        }
+        laps.lap("retire");
+        self.save_many(work.iter_mut().map(|(_, record, _)| record))
+            .await?;
+        laps.lap("records");
+        Ok(())
+    }
+
+    /// A batch of more chunks than one request indexes (`batch_chunks`), already claimed: each
+    /// document of more than `inline_chunks` chunks gets a job of its own, as a single upload would;
+    /// the others one job that indexes them a group at a time. 202, naming each document's job.
+    async fn queue(
+        &self,
+        mut work: Vec<Claimed>,
+        news: &[NewDocument],
+        prepared: &[Prepared],
+        mut outcomes: Vec<Value>,
+    ) -> Result<(u16, Value), ApiError> {
+        let jobs = crate::jobs::Jobs { documents: self };
+        let chunks: usize = work.iter().map(|(i, _, _)| prepared[*i].chunks.len()).sum();
+        let mut started = Vec::new();
+        let mut grouped = Vec::new();
+        while let Some((i, mut record, version)) = work.pop() {
+            let count = prepared[i].chunks.len();
+            if count <= self.stores.inline_chunks {
+                grouped.push((i, record, version));
+                continue;
+            }
+            match jobs.start(&record, version, &news[i], count).await {
+                Ok(job) => {
+                    outcomes[i]["job"] = job["id"].clone();
+                    started.push(job);
+                }
+                Err(error) => {
+                    self.abandon(&mut record, version, &error).await;
+                    for (_, record, version) in work.iter_mut().chain(grouped.iter_mut()) {
+                        self.abandon(record, *version, &error).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        if !grouped.is_empty() {
+            grouped.reverse();
+            let items: Vec<crate::jobs::BatchItem> = grouped
+                .iter()
+                .map(|(i, record, version)| {
+                    let mut meta = news[*i].meta();
+                    meta.id = Some(record.id.clone());
+                    crate::jobs::BatchItem {
+                        document: record.id.clone(),
+                        version: *version,
+                        chunks: prepared[*i].chunks.len(),
+                        meta,
+                    }
+                })
+                .collect();
+            match jobs.start_batch(items).await {
+                Ok(job) => {
+                    for (i, _, _) in &grouped {
+                        outcomes[*i]["job"] = job["id"].clone();
+                    }
+                    started.push(job);
+                }
+                Err(error) => {
+                    for (_, record, version) in &mut grouped {
+                        self.abandon(record, *version, &error).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok((
+            202,
+            json!({"documents": outcomes, "chunks": chunks, "jobs": started}),
         ))
     }
 

@@ -7,12 +7,13 @@
 //! next step; the last one makes the version live. A step that died is simply run again: by the next
 //! `GET` of the job once it has stalled, or by `POST .../jobs/:id/resume`. No threads, no timers.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shared::ApiError;
 use shared::auth::password::constant_time_eq;
-use shared::ingest::document::{DocumentRecord, object_key};
+use shared::ingest::document::{DocumentRecord, object_key, record_id};
 
-use crate::documents::{Documents, now_ms};
+use crate::documents::{Claimed, Documents, Laps, now_ms};
 use crate::input::{Meta, NewDocument};
 
 /// The header a step request proves itself with.
@@ -38,7 +39,7 @@ fn public(job: &Value) -> Value {
     if let Some(obj) = job.as_object_mut() {
         for private in [
             "_id", "_rev", "type", "token", "meta", "queue", "seen", "robots", "spec", "cursor",
-            "phase", "blobs", "partial",
+            "phase", "blobs", "partial", "items",
         ] {
             obj.remove(private);
         }
@@ -93,6 +94,39 @@ impl Jobs<'_, '_> {
             "store_ms": 0.0,
             "token": new_token(),
             "meta": meta,
+        });
+        let mut stored = job.clone();
+        stored["_rev"] = json!(self.couch().put(&job).await?);
+        kick(self.project(), &stored);
+        Ok(public(&stored))
+    }
+
+    /// Records a job that indexes claimed documents (each `processing` at its version, its bytes
+    /// stored) a group at a time, and starts its first step once this request has been answered.
+    pub async fn start_batch(&self, items: Vec<BatchItem>) -> Result<Value, ApiError> {
+        let id = format!("batch-{}", &new_token()[..12]);
+        let chunks: usize = items.iter().map(|item| item.chunks).sum();
+        let job = json!({
+            "_id": job_id(self.project(), &id),
+            "type": "job",
+            "id": id,
+            "kind": "batch",
+            "project": self.project(),
+            "documents": items.iter().map(|item| &item.document).collect::<Vec<_>>(),
+            "status": "running",
+            "chunks_total": chunks,
+            "chunks_done": 0,
+            "items_total": items.len(),
+            "items_done": 0,
+            "items_failed": 0,
+            "cursor": 0,
+            "items": items,
+            "attempts": 0,
+            "errors": [],
+            "created_at": now_ms(),
+            "updated_at": now_ms(),
+            "finished_at": null,
+            "token": new_token(),
         });
         let mut stored = job.clone();
         stored["_rev"] = json!(self.couch().put(&job).await?);
@@ -202,6 +236,8 @@ impl Jobs<'_, '_> {
         job["_rev"] = json!(self.couch().put(&job).await?);
         let advanced = if job["kind"] == "sync" {
             crate::sources::advance(self.documents, &mut job).await
+        } else if job["kind"] == "batch" {
+            self.advance_batch(&mut job).await
         } else {
             self.advance(&mut job).await
         };
@@ -213,7 +249,11 @@ impl Jobs<'_, '_> {
                 if let Some(errors) = job["errors"].as_array_mut() {
                     errors.push(json!({"at": now_ms(), "error": error.to_string()}));
                 }
-                if attempts >= MAX_ATTEMPTS {
+                if attempts >= MAX_ATTEMPTS && job["kind"] == "batch" {
+                    // One group's failure is its documents' own: they keep their previous version,
+                    // the job goes on with the next group.
+                    self.skip_group(&mut job, &error).await?;
+                } else if attempts >= MAX_ATTEMPTS {
                     job["status"] = json!("failed");
                     job["finished_at"] = json!(now_ms());
                     if job["kind"] == "sync" {
@@ -298,6 +338,161 @@ impl Jobs<'_, '_> {
         job["status"] = json!("done");
         job["items_done"] = json!(1);
         job["finished_at"] = json!(now_ms());
+        Ok(())
+    }
+}
+
+/// A document a batch job indexes: claimed at `version` when the batch came in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchItem {
+    pub document: String,
+    pub version: u32,
+    pub chunks: usize,
+    pub meta: Meta,
+}
+
+impl Jobs<'_, '_> {
+    fn batch_items(job: &Value) -> Result<Vec<BatchItem>, ApiError> {
+        serde_json::from_value(job["items"].clone())
+            .map_err(|e| ApiError::Internal(format!("job {}: {e}", job["id"])))
+    }
+
+    /// The next group of a batch job: the items from `cursor` while their chunks fit in
+    /// `batch_chunks` (at least one).
+    fn group(&self, items: &[BatchItem], cursor: usize) -> std::ops::Range<usize> {
+        let mut end = cursor;
+        let mut chunks = 0;
+        while end < items.len()
+            && (end == cursor || chunks + items[end].chunks <= self.documents.stores.batch_chunks)
+        {
+            chunks += items[end].chunks;
+            end += 1;
+        }
+        cursor..end
+    }
+
+    /// One step of a batch job: groups of documents, each indexed as one batch request would index
+    /// it, until the step's time is up.
+    async fn advance_batch(&self, job: &mut Value) -> Result<(), ApiError> {
+        let items = Self::batch_items(job)?;
+        let step = std::time::Instant::now();
+        let budget = std::time::Duration::from_millis(self.documents.stores.step_ms as u64);
+        loop {
+            let cursor = job["cursor"].as_u64().unwrap_or(0) as usize;
+            if cursor >= items.len() {
+                job["status"] = json!("done");
+                job["finished_at"] = json!(now_ms());
+                return Ok(());
+            }
+            let group = self.group(&items, cursor);
+            let failed = self.index_group(job, &items[group.clone()]).await?;
+            Self::moved(job, &items[group.clone()], failed);
+            if step.elapsed() >= budget {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The cursor past `group`, its documents and chunks counted (`failed` of them as failed).
+    fn moved(job: &mut Value, group: &[BatchItem], failed: usize) {
+        let chunks = group.iter().map(|item| item.chunks).sum::<usize>();
+        for (key, add) in [
+            ("cursor", group.len()),
+            ("items_done", group.len() - failed),
+            ("items_failed", failed),
+            ("chunks_done", chunks),
+        ] {
+            job[key] = json!(job[key].as_u64().unwrap_or(0) as usize + add);
+        }
+        job["attempts"] = json!(0);
+    }
+
+    /// Indexes one group. A document deleted or written anew since the batch came in is left as it
+    /// is; one whose stored file no longer reads as a document fails alone. Returns how many failed.
+    async fn index_group(&self, job: &mut Value, group: &[BatchItem]) -> Result<usize, ApiError> {
+        let documents = self.documents;
+        let stores = documents.stores;
+        let ids: Vec<String> = group
+            .iter()
+            .map(|item| record_id(self.project(), &item.document))
+            .collect();
+        let found = stores.couch.get_many(&ids).await?;
+        let mut claimed = Vec::new();
+        for (item, doc) in group.iter().zip(found) {
+            let Some(doc) = doc else { continue };
+            let record: DocumentRecord = serde_json::from_value(doc).map_err(|e| {
+                ApiError::Internal(format!("document record {}: {e}", item.document))
+            })?;
+            if record.pending_version == Some(item.version) {
+                claimed.push((item, record));
+            }
+        }
+        let keys: Vec<String> = claimed
+            .iter()
+            .map(|(item, _)| object_key(self.project(), &item.document, item.version))
+            .collect();
+        let reads = keys.iter().map(|key| stores.objects.get(key));
+        let files = futures::future::join_all(reads).await;
+        let (mut prepared, mut metas) = (Vec::new(), Vec::new());
+        let mut work: Vec<Claimed> = Vec::new();
+        let mut failed = 0;
+        for ((item, mut record), file) in claimed.into_iter().zip(files) {
+            let bytes = file?.ok_or_else(|| {
+                ApiError::Internal(format!(
+                    "document {}: the stored file is gone",
+                    item.document
+                ))
+            })?;
+            let new = NewDocument::from_meta(item.meta.clone(), bytes.to_vec());
+            match documents.prepare(&new) {
+                Ok(prep) => {
+                    work.push((prepared.len(), record, item.version));
+                    metas.push(new.meta());
+                    prepared.push(prep);
+                }
+                Err(error) => {
+                    documents.abandon(&mut record, item.version, &error).await;
+                    Self::item_error(job, &item.document, &error);
+                    failed += 1;
+                }
+            }
+        }
+        if !work.is_empty() {
+            let mut laps = Laps::start();
+            documents
+                .index_claimed(&prepared, &metas, &mut work, &mut laps)
+                .await?;
+        }
+        Ok(failed)
+    }
+
+    fn item_error(job: &mut Value, document: &str, error: &ApiError) {
+        if let Some(errors) = job["errors"].as_array_mut() {
+            errors.push(json!({"at": now_ms(), "document": document, "error": error.to_string()}));
+        }
+    }
+
+    /// After a group failed its last attempt: its documents keep their previous versions and say
+    /// why, and the cursor moves past them.
+    async fn skip_group(&self, job: &mut Value, error: &ApiError) -> Result<(), ApiError> {
+        let items = Self::batch_items(job)?;
+        let cursor = job["cursor"].as_u64().unwrap_or(0) as usize;
+        let group = self.group(&items, cursor);
+        for item in &items[group.clone()] {
+            if let Some(mut record) = self.documents.record(&item.document).await?
+                && record.pending_version == Some(item.version)
+            {
+                self.documents
+                    .abandon(&mut record, item.version, error)
+                    .await;
+            }
+            Self::item_error(job, &item.document, error);
+        }
+        Self::moved(job, &items[group.clone()], group.len());
+        if job["cursor"].as_u64().unwrap_or(0) as usize >= items.len() {
+            job["status"] = json!("done");
+            job["finished_at"] = json!(now_ms());
+        }
         Ok(())
     }
 }
