@@ -36,16 +36,33 @@ impl Inspector {
                 .unwrap_or_else(|| panic!("no embedded {name}"))
                 .addr
         };
-        let secret = |name: &str| {
-            std::fs::read_to_string(data_dir.join("secrets").join(name))
-                .expect("the store's secret")
-                .trim()
-                .to_string()
-        };
+        let secret = |name: &str| secret(data_dir, name);
         Self {
             docstore: service("docstore"),
             docstore_auth: crate::basic_auth("admin", &secret("docstore")),
             vectorstore: service("vectorstore"),
+            vector_key: secret("vectorstore"),
+            objects: data_dir.join("objects"),
+        }
+    }
+
+    /// The embedded stores of an `edgerag up` process, found as an operator finds them: in
+    /// `<data_dir>/endpoints.json`, with the secrets beside it.
+    pub fn from_endpoints(data_dir: &Path) -> Self {
+        let text =
+            std::fs::read_to_string(data_dir.join("endpoints.json")).expect("endpoints.json");
+        let endpoints: Value = serde_json::from_str(&text).expect("endpoints.json is JSON");
+        let addr = |name: &str| -> SocketAddr {
+            endpoints[name]
+                .as_str()
+                .and_then(|url| url.trim_start_matches("http://").parse().ok())
+                .unwrap_or_else(|| panic!("no embedded {name} in endpoints.json"))
+        };
+        let secret = |name: &str| secret(data_dir, name);
+        Self {
+            docstore: addr("docstore"),
+            docstore_auth: crate::basic_auth("admin", &secret("docstore")),
+            vectorstore: addr("vectorstore"),
             vector_key: secret("vectorstore"),
             objects: data_dir.join("objects"),
         }
@@ -176,6 +193,14 @@ impl Inspector {
 }
 
 /// Every file under `dir`.
+/// A store's secret as `edgerag up` keeps it, in `<data_dir>/secrets`.
+fn secret(data_dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(data_dir.join("secrets").join(name))
+        .expect("the store's secret")
+        .trim()
+        .to_string()
+}
+
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

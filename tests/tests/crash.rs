@@ -18,11 +18,17 @@ impl Drop for Process {
 }
 
 fn spawn(data_dir: &Path) -> Process {
+    spawn_with(data_dir, "127.0.0.1:0", &[])
+}
+
+/// `edgerag up` on `listen`, with these `SPIN_VARIABLE_*` settings besides its own.
+fn spawn_with(data_dir: &Path, listen: &str, env: &[(&str, &str)]) -> Process {
     let _ = std::fs::remove_file(data_dir.join("endpoints.json"));
     let child = Command::new(tests::edgerag_binary().unwrap())
         .current_dir(tests::workspace_root())
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["up", "--listen", listen, "--data-dir"])
         .arg(data_dir)
+        .envs(env.iter().copied())
         .arg("--models-dir")
         .arg(tests::models_dir())
         .arg("--lazy-models")
@@ -400,4 +406,160 @@ async fn acknowledged_objects_survive_kill_9() {
     );
     let output = verified.unwrap_or_else(|e| panic!("{e}"));
     assert!(output.contains("objects intact"), "{output}");
+}
+
+/// Waits until the host answers its health route.
+async fn healthy(addr: std::net::SocketAddr) {
+    let started = Instant::now();
+    loop {
+        let request = http::Request::builder()
+            .uri("/v1/ingest/health")
+            .body(String::new())
+            .unwrap();
+        if let Ok(reply) = tests::exchange(addr, request).await
+            && reply.status == 200
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "edgerag did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_job_killed_mid_way_resumes_and_leaves_no_orphans() {
+    use tests::accounts::{Owner, call};
+    let data_dir = fresh_dir("crash-ingest");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    // Steps of two chunks, one round each: the job runs long enough to be killed in the middle.
+    let env = [
+        ("SPIN_VARIABLE_AUTH_OPERATOR_KEY", tests::accounts::OPERATOR),
+        ("SPIN_VARIABLE_INLINE_CHUNKS", "2"),
+        ("SPIN_VARIABLE_JOB_STEP_CHUNKS", "2"),
+        ("SPIN_VARIABLE_JOB_STEP_MS", "0"),
+    ];
+    let process = spawn_with(&data_dir, &listen, &env);
+    healthy(addr).await;
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let p = owner.project.clone();
+    let doc = format!("/v1/projects/{p}/documents/manual");
+    let first = call(
+        addr,
+        "PUT",
+        &doc,
+        Some(&key),
+        Some(json!({"text": "The first edition of the manual."})),
+    )
+    .await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    let text: String = (0..1500)
+        .map(|i| format!("Paragraph {i}: the warehouse ships parcel number {i} on weekdays."))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let second = call(addr, "PUT", &doc, Some(&key), Some(json!({"text": text}))).await;
+    assert_eq!(second.status, 202, "{}", second.text());
+    let body = second.json();
+    let total = body["chunks"].as_u64().unwrap();
+    let job = body["job"]["id"].as_str().unwrap().to_string();
+    let job_path = format!("/v1/projects/{p}/jobs/{job}");
+    // Killed once a few steps are in, and well before the last.
+    let started = Instant::now();
+    loop {
+        let state = call(addr, "GET", &job_path, Some(&key), None).await.json();
+        let done = state["chunks_done"].as_u64().unwrap_or(0);
+        assert_eq!(
+            state["status"], "running",
+            "finished before it could be killed: {state}"
+        );
+        assert!(
+            done < total / 2,
+            "the job ran too fast to kill mid-way: {state}"
+        );
+        if done >= 4 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the job is stuck: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill_when(process, || true).await;
+
+    let _process = spawn_with(&data_dir, &listen, &env);
+    healthy(addr).await;
+    let inspector = tests::stores::Inspector::from_endpoints(&data_dir);
+    let versions = |points: &[Value]| -> std::collections::BTreeSet<u64> {
+        points
+            .iter()
+            .filter(|pt| pt["payload"]["live"] == json!(true))
+            .map(|pt| pt["payload"]["version"].as_u64().unwrap())
+            .collect()
+    };
+    let of_manual = json!({"must": [{"key": "document", "match": {"value": "manual"}}]});
+    // After the restart, search still sees the first version and only it.
+    let points = inspector.scroll("edgerag_chunks", of_manual.clone()).await;
+    assert_eq!(versions(&points), [1].into(), "{points:?}");
+    let record = call(addr, "GET", &doc, Some(&key), None).await.json();
+    assert_eq!(record["status"], "processing", "{record}");
+    // The job goes on from its cursor when asked to.
+    let resumed = call(
+        addr,
+        "POST",
+        &format!("{job_path}/resume"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(resumed.status, 202, "{}", resumed.text());
+    let started = Instant::now();
+    let finished = loop {
+        let state = call(addr, "GET", &job_path, Some(&key), None).await.json();
+        if state["status"] != "running" {
+            break state;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the job is stuck: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(finished["status"], "done", "{finished}");
+    assert_eq!(finished["chunks_done"], total);
+    let record = call(addr, "GET", &doc, Some(&key), None).await.json();
+    assert_eq!(record["status"], "ready", "{record}");
+    assert_eq!(record["chunks"], total);
+    // No orphans: every point of the document is the second version's, each chunk once.
+    let points = inspector.scroll("edgerag_chunks", of_manual).await;
+    assert_eq!(points.len() as u64, total, "points left behind");
+    assert_eq!(versions(&points), [2].into());
+    let ordinals: std::collections::BTreeSet<u64> = points
+        .iter()
+        .map(|pt| pt["payload"]["ordinal"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ordinals.len() as u64, total);
+    let chunks = call(
+        addr,
+        "GET",
+        &format!("{doc}/chunks?limit=500"),
+        Some(&key),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(
+        chunks["chunks"].as_array().map(Vec::len),
+        Some(total as usize),
+        "{chunks}"
+    );
 }
