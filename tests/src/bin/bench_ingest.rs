@@ -7,9 +7,12 @@
 //!    `/v1/embeddings` in the same batches at the same concurrency as ingest sends them:
 //!    the ceiling the pipeline is measured against;
 //! 3. the pipeline alone: the same corpus into a second host whose embedding model is this
-//!    benchmark's own instant OpenAI-API server (fixed vectors, benchmark only): chunks/s.
+//!    benchmark's own instant OpenAI-API server (fixed vectors, benchmark only): chunks/s;
+//! 4. the peer a team would otherwise write, on the same abstracts: LangChain's splitter,
+//!    sentence-transformers and Chroma (`tests/python/bench_ingest_langchain.py`): documents/s.
 //!
-//! With `--large` it uploads one ~10 MiB Markdown file and reports time to ready and peak memory.
+//! With `--large` it uploads one ~10 MiB Markdown file and reports time to ready and peak memory;
+//! `--large-pdf` the same for a ~10 MiB PDF.
 //! With `--cut` it times extraction and chunking of the whole corpus natively.
 //! With `--pipeline-only` it runs only 3 (quick, for profiling the pipeline).
 //! With `--pdf FILE...` it times PDF extraction and chunking natively instead.
@@ -340,8 +343,7 @@ fn cut(docs: &[Value]) -> anyhow::Result<()> {
 /// the most linear memory an ingest instance held meanwhile (the host's
 /// `edgerag_instance_memory_peak_bytes`).
 async fn large(docs: &[Value]) -> anyhow::Result<()> {
-    const SIZE: usize = (10 << 20) - (64 << 10);
-    let mut text = String::with_capacity(SIZE + 4096);
+    let mut text = String::with_capacity(LARGE + 4096);
     'fill: loop {
         for doc in docs {
             let section = format!(
@@ -349,16 +351,84 @@ async fn large(docs: &[Value]) -> anyhow::Result<()> {
                 doc["title"].as_str().unwrap_or_default(),
                 doc["text"].as_str().unwrap_or_default()
             );
-            if text.len() + section.len() > SIZE {
+            if text.len() + section.len() > LARGE {
                 break 'fill;
             }
             text.push_str(&section);
         }
     }
+    upload_large("Markdown", "text/markdown", text.into_bytes()).await
+}
+
+/// Just under the host's 10 MiB body limit.
+const LARGE: usize = (10 << 20) - (64 << 10);
+
+/// `--large-pdf`: the PDF counterpart of `--large`: SciFact's abstracts one to a page (the title,
+/// then the text in lines of at most 90 columns, in ASCII as the standard Helvetica font's encoding
+/// holds it), content streams compressed as PDF writers do, as many pages as fit under the limit.
+async fn large_pdf(docs: &[Value]) -> anyhow::Result<()> {
+    let pages: Vec<String> = docs
+        .iter()
+        .map(|doc| {
+            let ascii = |v: &Value| -> String {
+                v.as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii() && !c.is_ascii_control() {
+                            c
+                        } else {
+                            ' '
+                        }
+                    })
+                    .collect()
+            };
+            let mut page = ascii(&doc["title"]);
+            let mut line = String::new();
+            for word in ascii(&doc["text"]).split_whitespace() {
+                if !line.is_empty() && line.len() + 1 + word.len() > 90 {
+                    page.push('\n');
+                    page.push_str(&line);
+                    line.clear();
+                }
+                if !line.is_empty() {
+                    line.push(' ');
+                }
+                line.push_str(word);
+            }
+            page.push('\n');
+            page.push_str(&line);
+            page
+        })
+        .collect();
+    // Estimate the pages that fit from a first file, then shrink until it does.
+    let build = |n: usize| {
+        let texts: Vec<&str> = pages.iter().cycle().take(n).map(String::as_str).collect();
+        tests::stores::pdf(&texts)
+    };
+    let sample = build(pages.len());
+    let mut n = pages.len() * LARGE / sample.len();
+    let mut file = build(n);
+    while file.len() > LARGE {
+        n = n * LARGE / file.len() * 99 / 100;
+        file = build(n);
+    }
+    let saved = temp_dir("bench-ingest-pdf").join("large.pdf");
+    std::fs::write(&saved, &file)?;
+    println!("PDF: {n} pages, {} bytes, saved as {}", file.len(), saved.display());
+    upload_large("PDF", "application/pdf", file).await
+}
+
+/// Uploads one large file into a fresh project of a fresh host with the instant embedder and waits
+/// for its job: time to ready and the ingest instance's peak memory.
+async fn upload_large(kind: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<()> {
     let embedder = instant_embedder().await?;
     let (host, _) = host(&[
         ("SPIN_VARIABLE_EMBEDDINGS_URL", format!("http://{embedder}")),
         ("SPIN_VARIABLE_EMBEDDINGS_API_KEY", "unused".to_string()),
+        // A compressed PDF of abstracts holds about twice the Markdown file's text: more chunks
+        // than the default cap of one document.
+        ("SPIN_VARIABLE_MAX_CHUNKS_PER_DOCUMENT", "50000".to_string()),
     ])
     .await?;
     let owner = Owner::new(host.addr, "large@example.com").await;
@@ -375,20 +445,13 @@ async fn large(docs: &[Value]) -> anyhow::Result<()> {
             owner.project
         ))
         .header("authorization", &key)
-        .header("content-type", "text/markdown")
-        .body(text.clone())?;
-    let reply = tests::exchange(host.addr, request).await?;
-    anyhow::ensure!(
-        reply.status == 202,
-        "upload: {} {}",
-        reply.status,
-        reply.text()
-    );
+        .header("content-type", content_type)
+        .header("host", host.addr.to_string())
+        .body(Full::new(Bytes::from(body.clone())))?;
+    let (status, answer) = tests::read_json(tests::send_request(host.addr, request).await?).await?;
+    anyhow::ensure!(status == 202, "upload: {status} {answer}");
     let accepted = started.elapsed();
-    let job = reply.json()["job"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let job = answer["job"]["id"].as_str().unwrap_or_default().to_string();
     let done = loop {
         let reply = tests::accounts::call(
             host.addr,
@@ -411,9 +474,9 @@ async fn large(docs: &[Value]) -> anyhow::Result<()> {
         .copied()
         .unwrap_or(0);
     println!(
-        "Markdown, {} bytes: accepted (202) in {:.2} s, ready in {:.1} s, {} chunks ({:.0} chunks/s); \
+        "{kind}, {} bytes: accepted (202) in {:.2} s, ready in {:.1} s, {} chunks ({:.0} chunks/s); \
          the largest ingest instance held {:.1} MiB of linear memory (before this upload: {:.1} MiB)",
-        text.len(),
+        body.len(),
         accepted.as_secs_f64(),
         ready.as_secs_f64(),
         done["chunks_done"],
@@ -466,6 +529,9 @@ async fn run() -> anyhow::Result<()> {
     }
     if args.first().is_some_and(|a| a == "--large") {
         return large(&corpus(None)?.1).await;
+    }
+    if args.first().is_some_and(|a| a == "--large-pdf") {
+        return large_pdf(&corpus(None)?.1).await;
     }
     let pipeline_only = args.iter().any(|a| a == "--pipeline-only");
     let arg = args.iter().find(|a| !a.starts_with("--"));
@@ -546,6 +612,49 @@ async fn run() -> anyhow::Result<()> {
     );
     println!(
         "| pipeline alone (instant embedder) | {pipeline_docs:.1} documents/s, {pipeline_chunks:.1} chunks/s (target >= 2,000 chunks/s) |"
+    );
+    peer(&path, docs.len(), e2e_docs)
+}
+
+/// The peer a team would otherwise write (LangChain's splitter, sentence-transformers, Chroma), on
+/// the same abstracts in the same run, when `scripts/bench-venv --peer` has installed it.
+fn peer(corpus: &Path, n: usize, edgerag_docs: f64) -> anyhow::Result<()> {
+    let python = workspace_root().join("target/peer-venv/bin/python");
+    if !python.exists() {
+        println!(
+            "| LangChain + sentence-transformers + Chroma | not run: scripts/bench-venv --peer installs it |"
+        );
+        return Ok(());
+    }
+    let output = std::process::Command::new(&python)
+        .arg(workspace_root().join("tests/python/bench_ingest_langchain.py"))
+        .arg(tests::models_dir())
+        .arg(corpus)
+        .arg(n.to_string())
+        .stderr(std::process::Stdio::null())
+        .output()?;
+    anyhow::ensure!(output.status.success(), "the LangChain peer failed");
+    let result: Value = serde_json::from_slice(
+        output
+            .stdout
+            .split(|b| *b == b'\n')
+            .rfind(|line| line.starts_with(b"{"))
+            .context("no result from the LangChain peer")?,
+    )?;
+    let peer_docs = result["documents_per_s"].as_f64().unwrap_or(0.0);
+    println!(
+        "| LangChain splitter + sentence-transformers + Chroma, same abstracts | {peer_docs:.1} documents/s, {} chunks/s ({} chunks in {} s: split {} s, embed {} s, add {} s, torch threads {}) |",
+        result["chunks_per_s"],
+        result["chunks"],
+        result["seconds"],
+        result["split_s"],
+        result["embed_s"],
+        result["add_s"],
+        result["torch_threads"],
+    );
+    println!(
+        "| edgerag end to end / the peer | {:.2}x documents/s |",
+        edgerag_docs / peer_docs.max(f64::MIN_POSITIVE)
     );
     Ok(())
 }
