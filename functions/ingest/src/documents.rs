@@ -702,8 +702,8 @@ impl Documents<'_> {
 
     /// Indexes documents already claimed (records `processing`, bytes stored): one round of batched
     /// store requests for all of them per phase (embeddings, chunk records and points, the promotion,
-    /// the older versions' retirement, the final records). `prepared` and `metas` are indexed by the
-    /// claims' first field. On failure every claimed document keeps its previous version.
+    /// then [`Self::settle_claimed`]). `prepared` and `metas` are indexed by the claims' first field.
+    /// On failure every claimed document keeps its previous version.
     pub async fn index_claimed(
         &self,
         prepared: &[Prepared],
@@ -711,41 +711,62 @@ impl Documents<'_> {
         work: &mut [Claimed],
         laps: &mut Laps,
     ) -> Result<(), ApiError> {
-        let staged = async {
-            let items: Vec<Staging<'_>> = work
-                .iter()
-                .map(|(i, _, version)| Staging {
-                    id: &prepared[*i].id,
-                    version: *version,
-                    title: &prepared[*i].title,
-                    meta: &metas[*i],
-                    chunks: &prepared[*i].chunks,
-                })
-                .collect();
-            self.stage_many(&items, laps).await?;
-            let operations: Vec<Value> = work
-                .iter()
-                .flat_map(|(i, _, version)| {
-                    visibility::promotion(self.project, &prepared[*i].id, *version)["operations"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
-                })
-                .collect();
-            let promoted = self
-                .stores
-                .vectors
-                .batch(&json!({"operations": operations}))
-                .await;
-            laps.lap("promote");
-            promoted
-        };
-        if let Err(error) = staged.await {
+        if let Err(error) = self.stage_claimed(prepared, metas, work, laps).await {
             for (_, record, version) in work.iter_mut() {
                 self.abandon(record, *version, &error).await;
             }
             return Err(error);
         }
+        self.settle_claimed(prepared, metas, work, laps).await
+    }
+
+    /// The claimed documents' chunk records and points, written and made live. Nothing is undone on
+    /// failure: the caller abandons the claims, or (a job) runs this again, the ids being fixed.
+    pub async fn stage_claimed(
+        &self,
+        prepared: &[Prepared],
+        metas: &[Meta],
+        work: &[Claimed],
+        laps: &mut Laps,
+    ) -> Result<(), ApiError> {
+        let items: Vec<Staging<'_>> = work
+            .iter()
+            .map(|(i, _, version)| Staging {
+                id: &prepared[*i].id,
+                version: *version,
+                title: &prepared[*i].title,
+                meta: &metas[*i],
+                chunks: &prepared[*i].chunks,
+            })
+            .collect();
+        self.stage_many(&items, laps).await?;
+        let operations: Vec<Value> = work
+            .iter()
+            .flat_map(|(i, _, version)| {
+                visibility::promotion(self.project, &prepared[*i].id, *version)["operations"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        let promoted = self
+            .stores
+            .vectors
+            .batch(&json!({"operations": operations}))
+            .await;
+        laps.lap("promote");
+        promoted
+    }
+
+    /// After the claimed versions went live: the older versions' points go, and the records say
+    /// `ready` with their new versions.
+    pub async fn settle_claimed(
+        &self,
+        prepared: &[Prepared],
+        metas: &[Meta],
+        work: &mut [Claimed],
+        laps: &mut Laps,
+    ) -> Result<(), ApiError> {
         for (i, record, version) in work.iter_mut() {
             if record.live_version.is_some() {
                 self.stores

@@ -458,9 +458,14 @@ impl Jobs<'_, '_> {
             }
         }
         if !work.is_empty() {
+            // A failure here is retried by the next attempt, which writes the same ids again; only a
+            // group's last attempt gives its documents up (`skip_group`).
             let mut laps = Laps::start();
             documents
-                .index_claimed(&prepared, &metas, &mut work, &mut laps)
+                .stage_claimed(&prepared, &metas, &work, &mut laps)
+                .await?;
+            documents
+                .settle_claimed(&prepared, &metas, &mut work, &mut laps)
                 .await?;
         }
         Ok(failed)
