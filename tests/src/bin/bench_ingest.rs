@@ -415,7 +415,11 @@ async fn large_pdf(docs: &[Value]) -> anyhow::Result<()> {
     }
     let saved = temp_dir("bench-ingest-pdf").join("large.pdf");
     std::fs::write(&saved, &file)?;
-    println!("PDF: {n} pages, {} bytes, saved as {}", file.len(), saved.display());
+    println!(
+        "PDF: {n} pages, {} bytes, saved as {}",
+        file.len(),
+        saved.display()
+    );
     upload_large("PDF", "application/pdf", file).await
 }
 
