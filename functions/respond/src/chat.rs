@@ -358,6 +358,8 @@ struct Run {
     text: String,
     usage: Usage,
     first_token_ms: Option<f64>,
+    /// Keeps the prompt's delimiters out of what the model writes.
+    scrub: shared::respond::echo::Scrub,
     sent_ready: bool,
     /// Whether the answer has ended: saved, or failed.
     over: bool,
@@ -373,6 +375,7 @@ impl Run {
             reader,
             text,
             first_token_ms,
+            scrub,
             ..
         } = self;
         match &mut started.answer {
@@ -411,6 +414,7 @@ impl Run {
                                 }
                             }
                         }
+                        let delta = scrub.feed(&delta);
                         if !delta.is_empty() {
                             first_token_ms.get_or_insert_with(|| ms(started.started));
                             text.push_str(&delta);
@@ -425,6 +429,14 @@ impl Run {
                         )));
                     }
                     None => {
+                        // What the filter held back at the end was not a delimiter.
+                        let rest = scrub.finish();
+                        if !rest.is_empty() {
+                            reader.done = true;
+                            first_token_ms.get_or_insert_with(|| ms(started.started));
+                            text.push_str(&rest);
+                            return Some(Event::Delta(rest));
+                        }
                         self.usage = Usage {
                             prompt_tokens: reader.prompt_tokens.unwrap_or(0),
                             completion_tokens: reader.completion_tokens.unwrap_or(0),
@@ -539,6 +551,7 @@ impl Run {
             text: String::new(),
             usage: Usage::default(),
             first_token_ms: None,
+            scrub: Default::default(),
             sent_ready: false,
             over: false,
         }

@@ -5,6 +5,7 @@
 pub mod analytics;
 pub mod citations;
 pub mod conversation;
+pub mod echo;
 pub mod openai;
 pub mod prompt;
 
