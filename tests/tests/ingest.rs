@@ -108,6 +108,27 @@ async fn chunks(addr: SocketAddr, key: &str, project: &str, id: &str) -> Vec<Val
         .clone()
 }
 
+/// The job once it has stopped running (at most two minutes).
+async fn finished_job(addr: SocketAddr, key: &str, project: &str, job: &str) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let reply = call(
+            addr,
+            "GET",
+            &format!("/v1/projects/{project}/jobs/{job}"),
+            Some(key),
+            None,
+        )
+        .await;
+        let job = ok(&reply, 200, "job");
+        if job["status"] != "running" {
+            return job;
+        }
+        assert!(started.elapsed().as_secs() < 120, "the job is stuck: {job}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_in_every_format_come_back_as_chunks_and_bytes() {
     let (host, data_dir) = host().await;
@@ -790,23 +811,7 @@ async fn a_large_document_becomes_a_job_whose_steps_chain_until_it_is_live() {
         body["job"].get("token").is_none(),
         "the step token is not shown"
     );
-    let started = std::time::Instant::now();
-    let finished = loop {
-        let reply = call(
-            addr,
-            "GET",
-            &format!("/v1/projects/{p}/jobs/{job}"),
-            Some(&key),
-            None,
-        )
-        .await;
-        let job = ok(&reply, 200, "job");
-        if job["status"] != "running" {
-            break job;
-        }
-        assert!(started.elapsed().as_secs() < 120, "the job is stuck: {job}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let finished = finished_job(addr, &key, p, &job).await;
     assert_eq!(finished["status"], "done", "{finished}");
     assert_eq!(finished["chunks_done"], total);
     let doc = ok(
@@ -984,23 +989,7 @@ async fn a_batch_too_large_for_one_request_becomes_jobs_that_index_all_of_it() {
     }
     let mut finished = Vec::new();
     for job in &jobs {
-        let started = std::time::Instant::now();
-        finished.push(loop {
-            let reply = call(
-                addr,
-                "GET",
-                &format!("/v1/projects/{p}/jobs/{job}"),
-                Some(&key),
-                None,
-            )
-            .await;
-            let job = ok(&reply, 200, "job");
-            if job["status"] != "running" {
-                break job;
-            }
-            assert!(started.elapsed().as_secs() < 120, "the job is stuck: {job}");
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        });
+        finished.push(finished_job(addr, &key, p, job).await);
     }
     let grouped = finished.iter().find(|j| j["id"] == batch_job).unwrap();
     assert_eq!(grouped["status"], "done", "{grouped}");
