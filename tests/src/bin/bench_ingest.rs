@@ -430,7 +430,7 @@ async fn upload_large(kind: &str, content_type: &str, body: Vec<u8>) -> anyhow::
     let (host, _) = host(&[
         ("SPIN_VARIABLE_EMBEDDINGS_URL", format!("http://{embedder}")),
         ("SPIN_VARIABLE_EMBEDDINGS_API_KEY", "unused".to_string()),
-        // A compressed PDF of abstracts holds about twice the Markdown file's text: more chunks
+        // A compressed PDF of abstracts holds 1.6 times the Markdown file's text: more chunks
         // than the default cap of one document.
         ("SPIN_VARIABLE_MAX_CHUNKS_PER_DOCUMENT", "50000".to_string()),
     ])
