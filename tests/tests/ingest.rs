@@ -108,6 +108,14 @@ async fn chunks(addr: SocketAddr, key: &str, project: &str, id: &str) -> Vec<Val
         .clone()
 }
 
+/// A plain text of `n` short paragraphs, one chunk per dozen or so.
+fn parcels(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("Paragraph {i}: the warehouse ships parcel number {i} on weekdays."))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 /// The job once it has stopped running (at most two minutes).
 async fn finished_job(addr: SocketAddr, key: &str, project: &str, job: &str) -> Value {
     let started = std::time::Instant::now();
@@ -786,10 +794,7 @@ async fn a_large_document_becomes_a_job_whose_steps_chain_until_it_is_live() {
     let owner = Owner::new(addr, "owner@example.com").await;
     let key = owner.key(addr, &["ingest", "search"]).await;
     let p = &owner.project;
-    let text: String = (0..120)
-        .map(|i| format!("Paragraph {i}: the warehouse ships parcel number {i} on weekdays."))
-        .collect::<Vec<_>>()
-        .join("\n\n");
+    let text: String = parcels(120);
     let reply = upload(
         addr,
         "PUT",
@@ -950,10 +955,7 @@ async fn a_batch_too_large_for_one_request_becomes_jobs_that_index_all_of_it() {
     )
     .await;
     ok(&reply, 201, "a0");
-    let long: String = (0..120)
-        .map(|i| format!("Paragraph {i}: the warehouse ships parcel number {i} on weekdays."))
-        .collect::<Vec<_>>()
-        .join("\n\n");
+    let long: String = parcels(120);
     let mut batch: Vec<Value> = (0..7)
         .map(|i| json!({"id": format!("a{i}"), "text": format!("Short note number {i} about lemons.")}))
         .collect();

@@ -397,6 +397,13 @@ impl Documents<'_> {
         let _ = self.save(record).await;
     }
 
+    /// [`Self::abandon`] for every claim of a batch.
+    async fn abandon_all(&self, work: &mut [Claimed], error: &ApiError) {
+        for (_, record, version) in work.iter_mut() {
+            self.abandon(record, *version, error).await;
+        }
+    }
+
     /// Makes `version` live, removes the older versions' points (and their files and chunk records
     /// beyond the kept count) and marks the record `ready`.
     pub async fn finish(
@@ -676,9 +683,7 @@ impl Documents<'_> {
             let stored: Result<Vec<()>, ApiError> =
                 futures::future::join_all(puts).await.into_iter().collect();
             if let Err(error) = stored {
-                for (_, record, version) in &mut work {
-                    self.abandon(record, *version, &error).await;
-                }
+                self.abandon_all(&mut work, &error).await;
                 return Err(error);
             }
             laps.lap("files");
@@ -712,9 +717,7 @@ impl Documents<'_> {
         laps: &mut Laps,
     ) -> Result<(), ApiError> {
         if let Err(error) = self.stage_claimed(prepared, metas, work, laps).await {
-            for (_, record, version) in work.iter_mut() {
-                self.abandon(record, *version, &error).await;
-            }
+            self.abandon_all(work, &error).await;
             return Err(error);
         }
         self.settle_claimed(prepared, metas, work, laps).await
@@ -823,9 +826,8 @@ impl Documents<'_> {
                 }
                 Err(error) => {
                     self.abandon(&mut record, version, &error).await;
-                    for (_, record, version) in work.iter_mut().chain(grouped.iter_mut()) {
-                        self.abandon(record, *version, &error).await;
-                    }
+                    self.abandon_all(&mut work, &error).await;
+                    self.abandon_all(&mut grouped, &error).await;
                     return Err(error);
                 }
             }
@@ -853,9 +855,7 @@ impl Documents<'_> {
                     started.push(job);
                 }
                 Err(error) => {
-                    for (_, record, version) in &mut grouped {
-                        self.abandon(record, *version, &error).await;
-                    }
+                    self.abandon_all(&mut grouped, &error).await;
                     return Err(error);
                 }
             }

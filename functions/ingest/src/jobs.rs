@@ -60,6 +60,31 @@ impl Jobs<'_, '_> {
         self.documents.project
     }
 
+    /// Records a new job of `kind` (`fields` besides those every job has) and starts its first step
+    /// once this request has been answered.
+    async fn launch(&self, id: &str, kind: &str, fields: Value) -> Result<Value, ApiError> {
+        let mut job = json!({
+            "_id": job_id(self.project(), id),
+            "type": "job",
+            "id": id,
+            "kind": kind,
+            "project": self.project(),
+            "status": "running",
+            "attempts": 0,
+            "errors": [],
+            "created_at": now_ms(),
+            "updated_at": now_ms(),
+            "finished_at": null,
+            "token": new_token(),
+        });
+        if let (Some(job), Value::Object(fields)) = (job.as_object_mut(), fields) {
+            job.extend(fields);
+        }
+        job["_rev"] = json!(self.couch().put(&job).await?);
+        kick(self.project(), &job);
+        Ok(public(&job))
+    }
+
     /// Records a job for `version` of `record` (already `processing`, its bytes stored) and starts
     /// its first step once this request has been answered.
     pub async fn start(
@@ -72,33 +97,22 @@ impl Jobs<'_, '_> {
         let id = format!("{}-v{version}-{}", record.id, &new_token()[..8]);
         let mut meta = new.meta();
         meta.id = Some(record.id.clone());
-        let job = json!({
-            "_id": job_id(self.project(), &id),
-            "type": "job",
-            "id": id,
-            "kind": "ingest",
-            "project": self.project(),
-            "document": record.id,
-            "version": version,
-            "status": "running",
-            "chunks_total": chunks,
-            "chunks_done": 0,
-            "items_total": 1,
-            "items_done": 0,
-            "attempts": 0,
-            "errors": [],
-            "created_at": now_ms(),
-            "updated_at": now_ms(),
-            "finished_at": null,
-            "embed_ms": 0.0,
-            "store_ms": 0.0,
-            "token": new_token(),
-            "meta": meta,
-        });
-        let mut stored = job.clone();
-        stored["_rev"] = json!(self.couch().put(&job).await?);
-        kick(self.project(), &stored);
-        Ok(public(&stored))
+        self.launch(
+            &id,
+            "ingest",
+            json!({
+                "document": record.id,
+                "version": version,
+                "chunks_total": chunks,
+                "chunks_done": 0,
+                "items_total": 1,
+                "items_done": 0,
+                "embed_ms": 0.0,
+                "store_ms": 0.0,
+                "meta": meta,
+            }),
+        )
+        .await
     }
 
     /// Records a job that indexes claimed documents (each `processing` at its version, its bytes
@@ -106,32 +120,21 @@ impl Jobs<'_, '_> {
     pub async fn start_batch(&self, items: Vec<BatchItem>) -> Result<Value, ApiError> {
         let id = format!("batch-{}", &new_token()[..12]);
         let chunks: usize = items.iter().map(|item| item.chunks).sum();
-        let job = json!({
-            "_id": job_id(self.project(), &id),
-            "type": "job",
-            "id": id,
-            "kind": "batch",
-            "project": self.project(),
-            "documents": items.iter().map(|item| &item.document).collect::<Vec<_>>(),
-            "status": "running",
-            "chunks_total": chunks,
-            "chunks_done": 0,
-            "items_total": items.len(),
-            "items_done": 0,
-            "items_failed": 0,
-            "cursor": 0,
-            "items": items,
-            "attempts": 0,
-            "errors": [],
-            "created_at": now_ms(),
-            "updated_at": now_ms(),
-            "finished_at": null,
-            "token": new_token(),
-        });
-        let mut stored = job.clone();
-        stored["_rev"] = json!(self.couch().put(&job).await?);
-        kick(self.project(), &stored);
-        Ok(public(&stored))
+        self.launch(
+            &id,
+            "batch",
+            json!({
+                "documents": items.iter().map(|item| &item.document).collect::<Vec<_>>(),
+                "chunks_total": chunks,
+                "chunks_done": 0,
+                "items_total": items.len(),
+                "items_done": 0,
+                "items_failed": 0,
+                "cursor": 0,
+                "items": items,
+            }),
+        )
+        .await
     }
 
     /// Records a sync of `source` (a source record) and starts its first step once this request
@@ -152,34 +155,23 @@ impl Jobs<'_, '_> {
                 obj.remove(private);
             }
         }
-        let job = json!({
-            "_id": job_id(self.project(), &id),
-            "type": "job",
-            "id": id,
-            "kind": "sync",
-            "project": self.project(),
-            "source": name,
-            "spec": spec,
-            "status": "running",
-            "phase": "start",
-            "queue": [],
-            "seen": [],
-            "cursor": 0,
-            "summary": {"added": 0, "updated": 0, "unchanged": 0, "removed": 0, "failed": 0},
-            "page_errors": [],
-            "items_total": 0,
-            "items_done": 0,
-            "attempts": 0,
-            "errors": [],
-            "created_at": now_ms(),
-            "updated_at": now_ms(),
-            "finished_at": null,
-            "token": new_token(),
-        });
-        let mut stored = job.clone();
-        stored["_rev"] = json!(self.couch().put(&job).await?);
-        kick(self.project(), &stored);
-        Ok(public(&stored))
+        self.launch(
+            &id,
+            "sync",
+            json!({
+                "source": name,
+                "spec": spec,
+                "phase": "start",
+                "queue": [],
+                "seen": [],
+                "cursor": 0,
+                "summary": {"added": 0, "updated": 0, "unchanged": 0, "removed": 0, "failed": 0},
+                "page_errors": [],
+                "items_total": 0,
+                "items_done": 0,
+            }),
+        )
+        .await
     }
 
     async fn load(&self, id: &str) -> Result<Value, ApiError> {
