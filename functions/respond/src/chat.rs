@@ -285,7 +285,7 @@ pub async fn start(asked: Asked) -> Result<Started, ApiError> {
                     llm.complete(&body)
                         .await
                         .map(|(text, (prompt_tokens, completion_tokens))| Answer::Ready {
-                            text,
+                            text: shared::respond::echo::scrub(&text),
                             passages: built.passages.clone(),
                             source: Source::Model,
                             usage: Usage {

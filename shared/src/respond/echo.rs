@@ -23,6 +23,24 @@ fn is_delimiter(inside: &str) -> bool {
         && nonce.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
+/// Whether `inside` (what follows `<<<`, no `>>>` yet) could still become a delimiter: the start of
+/// one, as an answer cut off by its token limit leaves it.
+fn is_delimiter_start(inside: &str) -> bool {
+    let rest = match inside.strip_prefix("end of ") {
+        Some(rest) => rest,
+        None if "end of ".starts_with(inside) => return true,
+        None => inside,
+    };
+    let rest = match rest.strip_prefix("passage ") {
+        Some(rest) => rest,
+        None => return "passage ".starts_with(rest),
+    };
+    let (number, nonce) = rest.split_once(' ').unwrap_or((rest, ""));
+    number.bytes().all(|b| b.is_ascii_digit())
+        && (!number.is_empty() || !rest.contains(' '))
+        && nonce.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// A filter over an answer's pieces, in order.
 #[derive(Debug, Default)]
 pub struct Scrub {
@@ -77,9 +95,14 @@ impl Scrub {
         }
     }
 
-    /// The rest, once the answer has ended: whatever was held, as written.
+    /// The rest, once the answer has ended: whatever was held, as written, unless it is the start of
+    /// a delimiter that the answer's end cut off.
     pub fn finish(&mut self) -> String {
-        std::mem::take(&mut self.held)
+        let held = std::mem::take(&mut self.held);
+        match held.strip_prefix("<<<") {
+            Some(inside) if is_delimiter_start(inside) => String::new(),
+            _ => held,
+        }
     }
 }
 
@@ -126,6 +149,18 @@ mod tests {
             "Title: Refunds"
         );
         assert_eq!(in_pieces("See <<<end of passage 12>>>."), "See .");
+        // An answer that its token limit cut off inside a delimiter.
+        for cut in [
+            "<<<",
+            "<<<end of pa",
+            "<<<passage",
+            "<<<end of passage 3 10b97d87a061",
+        ] {
+            assert_eq!(
+                in_pieces(&format!("The answer is:\n{cut}")),
+                "The answer is:\n"
+            );
+        }
     }
 
     #[test]
@@ -136,7 +171,8 @@ mod tests {
             "<<<passage one abc>>>",
             "<<<passage 1 a-b>>>",
             "ends with <<",
-            "ends with <<<pass",
+            "ends with <<<other",
+            "ends with <<<passage x",
             "façade <<< ünïcode >>> done",
         ] {
             assert_eq!(in_pieces(text), text);
