@@ -864,6 +864,72 @@ async fn a_large_document_becomes_a_job_whose_steps_chain_until_it_is_live() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_deleted_while_its_job_runs_leaves_nothing_behind() {
+    let (host, data_dir) = host_with(&[
+        ("SPIN_VARIABLE_INLINE_CHUNKS", "2"),
+        ("SPIN_VARIABLE_JOB_STEP_CHUNKS", "2"),
+        ("SPIN_VARIABLE_JOB_STEP_MS", "0"),
+    ])
+    .await;
+    let addr = host.addr;
+    let inspector = Inspector::new(&host, &data_dir);
+    let owner = Owner::new(addr, "owner@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let p = &owner.project;
+    let docs = format!("/v1/projects/{p}/documents");
+    let reply = call(
+        addr,
+        "POST",
+        &docs,
+        Some(&key),
+        Some(json!({"id": "doomed-zq", "text": parcels(1600)})),
+    )
+    .await;
+    let job = ok(&reply, 202, "a large document")["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = std::time::Instant::now();
+    loop {
+        let reply = call(
+            addr,
+            "GET",
+            &format!("/v1/projects/{p}/jobs/{job}"),
+            Some(&key),
+            None,
+        )
+        .await;
+        let body = ok(&reply, 200, "the job");
+        assert_eq!(body["status"], "running", "the job ended first: {body}");
+        if body["chunks_done"].as_u64().unwrap_or(0) >= 10 {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let reply = call(
+        addr,
+        "DELETE",
+        &format!("{docs}/doomed-zq"),
+        Some(&key),
+        None,
+    )
+    .await;
+    ok(&reply, 200, "the deletion");
+    let ended = finished_job(addr, &key, p, &job).await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    let traces: Vec<String> = inspector
+        .traces("doomed-zq")
+        .await
+        .into_iter()
+        .filter(|trace| !trace.contains("\"job:"))
+        .collect();
+    assert_eq!(traces, Vec::<String>::new());
+    assert_eq!(inspector.counts().await.points, 0);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_documents_is_written_together_and_a_bad_one_refuses_the_batch() {
     let (host, data_dir) = host().await;
     let addr = host.addr;

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use shared::ingest::webhook;
 use tests::accounts::{OPERATOR, Owner, bearer, call};
 use tests::site::{self, Resource, Site};
+use tests::stores::Inspector;
 use tests::{Options, exchange, start, temp_dir, workspace_root};
 
 async fn host_for(site: &Site) -> host::RunningHost {
@@ -414,6 +415,20 @@ async fn sources_refuse_bad_input_and_other_projects() {
     )
     .await;
     assert_eq!(reply.status, 403, "{}", reply.text());
+    // Settings are small: a body of more than 64 KiB is refused before it is read whole.
+    for path in [path.clone(), format!("/v1/projects/{project}/webhooks")] {
+        let padded = json!({"kind": "url", "url": site.url("/guide"), "title": "x".repeat(70_000)});
+        let reply = call(addr, "POST", &path, Some(&key), Some(padded)).await;
+        assert_eq!(reply.status, 413, "{path}: {}", reply.text());
+        assert_eq!(
+            reply.json()["error"]["code"],
+            "payload_too_large",
+            "{}",
+            reply.text()
+        );
+    }
+    let listed = call(addr, "GET", &path, Some(&key), None).await;
+    assert_eq!(listed.json()["sources"], json!([]), "{}", listed.text());
     assert!(documents(addr, &key, &project).await.is_empty());
 
     // A url source, then another project's credentials see nothing of it.
@@ -739,32 +754,142 @@ async fn signed_webhooks_drive_syncs_and_documents() {
     host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sync_of_more_steps_than_the_chain_depth_finishes() {
-    // 300 pages are ten steps of 32 and more: each step starts the next after answering, so the
-    // host must not count them as one ever deeper chain (its loop guard stops at 8).
-    let site = site::start().await;
-    site::generate(&site, 300, 8, 40);
-    let host = host_for(&site).await;
-    let addr = host.addr;
-    let owner = Owner::new(addr, "long@example.com").await;
-    let key = owner.key(addr, &["ingest", "search"]).await;
-    let project = owner.project.clone();
+/// Where a source's documents would still be (jobs keep their history and are not counted).
+async fn remains(inspector: &Inspector, source: &str) -> Vec<String> {
+    inspector
+        .traces(&format!("{source}-"))
+        .await
+        .into_iter()
+        .filter(|trace| !trace.contains("\"job:"))
+        .collect()
+}
+
+async fn create_source(addr: SocketAddr, key: &str, project: &str, body: Value) -> String {
     let reply = call(
         addr,
         "POST",
         &format!("/v1/projects/{project}/sources"),
-        Some(&key),
-        Some(json!({
-            "id": "big", "kind": "website", "url": site.url("/"), "max_pages": 300, "max_depth": 5,
-        })),
+        Some(key),
+        Some(body),
     )
     .await;
     assert_eq!(reply.status, 201, "{}", reply.text());
-    let job = reply.json()["job"]["id"].as_str().unwrap().to_string();
+    reply.json()["job"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_syncs_finish_and_deleting_a_source_leaves_nothing_even_mid_sync() {
+    // 300 pages are ten steps of 32 and more: each step starts the next after answering, so the
+    // host must not count them as one ever deeper chain (its loop guard stops at 8).
+    let site = site::start().await;
+    site::generate(&site, 300, 8, 40);
+    let data_dir = temp_dir("sources");
+    let host = host_in(&site, &[], &data_dir).await;
+    let addr = host.addr;
+    let inspector = Inspector::new(&host, &data_dir);
+    let owner = Owner::new(addr, "long@example.com").await;
+    let key = owner.key(addr, &["ingest", "search"]).await;
+    let project = owner.project.clone();
+    let spec = |id: &str| json!({"id": id, "kind": "website", "url": site.url("/"), "max_pages": 300, "max_depth": 5});
+    let job = create_source(addr, &key, &project, spec("bigzq")).await;
     let done = finished(addr, &key, &project, &job).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["summary"]["added"], 300, "{done}");
+
+    // A second source over the same site, deleted while its sync is half way: the sync stops,
+    // and nothing of that source stays in any store, whatever its steps wrote.
+    let job = create_source(addr, &key, &project, spec("midzq")).await;
+    let started = Instant::now();
+    loop {
+        let reply = call(
+            addr,
+            "GET",
+            &format!("/v1/projects/{project}/jobs/{job}"),
+            Some(&key),
+            None,
+        )
+        .await;
+        let body = reply.json();
+        assert_eq!(body["status"], "running", "the sync ended first: {body}");
+        if body["items_done"].as_u64().unwrap_or(0) >= 96 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = call(
+        addr,
+        "DELETE",
+        &format!("/v1/projects/{project}/sources/midzq"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        202,
+        "more than 64 pages go by a job: {}",
+        reply.text()
+    );
+    let removal = reply.json()["job"]["id"].as_str().unwrap().to_string();
+    // A sync of a source being deleted is refused.
+    let again = call(
+        addr,
+        "POST",
+        &format!("/v1/projects/{project}/sources/midzq/sync"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert!(
+        [404, 409].contains(&again.status),
+        "{} {}",
+        again.status,
+        again.text()
+    );
+    let cancelled = finished(addr, &key, &project, &job).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let removed = finished(addr, &key, &project, &removal).await;
+    assert_eq!(removed["status"], "done", "{removed}");
+    let gone = call(
+        addr,
+        "GET",
+        &format!("/v1/projects/{project}/sources/midzq"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(gone.status, 404, "{}", gone.text());
+    assert_eq!(remains(&inspector, "midzq").await, Vec::<String>::new());
+    // The other source over the same pages kept all of its documents.
+    let big = call(
+        addr,
+        "GET",
+        &format!("/v1/projects/{project}/sources/bigzq?limit=1"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(big.json()["pages"], 300, "{}", big.text());
+    let points = inspector.counts().await.points;
+    assert!(points >= 300, "{points}");
+
+    // The large source goes by a job too, and the stores end empty of knowledge.
+    let reply = call(
+        addr,
+        "DELETE",
+        &format!("/v1/projects/{project}/sources/bigzq"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let removal = reply.json()["job"]["id"].as_str().unwrap().to_string();
+    let removed = finished(addr, &key, &project, &removal).await;
+    assert_eq!(removed["status"], "done", "{removed}");
+    assert_eq!(removed["documents_removed"], 300, "{removed}");
+    assert_eq!(remains(&inspector, "bigzq").await, Vec::<String>::new());
+    assert_eq!(inspector.counts().await.points, 0);
     host.stop().await;
 }
 
@@ -1035,6 +1160,29 @@ async fn broken_pages_slow_servers_sitemaps_and_robots_are_per_page_errors() {
     }
     // A page that is 404 from the start is no error and no document.
     assert!(!errors.contains("/gone"), "{errors}");
+    assert_eq!(documents(addr, &key, &project).await.len(), 2);
+    // A host that cannot be reached is the page's error, for one URL and for a whole website.
+    for kind in ["url", "website"] {
+        let job = create_source(
+            addr,
+            &key,
+            &project,
+            json!({"kind": kind, "url": "http://edgerag-unreachable.invalid/start"}),
+        )
+        .await;
+        let done = finished(addr, &key, &project, &job).await;
+        assert_eq!(done["status"], "done", "{done}");
+        assert_eq!(done["summary"]["added"], 0, "{done}");
+        let start = done["page_errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["url"] == "http://edgerag-unreachable.invalid/start");
+        assert!(
+            start.is_some_and(|e| e["error"] == "the host name does not resolve"),
+            "{done}"
+        );
+    }
     assert_eq!(documents(addr, &key, &project).await.len(), 2);
     // The re-sync asks with If-Modified-Since alone, and the page answers 304.
     let source = done["source"].as_str().unwrap().to_string();

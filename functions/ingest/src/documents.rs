@@ -941,7 +941,25 @@ impl Documents<'_> {
                 "_deleted": true,
             })])
             .await?;
+        // A job indexing a version may have written chunks after the first pass; it checks for the
+        // record after each write, so what it wrote before the record went is removed here.
+        if record.pending_version.is_some() {
+            self.forget_staged(id).await?;
+        }
         Ok(json!({"deleted": id, "points": points, "chunks": chunks, "files": files}))
+    }
+
+    /// Removes the points and chunk records of every version of a document whose record is gone.
+    pub async fn forget_staged(&self, id: &str) -> Result<(), ApiError> {
+        self.stores
+            .vectors
+            .delete(&visibility::other_versions(self.project, id, None))
+            .await?;
+        self.stores
+            .couch
+            .delete_prefix(&chunk_record_prefix(self.project, id, None))
+            .await?;
+        Ok(())
     }
 
     /// Removes everything the project holds in the three stores: points; document, chunk, job,

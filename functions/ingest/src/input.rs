@@ -10,6 +10,8 @@ use shared::request::query_pairs;
 
 /// The largest document body accepted (the host may set a lower limit of its own).
 pub const MAX_DOCUMENT_BYTES: usize = 32 << 20;
+/// The largest body of a source's or a webhook's settings.
+pub const MAX_SETTINGS_BYTES: usize = 64 << 10;
 /// Most Q&A pairs in one request.
 pub const MAX_QA_PAIRS: usize = 500;
 /// Longest source URI.

@@ -33,6 +33,11 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The id of a job that removes `source`.
+pub fn removal_id(source: &str) -> String {
+    format!("remove-{source}-{}", &new_token()[..8])
+}
+
 /// What clients see of a job.
 fn public(job: &Value) -> Value {
     let mut job = job.clone();
@@ -174,6 +179,17 @@ impl Jobs<'_, '_> {
         .await
     }
 
+    /// Records the removal `id` (see `removal_id`) of `source`, marked as being deleted, and
+    /// starts its first step once this request has been answered.
+    pub async fn start_removal(&self, id: &str, source: &str) -> Result<Value, ApiError> {
+        self.launch(
+            id,
+            "removal",
+            json!({"source": source, "items_done": 0, "documents_removed": 0}),
+        )
+        .await
+    }
+
     async fn load(&self, id: &str) -> Result<Value, ApiError> {
         self.couch()
             .get(&job_id(self.project(), id))
@@ -228,6 +244,8 @@ impl Jobs<'_, '_> {
         job["_rev"] = json!(self.couch().put(&job).await?);
         let advanced = if job["kind"] == "sync" {
             crate::sources::advance(self.documents, &mut job).await
+        } else if job["kind"] == "removal" {
+            crate::sources::advance_removal(self.documents, &mut job).await
         } else if job["kind"] == "batch" {
             self.advance_batch(&mut job).await
         } else {
@@ -278,6 +296,9 @@ impl Jobs<'_, '_> {
         let version = job["version"].as_u64().unwrap_or(0) as u32;
         let meta: Meta = serde_json::from_value(job["meta"].clone())
             .map_err(|e| ApiError::Internal(format!("job {}: {e}", job["id"])))?;
+        if self.record(job).await?.is_none() {
+            return self.cancel_deleted(job, &document).await;
+        }
         let bytes = stores
             .objects
             .get(&object_key(self.project(), &document, version))
@@ -312,6 +333,10 @@ impl Jobs<'_, '_> {
             advanced = true;
         }
         if advanced {
+            if self.record(job).await?.is_none() {
+                // Deleted while this step wrote: what it wrote goes too.
+                return self.cancel_deleted(job, &document).await;
+            }
             return Ok(());
         }
         let mut record = self.record(job).await?.ok_or_else(|| {
@@ -329,6 +354,17 @@ impl Jobs<'_, '_> {
             .await?;
         job["status"] = json!("done");
         job["items_done"] = json!(1);
+        job["finished_at"] = json!(now_ms());
+        Ok(())
+    }
+}
+
+impl Jobs<'_, '_> {
+    /// Ends the job of a document deleted while it ran, with what its steps wrote.
+    async fn cancel_deleted(&self, job: &mut Value, document: &str) -> Result<(), ApiError> {
+        self.documents.forget_staged(document).await?;
+        job["status"] = json!("cancelled");
+        job["cancelled"] = json!("the document was deleted");
         job["finished_at"] = json!(now_ms());
         Ok(())
     }
@@ -456,6 +492,21 @@ impl Jobs<'_, '_> {
             documents
                 .stage_claimed(&prepared, &metas, &work, &mut laps)
                 .await?;
+            // A document deleted while its chunks were written: they go too, and it is not settled.
+            let ids: Vec<String> = work
+                .iter()
+                .map(|(_, record, _)| record_id(self.project(), &record.id))
+                .collect();
+            let found = stores.couch.get_many(&ids).await?;
+            let mut kept = Vec::new();
+            for (claimed, doc) in work.into_iter().zip(found) {
+                if doc.is_some() {
+                    kept.push(claimed);
+                } else {
+                    documents.forget_staged(&claimed.1.id).await?;
+                }
+            }
+            let mut work = kept;
             documents
                 .settle_claimed(&prepared, &metas, &mut work, &mut laps)
                 .await?;

@@ -264,7 +264,12 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = guest::read_body(request, input::MAX_DOCUMENT_BYTES).await?;
+    // A source's or webhook's settings are small; only documents may be large.
+    let limit = match endpoint {
+        E::CreateSource | E::CreateWebhook => input::MAX_SETTINGS_BYTES,
+        _ => input::MAX_DOCUMENT_BYTES,
+    };
+    let body = guest::read_body(request, limit).await?;
     let stores = Stores::load().await?;
     let documents = Documents {
         stores: &stores,
@@ -407,14 +412,14 @@ async fn answer(request: Request) -> Result<Reply, ApiError> {
                 .await?,
             ))
         }
-        E::DeleteSource => Ok(Reply::json(
-            200,
-            &sources::Sources {
+        E::DeleteSource => {
+            let (status, body) = sources::Sources {
                 documents: &documents,
             }
             .delete(&source)
-            .await?,
-        )),
+            .await?;
+            Ok(Reply::json(status, &body))
+        }
         E::SyncSource => Ok(Reply::json(
             202,
             &json!({"job": sources::Sources {

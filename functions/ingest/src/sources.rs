@@ -42,6 +42,12 @@ const CAP_MAX_DEPTH: u64 = 20;
 pub const PAGE_ACCEPT: &str =
     "text/html,application/xhtml+xml,text/markdown,text/plain,application/pdf;q=0.9,*/*;q=0.1";
 const SITEMAP_ACCEPT: &str = "application/xml,text/xml,text/plain;q=0.9,*/*;q=0.1";
+/// Sources of at most this many pages are removed within the request; larger ones by a job.
+const INLINE_REMOVAL_PAGES: usize = 64;
+/// Pages one round of a removal takes (a removal job's step is one round).
+const REMOVAL_PAGES: usize = 64;
+/// Documents removed at once.
+const REMOVALS_IN_FLIGHT: usize = 8;
 
 fn source_id(project: &str, id: &str) -> String {
     format!("source:{project}:{id}")
@@ -418,9 +424,19 @@ impl Sources<'_, '_> {
             return Err(ApiError::Conflict(format!("source {id} exists")));
         }
         record["_rev"] = json!(self.couch().put(&record).await?);
-        let job = self.sync(&id).await?;
-        let record = self.load(&id).await?;
-        Ok(json!({"source": public(&record), "job": job}))
+        match self.sync(&id).await {
+            Ok(job) => {
+                let record = self.load(&id).await?;
+                Ok(json!({"source": public(&record), "job": job}))
+            }
+            Err(error) => {
+                // A source is kept only with its first sync started: creating it again is the retry.
+                if let Ok(Some(record)) = self.couch().get(&source_id(self.project(), &id)).await {
+                    let _ = self.couch().bulk(vec![tombstone(&record)]).await;
+                }
+                Err(error)
+            }
+        }
     }
 
     pub async fn list(&self) -> Result<Value, ApiError> {
@@ -459,35 +475,57 @@ impl Sources<'_, '_> {
         Ok(out)
     }
 
-    /// Removes the source, its pages and every document it made.
-    pub async fn delete(&self, id: &str) -> Result<Value, ApiError> {
-        let record = self.load(id).await?;
-        let rows = self
-            .couch()
-            .prefix(&page_prefix(self.project(), id), None, 100_000, true)
-            .await?;
-        let mut removed = 0;
-        for row in &rows {
-            if let Some(document) = row["doc"]["document"].as_str()
-                && remove_document(self.documents, document).await?
-            {
-                removed += 1;
+    /// Removes the source, its pages and every document it made: a small source within the request
+    /// (200), a large one by a job (202). The source is marked first, so a sync that is running
+    /// stops at its next step and no new one starts.
+    pub async fn delete(&self, id: &str) -> Result<(u16, Value), ApiError> {
+        let mut record = self.load(id).await?;
+        let jobs = crate::jobs::Jobs {
+            documents: self.documents,
+        };
+        if let Some(job) = record["deleting"].as_str() {
+            match jobs.get(job).await {
+                Ok(job) if job["status"] == "running" => {
+                    return Ok((202, json!({"deleted": id, "job": job})));
+                }
+                Ok(_) | Err(ApiError::NotFound(_)) => {}
+                Err(other) => return Err(other),
             }
         }
-        self.couch()
-            .delete_prefix(&page_prefix(self.project(), id))
+        let pages = self
+            .couch()
+            .prefix(
+                &page_prefix(self.project(), id),
+                None,
+                INLINE_REMOVAL_PAGES + 1,
+                false,
+            )
             .await?;
-        self.couch()
-            .bulk(vec![
-                json!({"_id": record["_id"], "_rev": record["_rev"], "_deleted": true}),
-            ])
-            .await?;
-        Ok(json!({"deleted": id, "documents_removed": removed}))
+        if pages.len() > INLINE_REMOVAL_PAGES {
+            let job = crate::jobs::removal_id(id);
+            record["deleting"] = json!(job);
+            self.couch().put(&record).await?;
+            let job = jobs.start_removal(&job, id).await?;
+            return Ok((202, json!({"deleted": id, "job": job})));
+        }
+        record["deleting"] = json!(true);
+        record["_rev"] = json!(self.couch().put(&record).await?);
+        let removed = remove_all_pages(self.documents, id).await?;
+        self.couch().bulk(vec![tombstone(&record)]).await?;
+        // A sync step that wrote pages before it saw the mark: its pages are found by this pass.
+        let late = remove_all_pages(self.documents, id).await?;
+        Ok((
+            200,
+            json!({"deleted": id, "documents_removed": removed + late}),
+        ))
     }
 
     /// Starts a sync of source `id` (202); a sync already running is a conflict.
     pub async fn sync(&self, id: &str) -> Result<Value, ApiError> {
         let mut record = self.load(id).await?;
+        if !record["deleting"].is_null() {
+            return Err(ApiError::Conflict(format!("source {id} is being deleted")));
+        }
         if let Some(job) = record["syncing"].as_str()
             && let Ok(running) = (crate::jobs::Jobs {
                 documents: self.documents,
@@ -521,9 +559,10 @@ pub async fn due(couch: &guest::couch::Couch, now: u64) -> Result<Vec<(String, S
     Ok(rows
         .iter()
         .filter(|r| {
-            r["doc"]["next_sync_at"]
-                .as_u64()
-                .is_some_and(|at| at <= now)
+            r["doc"]["deleting"].is_null()
+                && r["doc"]["next_sync_at"]
+                    .as_u64()
+                    .is_some_and(|at| at <= now)
         })
         .filter_map(|r| {
             Some((
@@ -564,6 +603,84 @@ async fn remove_document(documents: &Documents<'_>, document: &str) -> Result<bo
     }
 }
 
+fn tombstone(record: &Value) -> Value {
+    json!({"_id": record["_id"], "_rev": record["_rev"], "_deleted": true})
+}
+
+/// Removes up to `limit` of the source's pages and their documents: how many pages it found and
+/// how many documents it removed.
+async fn remove_pages(
+    documents: &Documents<'_>,
+    source: &str,
+    limit: usize,
+) -> Result<(usize, usize), ApiError> {
+    let couch = &documents.stores.couch;
+    let rows = couch
+        .prefix(&page_prefix(documents.project, source), None, limit, true)
+        .await?;
+    let removals = rows
+        .iter()
+        .filter_map(|row| row["doc"]["document"].as_str())
+        .map(|document| remove_document(documents, document));
+    let results: Vec<Result<bool, ApiError>> = futures::stream::iter(removals)
+        .buffered(REMOVALS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut removed = 0;
+    for result in results {
+        removed += usize::from(result?);
+    }
+    couch
+        .bulk(rows.iter().map(|row| tombstone(&row["doc"])).collect())
+        .await?;
+    Ok((rows.len(), removed))
+}
+
+/// Removes every page of the source and their documents; how many documents it removed.
+async fn remove_all_pages(documents: &Documents<'_>, source: &str) -> Result<usize, ApiError> {
+    let mut removed = 0;
+    loop {
+        let (pages, documents_removed) = remove_pages(documents, source, REMOVAL_PAGES).await?;
+        removed += documents_removed;
+        if pages < REMOVAL_PAGES {
+            return Ok(removed);
+        }
+    }
+}
+
+/// One step of a removal job: a round of pages, and the source record once none is left.
+pub async fn advance_removal(documents: &Documents<'_>, job: &mut Value) -> Result<(), ApiError> {
+    let source = job["source"].as_str().unwrap_or_default().to_string();
+    let (pages, removed) = remove_pages(documents, &source, REMOVAL_PAGES).await?;
+    for (key, add) in [("items_done", pages), ("documents_removed", removed)] {
+        job[key] = json!(job[key].as_u64().unwrap_or(0) as usize + add);
+    }
+    if pages == REMOVAL_PAGES {
+        return Ok(());
+    }
+    let couch = &documents.stores.couch;
+    if let Some(record) = couch.get(&source_id(documents.project, &source)).await? {
+        couch.bulk(vec![tombstone(&record)]).await?;
+    }
+    // A sync step that wrote pages before it saw the mark: its pages are found by this pass.
+    let late = remove_all_pages(documents, &source).await?;
+    job["documents_removed"] =
+        json!(job["documents_removed"].as_u64().unwrap_or(0) as usize + late);
+    job["status"] = json!("done");
+    job["finished_at"] = json!(now_ms());
+    Ok(())
+}
+
+/// Whether the source still exists and is not being deleted.
+async fn still_wanted(documents: &Documents<'_>, source: &str) -> Result<bool, ApiError> {
+    Ok(documents
+        .stores
+        .couch
+        .get(&source_id(documents.project, source))
+        .await?
+        .is_some_and(|record| record["deleting"].is_null()))
+}
+
 /// The URLs a sync has queued so far (each is visited once).
 struct Seen(HashSet<String>);
 
@@ -599,6 +716,13 @@ struct Outcome {
 
 /// The next piece of a sync job's work.
 pub async fn advance(documents: &Documents<'_>, job: &mut Value) -> Result<(), ApiError> {
+    let source = job["source"].as_str().unwrap_or_default().to_string();
+    if !still_wanted(documents, &source).await? {
+        job["status"] = json!("cancelled");
+        job["cancelled"] = json!("the source was deleted");
+        job["finished_at"] = json!(now_ms());
+        return Ok(());
+    }
     let policy = Policy::load().await;
     match job["phase"].as_str().unwrap_or("start") {
         "start" => start(&policy, job).await,
@@ -1111,7 +1235,26 @@ async fn crawl_step(
         }
     }
     let records: Vec<Value> = outcomes.into_iter().map(|o| o.record).collect();
+    let written: Vec<String> = records
+        .iter()
+        .filter_map(|r| r["_id"].as_str().map(str::to_string))
+        .collect();
     documents.stores.couch.bulk(records).await?;
+    if !still_wanted(documents, &source).await? {
+        // Deleted while this step ran: the removal may have passed these pages, so they go here.
+        let written = documents.stores.couch.get_many(&written).await?;
+        for page in written.iter().flatten() {
+            if let Some(document) = page["document"].as_str() {
+                remove_document(documents, document).await?;
+            }
+        }
+        let pages: Vec<Value> = written.iter().flatten().map(tombstone).collect();
+        documents.stores.couch.bulk(pages).await?;
+        job["status"] = json!("cancelled");
+        job["cancelled"] = json!("the source was deleted");
+        job["finished_at"] = json!(now_ms());
+        return Ok(());
+    }
     let done = cursor + queue.len();
     job["cursor"] = json!(done);
     job["items_done"] = json!(done);
