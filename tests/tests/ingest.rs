@@ -1355,6 +1355,11 @@ async fn purging_a_project_removes_its_knowledge_from_every_store() {
         ),
         ("webhooks", json!({}), 201),
         (
+            "sources",
+            json!({"kind": "url", "url": "http://edgerag-unreachable.invalid/", "sync_every": "6h"}),
+            201,
+        ),
+        (
             "chat",
             json!({"message": "What is alpha?", "stream": false}),
             200,

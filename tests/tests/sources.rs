@@ -491,11 +491,33 @@ async fn sources_refuse_bad_input_and_other_projects() {
     .await;
     assert_eq!(reply.status, 202, "{}", reply.text());
     assert_eq!(reply.json()["started"], json!([]), "{}", reply.text());
-    // Once its time has come (set back in the store here, rather than waiting six hours), the
-    // operator's call starts it, and moves its next time on.
+    // The schedule keeps an entry per scheduled source, ordered by time, so that sync-due reads
+    // only what is due.
     let stores = tests::stores::Inspector::new(&host, &data_dir);
     let path = format!("/edgerag_ingest/source:{project}:one");
+    let entry = |at: u64| format!("/edgerag_ingest/due:{at:015}:{project}:one");
     let mut record = stores.couch("GET", &path, None).await;
+    let at = record["next_sync_at"].as_u64().unwrap();
+    let scheduled = stores.couch("GET", &entry(at), None).await;
+    assert!(scheduled["_rev"].is_string(), "{scheduled}");
+    // Once its time has come (set back in the store here, rather than waiting six hours), and in a
+    // store from before the schedule (the record's time alone: no entry, no marker), the
+    // operator's call starts it, and moves its next time on.
+    let rev = scheduled["_rev"].as_str().unwrap();
+    stores
+        .couch("DELETE", &format!("{}?rev={rev}", entry(at)), None)
+        .await;
+    let marker = stores
+        .couch("GET", "/edgerag_ingest/schedule:v1", None)
+        .await;
+    let rev = marker["_rev"].as_str().unwrap();
+    stores
+        .couch(
+            "DELETE",
+            &format!("/edgerag_ingest/schedule:v1?rev={rev}"),
+            None,
+        )
+        .await;
     record["next_sync_at"] = json!(1);
     stores.couch("PUT", &path, Some(record)).await;
     let reply = call(
@@ -516,10 +538,22 @@ async fn sources_refuse_bad_input_and_other_projects() {
         1
     );
     let record = stores.couch("GET", &path, None).await;
-    assert!(
-        record["next_sync_at"].as_u64().unwrap() > 1_000_000,
-        "{record}"
+    let next = record["next_sync_at"].as_u64().unwrap();
+    assert!(next > 1_000_000, "{record}");
+    assert!(stores.couch("GET", &entry(next), None).await["_rev"].is_string());
+    assert_eq!(
+        stores.couch("GET", &entry(1), None).await["error"],
+        "not_found"
     );
+    let reply = call(
+        addr,
+        "POST",
+        "/v1/admin/sync-due",
+        Some(&bearer(OPERATOR)),
+        None,
+    )
+    .await;
+    assert_eq!(reply.json()["started"], json!([]), "{}", reply.text());
     host.stop().await;
 }
 

@@ -970,6 +970,7 @@ impl Documents<'_> {
             json!({"must": [{"key": "project", "match": {"value": self.project}}]});
         let points = self.stores.vectors.count(&project_filter).await?;
         self.stores.vectors.delete(&project_filter).await?;
+        crate::sources::unschedule_project(&self.stores.couch, self.project).await?;
         let mut records = 0;
         for prefix in [
             document::project_record_prefix(self.project),

@@ -520,23 +520,27 @@ async fn sync_due(request: Request) -> Result<Reply, ApiError> {
     let now = documents::now_ms();
     let mut started = Vec::new();
     let mut skipped = Vec::new();
-    for (project, source) in sources::due(&stores.couch, now).await? {
+    for due in sources::due(&stores.couch, now).await? {
+        let (project, source) = (&due.project, &due.source);
         let documents = Documents {
             stores: &stores,
-            project: &project,
+            project,
         };
         match (sources::Sources {
             documents: &documents,
         })
-        .sync(&source)
+        .sync(source)
         .await
         {
             Ok(job) => {
                 started.push(json!({"project": project, "source": source, "job": job["id"]}))
             }
+            // A source deleted since: its entry is all that is left of it.
+            Err(ApiError::NotFound(_)) => {}
             Err(error) => skipped
                 .push(json!({"project": project, "source": source, "why": error.to_string()})),
         }
+        sources::settle_due(&stores.couch, &due).await?;
     }
     Ok(Reply::json(
         202,

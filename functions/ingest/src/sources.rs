@@ -53,6 +53,16 @@ fn source_id(project: &str, id: &str) -> String {
     format!("source:{project}:{id}")
 }
 
+/// A scheduled sync's entry in the schedule: ids sort by the time it is due, so `sync-due` reads
+/// only the entries that are due.
+fn due_id(at: u64, project: &str, source: &str) -> String {
+    format!("{DUE_PREFIX}{at:015}:{project}:{source}")
+}
+
+const DUE_PREFIX: &str = "due:";
+/// Written once the schedule holds every source's entry (stores from before it had none).
+const SCHEDULE_MARKER: &str = "schedule:v1";
+
 fn page_prefix(project: &str, source: &str) -> String {
     format!("page:{project}:{source}:")
 }
@@ -501,6 +511,8 @@ impl Sources<'_, '_> {
                 false,
             )
             .await?;
+        reschedule(self.couch(), &record, None).await?;
+        record["next_sync_at"] = Value::Null;
         if pages.len() > INLINE_REMOVAL_PAGES {
             let job = crate::jobs::removal_id(id);
             record["deleting"] = json!(job);
@@ -544,33 +556,159 @@ impl Sources<'_, '_> {
         .start_sync(&record)
         .await?;
         record["syncing"] = job["id"].clone();
-        record["next_sync_at"] = match record["sync_every_s"].as_u64() {
-            Some(every) => json!(now_ms() + every * 1000),
-            None => Value::Null,
-        };
+        let next = record["sync_every_s"]
+            .as_u64()
+            .map(|every| now_ms() + every * 1000);
+        reschedule(self.couch(), &record, next).await?;
+        record["next_sync_at"] = json!(next);
         self.couch().put(&record).await?;
         Ok(job)
     }
 }
 
-/// Sources whose `next_sync_at` has passed, across projects, for the operator's `sync-due`.
-pub async fn due(couch: &guest::couch::Couch, now: u64) -> Result<Vec<(String, String)>, ApiError> {
-    let rows = couch.prefix("source:", None, 100_000, true).await?;
-    Ok(rows
-        .iter()
-        .filter(|r| {
-            r["doc"]["deleting"].is_null()
-                && r["doc"]["next_sync_at"]
-                    .as_u64()
-                    .is_some_and(|at| at <= now)
-        })
-        .filter_map(|r| {
-            Some((
-                r["doc"]["project"].as_str()?.to_string(),
-                r["doc"]["id"].as_str()?.to_string(),
-            ))
-        })
-        .collect())
+/// Moves a source's entry in the schedule from its record's `next_sync_at` to `next`.
+async fn reschedule(
+    couch: &guest::couch::Couch,
+    record: &Value,
+    next: Option<u64>,
+) -> Result<(), ApiError> {
+    let (project, source) = (
+        record["project"].as_str().unwrap_or_default(),
+        record["id"].as_str().unwrap_or_default(),
+    );
+    let from = record["next_sync_at"].as_u64();
+    let mut writes = Vec::new();
+    if let Some(at) = from.filter(|at| Some(*at) != next)
+        && let Some(entry) = couch.get(&due_id(at, project, source)).await?
+    {
+        writes.push(tombstone(&entry));
+    }
+    if let Some(at) = next.filter(|at| Some(*at) != from) {
+        writes.push(json!({"_id": due_id(at, project, source), "type": "due"}));
+    }
+    couch.bulk(writes).await?;
+    Ok(())
+}
+
+/// Removes the schedule's entries of every source of `project` (before its records go).
+pub async fn unschedule_project(
+    couch: &guest::couch::Couch,
+    project: &str,
+) -> Result<(), ApiError> {
+    let rows = couch
+        .prefix(&format!("source:{project}:"), None, 100_000, true)
+        .await?;
+    for row in &rows {
+        reschedule(couch, &row["doc"], None).await?;
+    }
+    Ok(())
+}
+
+/// A source the schedule says is due: its project and id, and the entry that said so.
+pub struct Due {
+    pub project: String,
+    pub source: String,
+    entry: String,
+}
+
+/// The sources due at `now`, across projects, for the operator's `sync-due`: read from the
+/// schedule in time order, so only the entries that are due (and one more) are read.
+pub async fn due(couch: &guest::couch::Couch, now: u64) -> Result<Vec<Due>, ApiError> {
+    index_schedules_once(couch).await?;
+    let mut due = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let rows = couch
+            .prefix(DUE_PREFIX, after.as_deref(), 500, false)
+            .await?;
+        for row in &rows {
+            let id = row["id"].as_str().unwrap_or_default();
+            let mut parts = id[DUE_PREFIX.len()..].splitn(3, ':');
+            let (Some(at), Some(project), Some(source)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if at.parse::<u64>().map_or(true, |at| at > now) {
+                return Ok(due);
+            }
+            due.push(Due {
+                project: project.to_string(),
+                source: source.to_string(),
+                entry: id.to_string(),
+            });
+        }
+        if rows.len() < 500 {
+            return Ok(due);
+        }
+        after = rows
+            .last()
+            .and_then(|r| r["id"].as_str())
+            .map(str::to_string);
+    }
+}
+
+/// After `sync-due` acted on an entry: it goes unless it is still the source's next time (a sync
+/// that could not start leaves the source due).
+pub async fn settle_due(couch: &guest::couch::Couch, due: &Due) -> Result<(), ApiError> {
+    let record = couch.get(&source_id(&due.project, &due.source)).await?;
+    let still_next = record.is_some_and(|r| {
+        r["next_sync_at"]
+            .as_u64()
+            .is_some_and(|at| due_id(at, &due.project, &due.source) == due.entry)
+    });
+    if !still_next && let Some(entry) = couch.get(&due.entry).await? {
+        couch.bulk(vec![tombstone(&entry)]).await?;
+    }
+    Ok(())
+}
+
+/// Stores made before the schedule existed: every scheduled source gets its entry, once.
+async fn index_schedules_once(couch: &guest::couch::Couch) -> Result<(), ApiError> {
+    if couch.get(SCHEDULE_MARKER).await?.is_some() {
+        return Ok(());
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let rows = couch.prefix("source:", after.as_deref(), 500, true).await?;
+        let entries: Vec<Value> = rows
+            .iter()
+            .filter(|r| r["doc"]["deleting"].is_null())
+            .filter_map(|r| {
+                let doc = &r["doc"];
+                Some(json!({
+                    "_id": due_id(doc["next_sync_at"].as_u64()?, doc["project"].as_str()?, doc["id"].as_str()?),
+                    "type": "due",
+                }))
+            })
+            .collect();
+        let ids: Vec<String> = entries
+            .iter()
+            .filter_map(|e| e["_id"].as_str().map(str::to_string))
+            .collect();
+        let present = couch.get_many(&ids).await?;
+        let missing: Vec<Value> = entries
+            .into_iter()
+            .zip(present)
+            .filter(|(_, present)| present.is_none())
+            .map(|(entry, _)| entry)
+            .collect();
+        couch.bulk(missing).await?;
+        if rows.len() < 500 {
+            break;
+        }
+        after = rows
+            .last()
+            .and_then(|r| r["id"].as_str())
+            .map(str::to_string);
+    }
+    match couch
+        .put(&json!({"_id": SCHEDULE_MARKER, "type": "marker"}))
+        .await
+    {
+        Ok(_) | Err(ApiError::Conflict(_)) => Ok(()),
+        Err(other) => Err(other),
+    }
 }
 
 fn count(job: &mut Value, field: &str) {
